@@ -1,0 +1,47 @@
+"""Atomic, pickle-free checkpoints and result files.
+
+Writes go to a temporary file in the same folder, are fsync'ed and renamed over the target, so a
+killed run leaves either the previous file or the new one, never half of one. Checkpoints are
+loaded with ``torch.load(weights_only=True)``, which rebuilds only tensors and plain containers and
+refuses arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    _atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt or unsafe files
+        raise ValueError(f"{path}: not a loadable pgsl checkpoint ({e})") from e
+
+
+def write_json(path: Path, data: Any) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    _atomic_write(path, lambda f: f.write(text.encode()))

@@ -1,0 +1,165 @@
+"""The ``pgsl`` command line. Libraries log; this module talks (progress bars, tables, errors)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from pgsl.config import available_presets, load_preset
+from pgsl.data import LOADERS
+from pgsl.split.trainer import STREAMS, EpochStats
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="PGSL: privacy-preserving split learning on medical images.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+class RichReporter:
+    """Progress bars and one line per epoch."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+
+    def task(self, description: str, total: int) -> Callable[[int], None]:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
+            TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, transient=False,
+        )
+        self._progress.start()
+        task_id = self._progress.add_task(description, total=total)
+        progress = self._progress
+        return lambda n: progress.advance(task_id, n)
+
+    def done(self) -> None:
+        if self._progress:
+            self._progress.stop()
+            self._progress = None
+
+    def epoch(self, epoch: int, stats: EpochStats, test: dict[str, float] | None) -> None:
+        train = "  ".join(f"{k} {stats.accuracy[k]:.4f}" for k in STREAMS)
+        loss = "  ".join(f"{k} {v:.3f}" for k, v in stats.loss.items())
+        console.print(f"[bold]epoch {epoch}[/]  loss: {loss}")
+        console.print(f"  train acc: {train}")
+        if test is not None:
+            tst = "  ".join(f"{k} {test[k]:.4f}" for k in STREAMS)
+            console.print(f"  [green]test acc:  {tst}[/]")
+
+
+def _fail(e: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {e}")
+    raise typer.Exit(code=2)
+
+
+def _accuracy_table(title: str, acc: dict[str, float], n: int) -> Table:
+    table = Table(title=f"{title} (n={n})")
+    for k in STREAMS:
+        table.add_column(k, justify="right")
+    table.add_row(*(f"{acc[k]:.4f}" for k in STREAMS))
+    return table
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details.")) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+    )
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., help="Run folder: config.json, checkpoint.pt, metrics.json."),
+    dataset: str = typer.Option("mnist", help=f"One of: {', '.join(LOADERS)}."),
+    preset: str = typer.Option("quick", help=f"{' | '.join(available_presets())} or a TOML path."),
+    data_dir: Optional[str] = typer.Option(None, help="Dataset folder (MIAS) or cache override."),
+    image_size: Optional[int] = typer.Option(None, help="MIAS/DICOM resize (even)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    epochs: Optional[int] = typer.Option(None, help="Override the preset's epochs."),
+    batch_size: Optional[int] = typer.Option(None),
+    limit_train: Optional[int] = typer.Option(None, help="Seeded random training subset."),
+    limit_test: Optional[int] = typer.Option(None, help="First N test images."),
+    mu: Optional[float] = typer.Option(None, help="APG relaxation parameter (paper: 0.55)."),
+    pixels: Optional[float] = typer.Option(None, help="Pixel budget: count, or fraction if < 1."),
+    seed: Optional[int] = typer.Option(None),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+) -> None:
+    """Train PGSL (client attack + down-sampling + conv1-2 | APG recovery + 3 streams + fusion)."""
+    from pgsl.experiments.train import train_run
+
+    try:
+        cfg = load_preset(preset)
+        data: dict[str, Any] = {"dataset": dataset, "data_dir": data_dir}
+        for key, value in (("image_size", image_size), ("limit_train", limit_train),
+                           ("limit_test", limit_test)):
+            if value is not None:
+                data[key] = value
+        if image_size is not None and image_size % 2:
+            raise ValueError(f"--image-size must be even, got {image_size}")
+        cfg = cfg.replace(
+            data=data,
+            train={k: v for k, v in (("batch_size", batch_size), ("seed", seed)) if v is not None},
+            recovery={"mu": mu} if mu is not None else {},
+            attack={"pixels": pixels} if pixels is not None else {},
+        )
+        if resume:
+            console.print(f"resuming {out} with its saved configuration")
+        metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),
+                            epochs=epochs)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError) as e:
+        _fail(e)
+        return
+    console.print(_accuracy_table(f"{metrics['dataset']} test accuracy after "
+                                  f"{metrics['epochs']} epoch(s)",
+                                  metrics["test_accuracy"], metrics["n_test"]))
+    console.print(f"training {metrics['train_seconds']:.1f} s, evaluation "
+                  f"{metrics['eval_seconds']:.1f} s; wrote {out / 'metrics.json'}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A folder written by `pgsl train`."),
+    device: str = typer.Option("cpu"),
+    limit_test: Optional[int] = typer.Option(None, help="First N test images."),
+) -> None:
+    """Re-evaluate a saved run on its test split (writes evaluation.json)."""
+    from pgsl.experiments.train import evaluate_run
+
+    try:
+        result = evaluate_run(run_dir, device=device, limit_test=limit_test,
+                              reporter=RichReporter())
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        _fail(e)
+        return
+    console.print(_accuracy_table(f"test accuracy, epoch {result['epochs']}",
+                                  result["test_accuracy"], result["n_test"]))
+
+
+@app.command()
+def presets() -> None:
+    """List the presets and where they live."""
+    from pgsl.config import PRESET_DIR
+
+    for name in available_presets():
+        console.print(f"{name}: {PRESET_DIR / (name + '.toml')}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

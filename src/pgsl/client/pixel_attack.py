@@ -1,0 +1,117 @@
+"""The client's intentional few-pixel JSMA attack (paper §IV-A, eq. 1; DESIGN §2.1).
+
+Eq. 1 with the correlation conditions inverted (non-targeted): a feature ``i`` is salient when
+raising it lowers the true class ``y`` and raises the others,
+
+    dZ_y/dx_i < 0   and   sum_{y' != y} dZ_{y'}/dx_i > 0,     Map_i = -dZ_y/dx_i * sum_{y'} dZ_{y'}/dx_i
+
+We differentiate the *logits* Z, not the softmax: with the softmax, ``sum_{y'!=y} dF_{y'}/dx``
+equals ``-dF_y/dx`` exactly and the two conditions collapse into one (Carlini & Wagner make the same
+remark; Papernot's and ART's JSMA use logits too). The sum over the other classes is
+``d(sum_c Z_c)/dx - dZ_y/dx``, so each step needs two backward passes whatever the class count.
+
+Each step raises the ``pixels_per_step`` most salient unchanged features of every image by
+``theta`` (clipped to [0, 1]) until the budget is spent; images with no salient feature left stop
+early. The saliency map ``Map`` of the clean image, normalised to [0, 1] per image, is returned too:
+PGSL sends it (pooled) beside the image.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class PixelAttackResult(NamedTuple):
+    """Shapes: ``attacked`` (B, C, H, W); ``saliency`` (B, 1, H, W) in [0, 1]; ``changed`` bool as x."""
+
+    attacked: Tensor
+    saliency: Tensor
+    changed: Tensor
+
+
+def pixel_budget(pixels: float, n_features: int) -> int:
+    """A count (``pixels >= 1``) or a fraction of the features (``0 < pixels < 1``), at least 1."""
+    if pixels <= 0:
+        raise ValueError(f"pixel budget must be positive, got {pixels}")
+    count = int(round(pixels)) if pixels >= 1 else int(round(pixels * n_features))
+    return max(1, min(count, n_features))
+
+
+def _saliency(model: nn.Module, x: Tensor, y: Tensor, *, raising: bool) -> Tensor:
+    """Inverted eq.-1 saliency of every input feature, ``(B, C, H, W)``, >= 0.
+
+    For raising a feature: dZ_y/dx < 0 and sum_{y'} dZ_{y'}/dx > 0; for lowering, both flipped.
+    """
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    (grad_true,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), x, retain_graph=True)
+    (grad_all,) = torch.autograd.grad(logits.sum(), x)
+    grad_other = grad_all - grad_true
+    if raising:
+        salient = (grad_true < 0) & (grad_other > 0)
+    else:
+        salient = (grad_true > 0) & (grad_other < 0)
+    return torch.where(salient, -grad_true * grad_other, torch.zeros_like(grad_true))
+
+
+def intentional_jsma(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    pixels: float = 4,
+    pixels_per_step: int = 1,
+    theta: float = 1.0,
+) -> PixelAttackResult:
+    """Perturb at most ``pixel_budget(pixels)`` features of each image to lower its class score.
+
+    Args:
+        model: the client's surrogate classifier (kept in eval mode by the caller).
+        x: ``(B, C, H, W)`` images in [0, 1].
+        y: ``(B,)`` labels; ``None`` uses the surrogate's own prediction (inference, where the
+            client does not know the label).
+        pixels: budget, see :func:`pixel_budget`.
+        pixels_per_step: features changed per saliency step (1 is classic JSMA).
+        theta: change per feature; positive raises pixels, negative lowers them (the saliency
+            conditions flip accordingly).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"pixel attack expects (B, C, H, W) images, got {tuple(x.shape)}")
+    if theta == 0:
+        raise ValueError("theta must be non-zero")
+    b = x.shape[0]
+    if y is not None and tuple(y.shape) != (b,):
+        raise ValueError(f"labels must have shape ({b},), got {tuple(y.shape)}")
+    n_features = x[0].numel()
+    budget = pixel_budget(pixels, n_features)
+    per_step = max(1, min(pixels_per_step, budget))
+    with torch.enable_grad():
+        if y is None:
+            with torch.no_grad():
+                y = model(x).argmax(1)
+        x_adv = x.detach().clone()
+        changed = torch.zeros_like(x, dtype=torch.bool)
+        spent = 0
+        map0: Tensor | None = None
+        while spent < budget:
+            sal = _saliency(model, x_adv, y, raising=theta > 0)
+            if map0 is None:
+                map0 = sal.sum(1, keepdim=True)
+            room = (x_adv < 1.0) if theta > 0 else (x_adv > 0.0)
+            sal = torch.where(changed | ~room, torch.zeros_like(sal), sal).flatten(1)
+            k = min(per_step, budget - spent)
+            top_val, top_idx = sal.topk(k, dim=1)
+            pick = torch.zeros_like(sal, dtype=torch.bool).scatter_(1, top_idx, top_val > 0)
+            if not pick.any():
+                break
+            pick = pick.view_as(x_adv)
+            x_adv = torch.where(pick, (x_adv + theta).clamp(0.0, 1.0), x_adv)
+            changed |= pick
+            spent += k
+    assert map0 is not None  # the loop runs at least once: budget >= 1
+    peak = map0.flatten(1).amax(1).clamp(min=torch.finfo(map0.dtype).tiny)
+    saliency = map0 / peak.view(b, 1, 1, 1)
+    return PixelAttackResult(x_adv.detach(), saliency.detach(), changed)

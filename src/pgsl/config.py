@@ -1,0 +1,159 @@
+"""Run configuration: frozen dataclasses, loaded from the TOML presets in ``pgsl/configs``.
+
+A preset holds the hyperparameters (``quick.toml``, ``paper.toml``); the dataset and its location
+come from the command line. The fully resolved configuration is written beside every run as
+``config.json`` so that ``pgsl evaluate`` and ``--resume`` rebuild exactly the same pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images, and how many of them."""
+
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    image_size: int = 256  # MIAS / DICOM only: images are resized to image_size x image_size
+    limit_train: int | None = None  # a seeded random subset of the training split
+    limit_test: int | None = None  # the first N test images (None: the whole test split)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """The client's intentional JSMA pixel attack (paper §IV-A)."""
+
+    pixels: float = 4  # budget: a count of input features if >= 1, a fraction of them if < 1
+    pixels_per_step: int = 1  # how many features one saliency step may change
+    theta: float = 1.0  # change applied to each chosen feature before clipping to [0, 1]
+    surrogate_width: int = 16
+    surrogate_epochs: int = 1
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """The server's APG robust-PCA recovery (paper §IV-C, DESIGN §2.4)."""
+
+    mu: float = 0.55
+    lam: float | None = None  # None: 1 / sqrt(max(m, n))
+    max_iter: int = 30
+    tol: float = 1e-4
+    eta: float = 0.9  # continuation factor of Lin et al. (2009); 1.0 disables continuation
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The 7-conv + 2-FC network, cut after conv2 (paper §IV-F)."""
+
+    width: int = 64  # channels of every conv layer; the cut carries width x H/2 x W/2
+    dropout: float = 0.25
+    pool: int = 4  # adaptive average pool to pool x pool before the FC layers
+    hidden: int = 128
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Adaptive weighted decision fusion (paper eqs. 9-11)."""
+
+    weights: tuple[float, float, float] = (0.5, 0.3, 0.2)  # (W_gamma: S_r, W_rho: S_f, W_beta: S_a)
+    confidence: Literal["sample", "class"] = "sample"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    eval_every: int = 1  # test-set evaluation every N epochs (the last epoch is always evaluated)
+    lr: float = 1e-3
+    weight_decay: float = 3e-4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def replace(self, **sections: dict[str, Any]) -> Config:
+        """A copy with some fields of some sections replaced: ``cfg.replace(train={"epochs": 3})``."""
+        updated = {
+            name: dataclasses.replace(getattr(self, name), **values)
+            for name, values in sections.items()
+            if values
+        }
+        return dataclasses.replace(self, **updated)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTION_TYPES = {
+    "data": DataConfig,
+    "attack": AttackConfig,
+    "recovery": RecoveryConfig,
+    "model": ModelConfig,
+    "fusion": FusionConfig,
+    "train": TrainConfig,
+}
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build a Config, rejecting unknown sections and keys with a clear message."""
+    sections: dict[str, Any] = {}
+    for name, values in raw.items():
+        if name not in _SECTION_TYPES:
+            raise ValueError(f"unknown config section [{name}]; known: {sorted(_SECTION_TYPES)}")
+        cls = _SECTION_TYPES[name]
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown key(s) {sorted(unknown)} in [{name}]; known: {sorted(known)}")
+        if "weights" in values:
+            values = {**values, "weights": tuple(values["weights"])}
+        sections[name] = cls(**values)
+    return Config(**sections)
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_preset(name_or_path: str) -> Config:
+    """Load a preset by name (``quick``, ``paper``) or from a TOML file path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"preset {name_or_path!r} not found (looked for {path}); "
+            f"available presets: {', '.join(available_presets())}"
+        )
+    with path.open("rb") as f:
+        return config_from_dict(tomllib.load(f))
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+
+def load_config(path: Path) -> Config:
+    return config_from_dict(json.loads(path.read_text()))

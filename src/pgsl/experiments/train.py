@@ -1,0 +1,236 @@
+"""Train PGSL end to end and keep the run on disk (``config.json``, ``checkpoint.pt``, ``metrics.json``).
+
+The driver reads like the protocol: load data, build the client and the server with a channel between
+them, train the client's surrogate, then epochs of split training, each followed by a test evaluation
+and an atomic checkpoint. ``resume=True`` continues from the last checkpoint with the saved config.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from pgsl import __version__
+from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_json
+from pgsl.client.party import ClientParty
+from pgsl.client.surrogate import train_surrogate
+from pgsl.config import Config, load_config, save_config
+from pgsl.data import Dataset, load_dataset
+from pgsl.server.party import ServerParty
+from pgsl.split.channel import InProcessChannel
+from pgsl.split.trainer import EpochStats, evaluate, train_epoch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+FORMAT = 1
+
+
+class Reporter(Protocol):
+    """How a run tells its caller what it does (the CLI draws progress bars; the library logs)."""
+
+    def task(self, description: str, total: int) -> Callable[[int], None]: ...
+
+    def done(self) -> None: ...
+
+    def epoch(self, epoch: int, stats: EpochStats, test: dict[str, float] | None) -> None: ...
+
+
+class LogReporter:
+    def task(self, description: str, total: int) -> Callable[[int], None]:
+        log.info("%s (%d)", description, total)
+        return lambda n: None
+
+    def done(self) -> None:
+        pass
+
+    def epoch(self, epoch: int, stats: EpochStats, test: dict[str, float] | None) -> None:
+        log.info("epoch %d train %s test %s", epoch, stats.accuracy, test)
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA GPU here")
+    return device
+
+
+class Run:
+    """A run folder with its parties: built fresh from a config or restored from its checkpoint."""
+
+    def __init__(self, cfg: Config, dataset: Dataset, device: torch.device) -> None:
+        self.cfg, self.dataset, self.device = cfg, dataset, device
+        k = len(dataset.classes)
+        self.client = ClientParty(cfg, dataset.channels, k, device)
+        self.server = ServerParty(cfg, k, device)
+        self.channel = InProcessChannel(self.server)
+
+    def state(self, epoch: int, history: list[dict[str, Any]], train_seconds: float) -> dict:
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": FORMAT,
+            "epoch": epoch,
+            "client": self.client.state_dict(),
+            "server": self.server.state_dict(),
+            "history": history,
+            "train_seconds": train_seconds,
+            "rng": rng,
+        }
+
+    def restore(self, state: dict) -> None:
+        if state.get("format") != FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')} is not {FORMAT}")
+        self.client.load_state_dict(state["client"])
+        self.server.load_state_dict(state["server"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+
+def train_run(
+    cfg: Config,
+    out: Path,
+    *,
+    resume: bool = False,
+    device: str = "cpu",
+    reporter: Reporter | None = None,
+    epochs: int | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) a PGSL run in ``out``; returns what it writes to ``metrics.json``."""
+    reporter = reporter or LogReporter()
+    dev = resolve_device(device)
+    ckpt_path = out / CHECKPOINT
+    state: dict | None = None
+    if resume:
+        if not (out / CONFIG).is_file() or not ckpt_path.is_file():
+            raise FileNotFoundError(f"nothing to resume in {out}: no {CONFIG} and {CHECKPOINT}")
+        cfg = load_config(out / CONFIG)
+        state = load_checkpoint(ckpt_path, dev)
+    elif ckpt_path.exists():
+        raise FileExistsError(
+            f"{out} already holds a run; continue it with --resume or choose another --out"
+        )
+    if epochs is not None:
+        cfg = cfg.replace(train={"epochs": epochs})
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / CONFIG)
+
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.train.seed)
+    dataset = load_dataset(cfg.data, seed=cfg.train.seed)
+    log.info(dataset.describe())
+    prepare_seconds = time.perf_counter() - t_start
+    run = Run(cfg, dataset, dev)
+    t = cfg.train
+
+    if state is not None:
+        run.restore(state)
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        train_seconds = float(state["train_seconds"])
+    else:
+        t0 = time.perf_counter()
+        tick = reporter.task("surrogate", cfg.attack.surrogate_epochs * len(dataset.train))
+        train_surrogate(
+            run.client.surrogate, dataset.train, epochs=cfg.attack.surrogate_epochs,
+            batch_size=t.batch_size, seed=t.seed, device=dev, progress=tick,
+        )
+        reporter.done()
+        start_epoch, history = 0, []
+        train_seconds = time.perf_counter() - t0
+        save_checkpoint(ckpt_path, run.state(0, history, train_seconds))
+
+    eval_seconds = 0.0
+    for epoch in range(start_epoch + 1, t.epochs + 1):
+        t0 = time.perf_counter()
+        tick = reporter.task(f"epoch {epoch}/{t.epochs}", len(dataset.train))
+        stats = train_epoch(
+            run.client, run.channel, dataset.train, batch_size=t.batch_size,
+            shuffle_seed=t.seed * 1000 + epoch, progress=tick,
+        )
+        reporter.done()
+        train_seconds += time.perf_counter() - t0
+        test: dict[str, float] | None = None
+        if epoch == t.epochs or (t.eval_every > 0 and epoch % t.eval_every == 0):
+            t0 = time.perf_counter()
+            tick = reporter.task(f"test {epoch}/{t.epochs}", len(dataset.test))
+            test = evaluate(run.client, run.channel, dataset.test,
+                            batch_size=t.eval_batch_size, progress=tick)
+            reporter.done()
+            eval_seconds += time.perf_counter() - t0
+        history.append({"epoch": epoch, "train_loss": stats.loss,
+                        "train_accuracy": stats.accuracy, "test_accuracy": test})
+        save_checkpoint(ckpt_path, run.state(epoch, history, train_seconds))
+        reporter.epoch(epoch, stats, test)
+
+    if not history or history[-1]["test_accuracy"] is None:
+        raise ValueError("the run has no evaluated epoch: set train.epochs >= 1")
+    metrics = {
+        "test_accuracy": history[-1]["test_accuracy"],
+        "epochs": history[-1]["epoch"],
+        "train_seconds": round(train_seconds, 2),
+        "eval_seconds": round(eval_seconds, 2),
+        "prepare_seconds": round(prepare_seconds, 2),
+        "n_train": len(dataset.train),
+        "n_test": len(dataset.test),
+        "dataset": dataset.name,
+        "history": history,
+        "environment": environment(dev),
+    }
+    write_json(out / METRICS, metrics)
+    return metrics
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    env = {
+        "pgsl": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "platform": platform.platform(),
+        "threads": str(torch.get_num_threads()),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def evaluate_run(
+    run_dir: Path, *, device: str = "cpu", limit_test: int | None = None,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Re-evaluate a saved run on its test split; writes ``evaluation.json`` beside it."""
+    reporter = reporter or LogReporter()
+    dev = resolve_device(device)
+    if not (run_dir / CONFIG).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a pgsl run folder (no {CONFIG})")
+    cfg = load_config(run_dir / CONFIG)
+    if limit_test is not None:
+        cfg = cfg.replace(data={"limit_test": limit_test})
+    state = load_checkpoint(run_dir / CHECKPOINT, dev)
+    dataset = load_dataset(cfg.data, seed=cfg.train.seed)
+    run = Run(cfg, dataset, dev)
+    run.restore(state)
+    t0 = time.perf_counter()
+    tick = reporter.task("test", len(dataset.test))
+    acc = evaluate(run.client, run.channel, dataset.test, batch_size=cfg.train.eval_batch_size,
+                   progress=tick)
+    reporter.done()
+    result = {
+        "test_accuracy": acc,
+        "epochs": int(state["epoch"]),
+        "n_test": len(dataset.test),
+        "eval_seconds": round(time.perf_counter() - t0, 2),
+        "environment": environment(dev),
+    }
+    write_json(run_dir / "evaluation.json", result)
+    return result

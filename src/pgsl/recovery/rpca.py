@@ -1,0 +1,185 @@
+"""Batched robust PCA by accelerated proximal gradient (paper §IV-C, DESIGN §2.4).
+
+Solves, independently for every ``m x n`` matrix ``D`` of a ``(..., m, n)`` batch,
+
+    min_{A, E}  mu * ||A||_*  +  mu * lam * ||E||_1  +  1/2 * ||D - A - E||_F^2
+
+with the APG algorithm of Lin, Ganesh, Wright, Wu, Chen and Ma (2009, "Fast convex optimization
+algorithms for exact recovery of a corrupted low-rank matrix", Algorithm 2; the paper's ref. [31]).
+``A`` is the low-rank part (what PGSL keeps as the recovered map), ``E`` the sparse part (the pixel
+attack). ``mu`` is the paper's relaxation parameter (eq. 4; 0.55 in §V-B). As in Lin et al. we use
+continuation: ``mu_k`` starts at ``0.99 * ||D||_2`` and shrinks by ``eta`` per iteration down to
+``mu``; this does not change the solution, only how fast it is reached. ``eta = 1`` disables it.
+
+The same function serves activations in training (``B * channels`` maps) and images in the mu sweep.
+Each matrix stops on its own (Lin et al.'s criterion); stopped matrices are frozen, so a batch gives
+exactly the per-matrix answers.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class RPCAResult(NamedTuple):
+    """Shapes: ``low_rank`` and ``sparse`` as the input; ``iterations`` and ``converged`` its batch."""
+
+    low_rank: Tensor
+    sparse: Tensor
+    iterations: Tensor
+    converged: Tensor
+
+
+_POOL: ThreadPoolExecutor | None = None
+_MIN_PER_THREAD = 64  # below this many matrices per thread, threading costs more than it saves
+
+
+def _svd(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Thin SVD of a batch. On CPU, PyTorch runs LAPACK one matrix after another on a single core;
+    we split the batch over the intra-op threads (same LAPACK calls, identical results, ~1.8x on
+    2 cores for 14x14 maps). On CUDA the batch goes to the library as is."""
+    global _POOL
+    threads = torch.get_num_threads()
+    flat = x.reshape(-1, *x.shape[-2:])
+    if x.device.type != "cpu" or threads < 2 or flat.shape[0] < threads * _MIN_PER_THREAD:
+        return torch.linalg.svd(x, full_matrices=False)
+    if _POOL is None or _POOL._max_workers != threads:
+        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="pgsl-svd")
+    parts = list(_POOL.map(lambda c: torch.linalg.svd(c, full_matrices=False), flat.chunk(threads)))
+    u, s, vh = (torch.cat(t) for t in zip(*parts))
+    batch = x.shape[:-2]
+    return u.view(*batch, *u.shape[-2:]), s.view(*batch, s.shape[-1]), vh.view(*batch, *vh.shape[-2:])
+
+
+def singular_value_threshold(x: Tensor, tau: Tensor | float) -> Tensor:
+    """``U diag(max(s - tau, 0)) V^T``: the proximal operator of ``tau * ||.||_*``.
+
+    ``tau`` is a float or a ``(..., 1, 1)`` tensor (one threshold per matrix).
+    """
+    u, s, vh = _svd(x)
+    tau_s = tau if isinstance(tau, float) else tau.squeeze(-1)
+    return (u * torch.clamp(s - tau_s, min=0.0).unsqueeze(-2)) @ vh
+
+
+def soft_threshold(x: Tensor, tau: Tensor | float) -> Tensor:
+    """The proximal operator of ``tau * ||.||_1``."""
+    return torch.sign(x) * torch.clamp(x.abs() - tau, min=0.0)
+
+
+def robust_pca(
+    d: Tensor,
+    *,
+    mu: float,
+    lam: float | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    eta: float = 0.9,
+) -> RPCAResult:
+    """Split every matrix of ``d`` into low-rank + sparse by APG.
+
+    Args:
+        d: ``(..., m, n)`` real tensor; float16/bfloat16 are solved in float32.
+        mu: weight of the nuclear norm (the paper's relaxation parameter), > 0.
+        lam: weight of the l1 norm relative to ``mu``; default ``1 / sqrt(max(m, n))``.
+        max_iter: iteration cap.
+        tol: relative stopping tolerance on Lin et al.'s subgradient residual.
+        eta: continuation factor in (0, 1]; 1 solves at fixed ``mu`` from the first iteration.
+
+    Returns:
+        :class:`RPCAResult` with ``low_rank`` and ``sparse`` in ``d``'s dtype.
+
+    Example::
+
+        low = torch.randn(8, 40, 2) @ torch.randn(8, 2, 40)
+        spikes = (torch.rand(8, 40, 40) < 0.05) * 5.0
+        r = robust_pca(low + spikes, mu=1e-3, max_iter=600)  # r.low_rank ~ low, r.sparse ~ spikes
+    """
+    if d.ndim < 2:
+        raise ValueError(f"robust_pca needs a (..., m, n) tensor, got shape {tuple(d.shape)}")
+    if not d.is_floating_point():
+        raise TypeError(f"robust_pca needs a floating-point tensor, got {d.dtype}")
+    if mu <= 0 or not math.isfinite(mu):
+        raise ValueError(f"mu must be a positive finite number, got {mu}")
+    if not 0 < eta <= 1:
+        raise ValueError(f"eta must lie in (0, 1], got {eta}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    if not torch.isfinite(d).all():
+        raise ValueError("robust_pca input contains NaN or Inf")
+    out_dtype = d.dtype
+    if d.dtype in (torch.float16, torch.bfloat16):
+        d = d.float()
+    m, n = d.shape[-2:]
+    lam = 1.0 / math.sqrt(max(m, n)) if lam is None else lam
+    batch = d.shape[:-2]
+    if d.numel() == 0:
+        empty = torch.zeros(batch, dtype=torch.long, device=d.device)
+        return RPCAResult(d.to(out_dtype), d.to(out_dtype), empty, empty.bool())
+
+    # per-matrix continuation schedule: mu_k = max(eta^k * mu_0, mu), mu_0 = 0.99 ||D||_2
+    if eta < 1.0:
+        mu_k = (0.99 * torch.linalg.matrix_norm(d, ord=2)).clamp(min=mu)[..., None, None]
+    else:
+        mu_k = torch.full((*batch, 1, 1), mu, dtype=d.dtype, device=d.device)
+    a = torch.zeros_like(d)
+    e = torch.zeros_like(d)
+    a_prev, e_prev = a, e
+    t, t_prev = 1.0, 1.0
+    active = torch.ones(batch, dtype=torch.bool, device=d.device)
+    iterations = torch.zeros(batch, dtype=torch.long, device=d.device)
+    for _ in range(max_iter):
+        beta = (t_prev - 1.0) / t
+        ya = a + beta * (a - a_prev)
+        ye = e + beta * (e - e_prev)
+        half_grad = 0.5 * (ya + ye - d)  # gradient of f over its Lipschitz constant 2
+        a_new = singular_value_threshold(ya - half_grad, mu_k / 2)
+        e_new = soft_threshold(ye - half_grad, lam * mu_k / 2)
+        # Lin et al.'s stopping quantity: a subgradient of the objective at (a_new, e_new)
+        shared = a_new + e_new - ya - ye
+        s_a = 2.0 * (ya - a_new) + shared
+        s_e = 2.0 * (ye - e_new) + shared
+        residual = torch.sqrt(s_a.square().sum((-2, -1)) + s_e.square().sum((-2, -1)))
+        scale = 2.0 * torch.sqrt(a_new.square().sum((-2, -1)) + e_new.square().sum((-2, -1)))
+        at_target = mu_k[..., 0, 0] <= mu
+        done = (residual <= tol * scale.clamp(min=1.0)) & at_target
+
+        keep = active[..., None, None]
+        a_prev, a = torch.where(keep, a, a_prev), torch.where(keep, a_new, a)
+        e_prev, e = torch.where(keep, e, e_prev), torch.where(keep, e_new, e)
+        iterations += active.long()
+        active = active & ~done
+        t_prev, t = t, (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        mu_k = torch.clamp(mu_k * eta, min=mu)
+        if not bool(active.any()):
+            break
+    return RPCAResult(a.to(out_dtype), e.to(out_dtype), iterations, ~active)
+
+
+class ProxRecovery(nn.Module):
+    """Robust PCA on every channel map of a ``(B, C, h, w)`` batch; returns the low-rank maps.
+
+    Runs without gradient: PGSL treats the recovered maps as data (only ``S_f``'s gradient reaches
+    the client, through the attacked activations, never through the solver).
+    """
+
+    def __init__(
+        self, *, mu: float, lam: float | None = None, max_iter: int = 30, tol: float = 1e-4,
+        eta: float = 0.9,
+    ) -> None:
+        super().__init__()
+        self.mu, self.lam, self.max_iter, self.tol, self.eta = mu, lam, max_iter, tol, eta
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return robust_pca(
+                x.detach(), mu=self.mu, lam=self.lam, max_iter=self.max_iter, tol=self.tol,
+                eta=self.eta,
+            ).low_rank
+
+    def extra_repr(self) -> str:
+        return f"mu={self.mu}, lam={self.lam}, max_iter={self.max_iter}, tol={self.tol}, eta={self.eta}"

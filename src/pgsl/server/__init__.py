@@ -1,0 +1,1 @@
+"""Server side of the cut: APG recovery, up-sampling, three streams, fusion."""

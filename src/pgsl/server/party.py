@@ -1,0 +1,149 @@
+"""The computation server: everything right of the cut in the paper's Figure 2.
+
+activations a -> APG recovery r -> pixel_shuffle u_a, u_r -> three streams:
+    S_a(u_a, detached)   S_f(conv1x1(u_a ++ u_r) + u_a)   S_r(u_r)
+-> per-stream cross-entropy; only S_f's gradient flows back into ``a`` -> adaptive weighted fusion.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pgsl.config import Config
+from pgsl.layers import upsample
+from pgsl.recovery.rpca import ProxRecovery
+from pgsl.server.fusion import ConvSumFusion, adaptive_weighted_fusion
+from pgsl.server.streams import StreamTail
+from pgsl.split.messages import Activations, Gradient, Scores, StreamStats
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(ValueError):
+    """A message the server refuses; the model is not touched."""
+
+
+class StreamLogits(NamedTuple):
+    a: Tensor
+    f: Tensor
+    r: Tensor
+
+
+class ServerModel(nn.Module):
+    """Recovery, up-sampling, conv-sum fusion and the three stream tails."""
+
+    def __init__(self, cfg: Config, num_classes: int) -> None:
+        super().__init__()
+        m, rec = cfg.model, cfg.recovery
+        if m.width % 4:
+            raise ValueError(f"model width must be a multiple of 4 (pixel shuffle), got {m.width}")
+        self.width = m.width
+        self.num_classes = num_classes
+        self.recovery = ProxRecovery(
+            mu=rec.mu, lam=rec.lam, max_iter=rec.max_iter, tol=rec.tol, eta=rec.eta
+        )
+        up = m.width // 4
+        self.fusion = ConvSumFusion(up)
+        tail = dict(width=m.width, dropout=m.dropout, pool=m.pool, hidden=m.hidden)
+        self.s_a = StreamTail(up, num_classes, **tail)
+        self.s_f = StreamTail(up, num_classes, **tail)
+        self.s_r = StreamTail(up, num_classes, **tail)
+
+    def forward(self, a: Tensor) -> StreamLogits:
+        u_a = upsample(a)
+        u_r = upsample(self.recovery(a))  # no gradient through the solver
+        return StreamLogits(
+            a=self.s_a(u_a.detach()),
+            f=self.s_f(self.fusion(u_a, u_r)),
+            r=self.s_r(u_r),
+        )
+
+
+class ServerParty:
+    """Owns the server model and its optimiser; answers :class:`Activations` messages."""
+
+    def __init__(self, cfg: Config, num_classes: int, device: torch.device | str = "cpu") -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.model = ServerModel(cfg, num_classes).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+        )
+        self.expected_hw: tuple[int, int] | None = None
+
+    def _validate(self, msg: Activations, *, need_labels: bool) -> tuple[Tensor, Tensor | None]:
+        a = msg.activations
+        if not isinstance(a, Tensor) or not a.is_floating_point():
+            raise BadRequest(f"step {msg.step}: activations must be a float tensor")
+        if a.ndim != 4 or a.shape[1] != self.model.width or a.shape[0] == 0:
+            raise BadRequest(
+                f"step {msg.step}: activations must have shape (B>0, {self.model.width}, h, w), "
+                f"got {tuple(a.shape)}"
+            )
+        if self.expected_hw is not None and tuple(a.shape[-2:]) != self.expected_hw:
+            raise BadRequest(
+                f"step {msg.step}: activation maps are {tuple(a.shape[-2:])}, this server "
+                f"trains on {self.expected_hw}"
+            )
+        if not torch.isfinite(a).all():
+            raise BadRequest(f"step {msg.step}: activations contain NaN or Inf")
+        y = msg.labels
+        if need_labels:
+            if y is None:
+                raise BadRequest(f"step {msg.step}: a training step needs labels")
+            if y.dtype != torch.int64 or tuple(y.shape) != (a.shape[0],):
+                raise BadRequest(
+                    f"step {msg.step}: labels must be int64 of shape ({a.shape[0]},), "
+                    f"got {y.dtype} {tuple(y.shape)}"
+                )
+            if int(y.min()) < 0 or int(y.max()) >= self.model.num_classes:
+                raise BadRequest(
+                    f"step {msg.step}: labels must lie in 0..{self.model.num_classes - 1}"
+                )
+            y = y.to(self.device)
+        return a.to(self.device, torch.float32), y
+
+    def train_step(self, msg: Activations) -> Gradient:
+        a, y = self._validate(msg, need_labels=True)
+        assert y is not None
+        self.expected_hw = tuple(a.shape[-2:])  # type: ignore[assignment]
+        self.model.train()
+        a = a.requires_grad_(True)
+        logits = self.model(a)
+        losses = [F.cross_entropy(lg, y) for lg in logits]
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.stack(losses).sum().backward()
+        self.optimizer.step()
+        assert a.grad is not None
+        with torch.no_grad():
+            probs = [lg.softmax(1) for lg in logits]
+            fused = self.fuse(*probs)
+            correct = [int((p.argmax(1) == y).sum()) for p in (*probs, fused)]
+        stats = StreamStats(
+            *(float(v.detach()) for v in losses), *correct, count=int(y.shape[0])  # type: ignore[call-arg]
+        )
+        return Gradient(step=msg.step, grad=a.grad, stats=stats)
+
+    def fuse(self, s_a: Tensor, s_f: Tensor, s_r: Tensor) -> Tensor:
+        return adaptive_weighted_fusion(
+            s_r, s_f, s_a, weights=self.cfg.fusion.weights, confidence=self.cfg.fusion.confidence
+        )
+
+    @torch.no_grad()
+    def predict(self, msg: Activations) -> Scores:
+        a, _ = self._validate(msg, need_labels=False)
+        self.model.eval()
+        s_a, s_f, s_r = (lg.softmax(1) for lg in self.model(a))
+        return Scores(msg.step, s_a, s_f, s_r, self.fuse(s_a, s_f, s_r))
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,1 @@
+"""What crosses the cut: typed messages and the channel that carries them."""
