@@ -143,3 +143,18 @@ def test_parties_do_not_import_each_other() -> None:
     for path in [*(root / "server").glob("*.py"), *(root / "recovery").glob("*.py")]:
         bad = {m for m in _imports(path) if m.startswith(("pgsl.client", "pgsl.data"))}
         assert not bad, f"server module {path.name} imports client/data code: {bad}"
+
+
+@pytest.mark.parametrize("source, same", [("predicted", True), ("true", False)])
+def test_label_source_decides_whether_labels_shape_the_perturbation(source: str, same: bool) -> None:
+    """With the default, what crosses the cut cannot carry the label through the attack."""
+    cfg = TINY.replace(attack={"label_source": source, "pixels": 4})
+    sent = []
+    for labels in (torch.tensor([0, 0, 0, 0]), torch.tensor([1, 2, 1, 2])):
+        torch.manual_seed(0)
+        client = ClientParty(cfg, channels=1, num_classes=3)
+        recorder = Recorder(ServerParty(cfg, num_classes=3))
+        torch.manual_seed(1)
+        client.train_step(torch.rand(4, 1, 12, 12), labels, InProcessChannel(recorder))  # type: ignore[arg-type]
+        sent.append(recorder.seen[0].activations)
+    assert torch.equal(sent[0], sent[1]) is same

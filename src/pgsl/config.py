@@ -40,6 +40,12 @@ class AttackConfig:
     pixels: float = 4  # budget: a count of input features if >= 1, a fraction of them if < 1
     pixels_per_step: int = 1  # how many features one saliency step may change
     theta: float = 1.0  # change applied to each chosen feature before clipping to [0, 1]
+    # which class the training-time attack moves away from: "predicted" (the surrogate's own
+    # prediction, as at inference where the client has no label) or "true" (the label). "true"
+    # writes the label into the perturbation and the server learns to read it back: it scores
+    # ~0.998 when test images are attacked with their labels too, but only the surrogate's
+    # accuracy when they are not (measured on MNIST; see the README).
+    label_source: Literal["predicted", "true"] = "predicted"
     surrogate_width: int = 16
     surrogate_epochs: int = 1
 

@@ -35,7 +35,10 @@ class ClientParty:
         self.step = 0
 
     def encode(self, x: Tensor, y: Tensor | None) -> Tensor:
-        """Attack and down-sample: ``(B, C, H, W)`` -> ``(B, 4C + 1, H/2, W/2)``, no gradient."""
+        """Attack and down-sample: ``(B, C, H, W)`` -> ``(B, 4C + 1, H/2, W/2)``, no gradient.
+
+        ``y=None`` attacks away from the surrogate's own prediction.
+        """
         a = self.cfg.attack
         self.surrogate.eval()
         result = intentional_jsma(
@@ -45,7 +48,7 @@ class ClientParty:
 
     def train_step(self, x: Tensor, y: Tensor, channel: Channel) -> Gradient:
         """One split-learning step: forward to the cut, server step, backward, client step."""
-        x_check = self.encode(x, y)
+        x_check = self.encode(x, y if self.cfg.attack.label_source == "true" else None)
         self.segment.train()
         a = self.segment(x_check)
         self.step += 1

@@ -1,0 +1,3 @@
+from pgsl.cli import app
+
+app()
