@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 import os
 import signal
 import subprocess
@@ -27,14 +28,15 @@ def pgsl(*args: str, env: dict | None = None, timeout: float = 300) -> subproces
 
 @pytest.mark.slow
 def test_real_mnist_subset_beats_chance(tmp_path: Path) -> None:
-    cfg = load_preset(TINY).replace(data={"dataset": "mnist", "limit_train": 3000,
-                                          "limit_test": 1000})
+    cfg = load_preset(TINY).replace(data={"dataset": "mnist", "limit_train": 4000,
+                                          "limit_test": 1000},
+                                    model={"width": 16, "pool": 4, "hidden": 64})
     metrics = train_run(cfg, tmp_path / "run")
     acc = metrics["test_accuracy"]
     assert metrics["n_test"] == 1000 and metrics["epochs"] == 1
     assert set(acc) == {"S_a", "S_f", "S_r", "S_awa"}
-    assert acc["S_awa"] > 0.6, acc  # chance is 0.1
-    assert min(acc.values()) > 0.3, acc
+    assert acc["S_awa"] > 0.8, acc  # chance is 0.1; measured 0.919
+    assert min(acc.values()) > 0.6, acc
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["test_accuracy"] == acc and written["train_seconds"] > 0
     # re-evaluation reproduces the recorded accuracy exactly (evaluation is deterministic)
@@ -112,10 +114,7 @@ def test_checkpoint_is_atomic_and_refuses_pickled_objects(tmp_path: Path) -> Non
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
 
-    class NotAllowed:
-        pass
-
-    torch.save({"evil": NotAllowed()}, path)
+    torch.save({"evil": Fraction(1, 3)}, path)  # any object outside the tensor allow-list
     with pytest.raises(ValueError, match="not a loadable pgsl checkpoint"):
         load_checkpoint(path)
     path.write_bytes(b"truncated")

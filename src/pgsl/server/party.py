@@ -113,7 +113,7 @@ class ServerParty:
         assert y is not None
         self.expected_hw = tuple(a.shape[-2:])  # type: ignore[assignment]
         self.model.train()
-        a = a.requires_grad_(True)
+        a = a.detach().requires_grad_(True)  # never touch the caller's tensor
         logits = self.model(a)
         losses = [F.cross_entropy(lg, y) for lg in logits]
         self.optimizer.zero_grad(set_to_none=True)
