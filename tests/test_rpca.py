@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference_apg import apg_rpca
 
 from pgsl.recovery.rpca import ProxRecovery, robust_pca
-from reference_apg import apg_rpca
 
 
 def planted(batch: int, n: int, rank: int, density: float, device: torch.device):

@@ -100,8 +100,8 @@ def test_training_step_updates_both_sides(device: torch.device) -> None:
     before_s = [p.detach().clone() for p in server.model.s_r.parameters()]
     client.train_step(torch.rand(4, 1, 12, 12, device=device),
                       torch.tensor([0, 1, 2, 0], device=device), InProcessChannel(server))
-    assert any(not torch.equal(p, q) for p, q in zip(before_c, client.segment.parameters()))
-    assert any(not torch.equal(p, q) for p, q in zip(before_s, server.model.s_r.parameters()))
+    assert any(not torch.equal(p, q) for p, q in zip(before_c, client.segment.parameters(), strict=True))
+    assert any(not torch.equal(p, q) for p, q in zip(before_s, server.model.s_r.parameters(), strict=True))
 
 
 @pytest.mark.parametrize(

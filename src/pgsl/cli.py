@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -89,16 +89,16 @@ def train(
     out: Path = typer.Option(..., help="Run folder: config.json, checkpoint.pt, metrics.json."),
     dataset: str = typer.Option("mnist", help=f"One of: {', '.join(LOADERS)}."),
     preset: str = typer.Option("quick", help=f"{' | '.join(available_presets())} or a TOML path."),
-    data_dir: Optional[str] = typer.Option(None, help="Dataset folder (MIAS) or cache override."),
-    image_size: Optional[int] = typer.Option(None, help="MIAS/DICOM resize (even)."),
+    data_dir: str | None = typer.Option(None, help="Dataset folder (MIAS) or cache override."),
+    image_size: int | None = typer.Option(None, help="MIAS/DICOM resize (even)."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
-    epochs: Optional[int] = typer.Option(None, help="Override the preset's epochs."),
-    batch_size: Optional[int] = typer.Option(None),
-    limit_train: Optional[int] = typer.Option(None, help="Seeded random training subset."),
-    limit_test: Optional[int] = typer.Option(None, help="First N test images."),
-    mu: Optional[float] = typer.Option(None, help="APG relaxation parameter (paper: 0.55)."),
-    pixels: Optional[float] = typer.Option(None, help="Pixel budget: count, or fraction if < 1."),
-    seed: Optional[int] = typer.Option(None),
+    epochs: int | None = typer.Option(None, help="Override the preset's epochs."),
+    batch_size: int | None = typer.Option(None),
+    limit_train: int | None = typer.Option(None, help="Seeded random training subset."),
+    limit_test: int | None = typer.Option(None, help="First N test images."),
+    mu: float | None = typer.Option(None, help="APG relaxation parameter (paper: 0.55)."),
+    pixels: float | None = typer.Option(None, help="Pixel budget: count, or fraction if < 1."),
+    seed: int | None = typer.Option(None),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
 ) -> None:
     """Train PGSL (client attack + down-sampling + conv1-2 | APG recovery + 3 streams + fusion)."""
@@ -137,7 +137,7 @@ def train(
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A folder written by `pgsl train`."),
     device: str = typer.Option("cpu"),
-    limit_test: Optional[int] = typer.Option(None, help="First N test images."),
+    limit_test: int | None = typer.Option(None, help="First N test images."),
 ) -> None:
     """Re-evaluate a saved run on its test split (writes evaluation.json)."""
     from pgsl.experiments.train import evaluate_run

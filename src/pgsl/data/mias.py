@@ -111,7 +111,7 @@ def split_rows(rows: list[InfoRow], seed: int = 0) -> tuple[list[InfoRow], list[
     train, test = [], []
     for ref in images:
         group = by_image[ref]
-        need = defaultdict(int)
+        need: dict[str, int] = defaultdict(int)
         for row in group:
             need[row.label] += 1
         if all(test_counts[k] + v <= target[k] for k, v in need.items()):

@@ -51,7 +51,7 @@ def _svd(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     if _POOL is None or _POOL._max_workers != threads:
         _POOL = ThreadPoolExecutor(threads, thread_name_prefix="pgsl-svd")
     parts = list(_POOL.map(lambda c: torch.linalg.svd(c, full_matrices=False), flat.chunk(threads)))
-    u, s, vh = (torch.cat(t) for t in zip(*parts))
+    u, s, vh = (torch.cat(t) for t in zip(*parts, strict=True))
     batch = x.shape[:-2]
     return u.view(*batch, *u.shape[-2:]), s.view(*batch, s.shape[-1]), vh.view(*batch, *vh.shape[-2:])
 

@@ -49,10 +49,12 @@ class ServerModel(nn.Module):
         )
         up = m.width // 4
         self.fusion = ConvSumFusion(up)
-        tail = dict(width=m.width, dropout=m.dropout, pool=m.pool, hidden=m.hidden)
-        self.s_a = StreamTail(up, num_classes, **tail)
-        self.s_f = StreamTail(up, num_classes, **tail)
-        self.s_r = StreamTail(up, num_classes, **tail)
+
+        def tail() -> StreamTail:
+            return StreamTail(up, num_classes, width=m.width, dropout=m.dropout, pool=m.pool,
+                              hidden=m.hidden)
+
+        self.s_a, self.s_f, self.s_r = tail(), tail(), tail()
 
     def forward(self, a: Tensor) -> StreamLogits:
         u_a = upsample(a)
@@ -123,10 +125,10 @@ class ServerParty:
         with torch.no_grad():
             probs = [lg.softmax(1) for lg in logits]
             fused = self.fuse(*probs)
-            correct = [int((p.argmax(1) == y).sum()) for p in (*probs, fused)]
-        stats = StreamStats(
-            *(float(v.detach()) for v in losses), *correct, count=int(y.shape[0])  # type: ignore[call-arg]
-        )
+            loss_a, loss_f, loss_r = (float(v.detach()) for v in losses)
+            ok_a, ok_f, ok_r, ok_awa = (int((p.argmax(1) == y).sum()) for p in (*probs, fused))
+        stats = StreamStats(loss_a=loss_a, loss_f=loss_f, loss_r=loss_r, correct_a=ok_a,
+                            correct_f=ok_f, correct_r=ok_r, correct_awa=ok_awa, count=int(y.shape[0]))
         return Gradient(step=msg.step, grad=a.grad, stats=stats)
 
     def fuse(self, s_a: Tensor, s_f: Tensor, s_r: Tensor) -> Tensor:

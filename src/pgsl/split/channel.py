@@ -8,7 +8,7 @@ memory, exactly as if the message had crossed a network.
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from torch import Tensor
 
@@ -33,12 +33,12 @@ class ServerEndpoint(Protocol):
 
 def copy_message(message: M) -> M:
     """The message with every tensor detached and cloned: what a wire would deliver."""
-    fields = {
-        f.name: (v.detach().clone() if isinstance(v, Tensor) else v)
+    tensors: dict[str, Any] = {
+        f.name: v.detach().clone()
         for f in dataclasses.fields(message)
-        for v in [getattr(message, f.name)]
+        if isinstance(v := getattr(message, f.name), Tensor)
     }
-    return type(message)(**fields)
+    return dataclasses.replace(message, **tensors)
 
 
 class InProcessChannel:
@@ -66,6 +66,5 @@ def _nbytes(message: Activations | Gradient | Scores) -> int:
     return sum(
         v.numel() * v.element_size()
         for f in dataclasses.fields(message)
-        for v in [getattr(message, f.name)]
-        if isinstance(v, Tensor)
+        if isinstance(v := getattr(message, f.name), Tensor)
     )

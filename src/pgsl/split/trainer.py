@@ -42,9 +42,9 @@ def train_epoch(
     n = 0
     for x, y in batches(data, batch_size, device=client.device, shuffle_seed=shuffle_seed):
         s = client.train_step(x, y, channel).stats
-        for key, value in zip(loss, (s.loss_a, s.loss_f, s.loss_r)):
+        for key, value in zip(loss, (s.loss_a, s.loss_f, s.loss_r), strict=True):
             loss[key] += value * s.count
-        for key, value in zip(STREAMS, (s.correct_a, s.correct_f, s.correct_r, s.correct_awa)):
+        for key, value in zip(STREAMS, (s.correct_a, s.correct_f, s.correct_r, s.correct_awa), strict=True):
             correct[key] += value
         n += s.count
         if progress:
@@ -70,7 +70,7 @@ def evaluate(
     n = 0
     for x, y in batches(data, batch_size, device=client.device):
         scores = client.predict(x, channel)
-        for key, s in zip(STREAMS, (scores.s_a, scores.s_f, scores.s_r, scores.s_awa)):
+        for key, s in zip(STREAMS, (scores.s_a, scores.s_f, scores.s_r, scores.s_awa), strict=True):
             correct[key] += int((s.argmax(1).to(y.device) == y).sum())
         n += len(y)
         if progress:
