@@ -152,6 +152,136 @@ def evaluate(
                                   result["test_accuracy"], result["n_test"]))
 
 
+def _overrides(cfg, dataset: str, data_dir: str | None, epochs_: int | None,  # type: ignore[no-untyped-def]
+               limit_train: int | None, limit_test: int | None):
+    data: dict[str, Any] = {"dataset": dataset, "data_dir": data_dir}
+    for key, value in (("limit_train", limit_train), ("limit_test", limit_test)):
+        if value is not None:
+            data[key] = value
+    return cfg.replace(data=data)
+
+
+@app.command()
+def certs(
+    out: Path = typer.Option(..., help="Folder for ca.pem, server.pem/key and <site>.pem/key."),
+    sites: str = typer.Option(..., help="Comma-separated site names, e.g. hospital-a,hospital-b."),
+    hosts: str = typer.Option("localhost,127.0.0.1", help="Names/IPs the server certificate is valid for."),
+) -> None:
+    """Create a CA, a server certificate and one client certificate per site (mutual TLS)."""
+    from pgsl.transport.tls import make_certs
+
+    try:
+        files = make_certs(out, [s.strip() for s in sites.split(",") if s.strip()],
+                           [h.strip() for h in hosts.split(",") if h.strip()])
+    except (ValueError, OSError) as e:
+        _fail(e)
+        return
+    console.print(f"wrote {len(files)} files to {out}; keep ca.key offline, give each site its "
+                  "<site>.pem, <site>.key and ca.pem")
+
+
+@app.command()
+def server(
+    listen: str = typer.Option("127.0.0.1:50051", help="HOST:PORT (port 0 picks a free one)."),
+    tls: Path | None = typer.Option(None, help="Folder from `pgsl certs` (mutual TLS)."),
+    insecure: bool = typer.Option(False, "--insecure", help="No TLS (benchmarks, trusted networks)."),
+    config: str = typer.Option("quick", help="Preset name or TOML path (model, recovery, train)."),
+    out: Path = typer.Option(..., help="Folder for the server checkpoint."),
+    sites: str | None = typer.Option(None, help="Allowed sites (default: every <site>.pem in --tls)."),
+    classes: int = typer.Option(10, help="Number of classes the streams predict."),
+    device: str = typer.Option("cpu"),
+    checkpoint_every: int = typer.Option(200, help="Training steps between checkpoints."),
+    max_message_mb: float = typer.Option(64.0, help="Largest request accepted, in MiB."),
+) -> None:
+    """Run the computation server: every site trains against one shared server model."""
+    import signal
+    import threading
+
+    import torch
+
+    from pgsl.experiments.train import resolve_device
+    from pgsl.server.party import ServerParty
+    from pgsl.transport.server import SplitLearningService, serve
+
+    try:
+        if (tls is None) == (not insecure):
+            raise ValueError("give --tls DIR for mutual TLS, or --insecure to run without it")
+        cfg = load_preset(config)
+        allowed = {s.strip() for s in sites.split(",")} if sites else None
+        if allowed is None and tls is not None:
+            allowed = {p.stem for p in tls.glob("*.pem")} - {"ca", "server"}
+        torch.manual_seed(cfg.train.seed)
+        party = ServerParty(cfg, classes, resolve_device(device))
+        out.mkdir(parents=True, exist_ok=True)
+        service = SplitLearningService(party, sites=allowed, secure=tls is not None,
+                                       checkpoint=out / "server.pt",
+                                       checkpoint_every=checkpoint_every)
+        grpc_server, port = serve(service, listen, tls_dir=tls,
+                                  max_message=int(max_message_mb * (1 << 20)))
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        _fail(e)
+        return
+    host = listen.rsplit(":", 1)[0]
+    console.print(f"listening on {host}:{port} ({'mutual TLS' if tls else 'insecure'}), "
+                  f"sites: {', '.join(sorted(allowed)) if allowed else 'any'}", soft_wrap=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    grpc_server.stop(grace=2).wait()
+    service.save()
+    console.print(f"stopped; state saved to {out / 'server.pt'}")
+
+
+@app.command()
+def client(
+    server_address: str = typer.Option(..., "--server", help="HOST:PORT of `pgsl server`."),
+    site: str = typer.Option(..., help="This site's name (its certificate's common name)."),
+    out: Path = typer.Option(..., help="Run folder of this site."),
+    tls: Path | None = typer.Option(None, help="Folder with ca.pem, <site>.pem, <site>.key."),
+    insecure: bool = typer.Option(False, "--insecure"),
+    dataset: str = typer.Option("mnist"),
+    data_dir: str | None = typer.Option(None),
+    preset: str = typer.Option("quick"),
+    epochs: int | None = typer.Option(None),
+    limit_train: int | None = typer.Option(None),
+    limit_test: int | None = typer.Option(None),
+    wire_dtype: str = typer.Option("float32", help="float32, float16 or bfloat16 on the wire."),
+    retries: int = typer.Option(5, help="Reconnection attempts when the server is unavailable."),
+    device: str = typer.Option("cpu"),
+    seed: int | None = typer.Option(None),
+    resume: bool = typer.Option(False, "--resume"),
+) -> None:
+    """Train this site's client segment against a remote server (its data never leaves)."""
+    import torch
+
+    from pgsl.experiments.train import train_run
+    from pgsl.transport.client import GrpcChannel, TransportError
+
+    wire = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    try:
+        if (tls is None) == (not insecure):
+            raise ValueError("give --tls DIR for mutual TLS, or --insecure to run without it")
+        if wire_dtype not in wire:
+            raise ValueError(f"--wire-dtype must be one of {', '.join(wire)}")
+        cfg = _overrides(load_preset(preset), dataset, data_dir, epochs, limit_train, limit_test)
+        if seed is not None:
+            cfg = cfg.replace(train={"seed": seed})
+        with GrpcChannel(server_address, site=site, tls_dir=tls, wire_dtype=wire[wire_dtype],
+                         retries=retries) as channel:
+            metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),
+                                epochs=epochs, channel=channel)
+            sent = channel.bytes_sent
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError,
+            TransportError) as e:
+        _fail(e)
+        return
+    samples = metrics["n_train"] * (metrics["epochs"]) + metrics["n_test"]
+    console.print(_accuracy_table(f"site {site}: test accuracy", metrics["test_accuracy"],
+                                  metrics["n_test"]))
+    console.print(f"bytes sent per sample ({wire_dtype}): {sent / max(samples, 1):.0f}")
+
+
 @app.command()
 def presets() -> None:
     """List the presets and where they live."""

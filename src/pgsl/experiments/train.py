@@ -23,7 +23,7 @@ from pgsl.client.surrogate import train_surrogate
 from pgsl.config import Config, load_config, save_config
 from pgsl.data import Dataset, load_dataset
 from pgsl.server.party import ServerParty
-from pgsl.split.channel import InProcessChannel
+from pgsl.split.channel import Channel, InProcessChannel
 from pgsl.split.trainer import EpochStats, evaluate, train_epoch
 
 log = logging.getLogger(__name__)
@@ -66,12 +66,25 @@ def resolve_device(name: str) -> torch.device:
 class Run:
     """A run folder with its parties: built fresh from a config or restored from its checkpoint."""
 
-    def __init__(self, cfg: Config, dataset: Dataset, device: torch.device) -> None:
+    def __init__(self, cfg: Config, dataset: Dataset, device: torch.device,
+                 channel: Channel | None = None) -> None:
         self.cfg, self.dataset, self.device = cfg, dataset, device
         k = len(dataset.classes)
         self.client = ClientParty(cfg, dataset.channels, k, device)
-        self.server = ServerParty(cfg, k, device)
-        self.channel = InProcessChannel(self.server)
+        # no channel: the server lives in this process; otherwise it is remote (pgsl client)
+        self.server = ServerParty(cfg, k, device) if channel is None else None
+        self.channel: Channel = InProcessChannel(self.server) if self.server else channel  # type: ignore[assignment]
+
+    def join(self) -> None:
+        """For a remote server: check the model fits and continue after the site's last step."""
+        join = getattr(self.channel, "join", None)
+        if join is None:
+            return
+        welcome = join(self.cfg.model.width)
+        if welcome.num_classes != len(self.dataset.classes):
+            raise ValueError(f"the server trains {welcome.num_classes} classes, this site's "
+                             f"dataset has {len(self.dataset.classes)}")
+        self.client.step = max(self.client.step, int(welcome.last_step))
 
     def state(self, epoch: int, history: list[dict[str, Any]], train_seconds: float) -> dict:
         rng = {"cpu": torch.get_rng_state()}
@@ -81,7 +94,7 @@ class Run:
             "format": FORMAT,
             "epoch": epoch,
             "client": self.client.state_dict(),
-            "server": self.server.state_dict(),
+            "server": self.server.state_dict() if self.server else {},
             "history": history,
             "train_seconds": train_seconds,
             "rng": rng,
@@ -91,7 +104,10 @@ class Run:
         if state.get("format") != FORMAT:
             raise ValueError(f"checkpoint format {state.get('format')} is not {FORMAT}")
         self.client.load_state_dict(state["client"])
-        self.server.load_state_dict(state["server"])
+        if self.server is not None:
+            if not state["server"]:
+                raise ValueError("this checkpoint holds no server state (it was written by a site)")
+            self.server.load_state_dict(state["server"])
         torch.set_rng_state(state["rng"]["cpu"])
         if self.device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
@@ -105,8 +121,12 @@ def train_run(
     device: str = "cpu",
     reporter: Reporter | None = None,
     epochs: int | None = None,
+    channel: Channel | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) a PGSL run in ``out``; returns what it writes to ``metrics.json``."""
+    """Train (or resume) a PGSL run in ``out``; returns what it writes to ``metrics.json``.
+
+    ``channel``: a remote server (``pgsl client``); None trains against an in-process server.
+    """
     reporter = reporter or LogReporter()
     dev = resolve_device(device)
     ckpt_path = out / CHECKPOINT
@@ -130,7 +150,7 @@ def train_run(
     dataset = load_dataset(cfg.data, seed=cfg.train.seed)
     log.info(dataset.describe())
     prepare_seconds = time.perf_counter() - t_start
-    run = Run(cfg, dataset, dev)
+    run = Run(cfg, dataset, dev, channel)
     t = cfg.train
 
     if state is not None:
@@ -148,6 +168,7 @@ def train_run(
         start_epoch, history = 0, []
         train_seconds = time.perf_counter() - t0
         save_checkpoint(ckpt_path, run.state(0, history, train_seconds))
+    run.join()
 
     eval_seconds = 0.0
     for epoch in range(start_epoch + 1, t.epochs + 1):

@@ -1,0 +1,117 @@
+"""Tensors and cut messages <-> protobuf, with strict validation of everything that arrives.
+
+A tensor is raw little-endian bytes + dtype + shape (never pickle). Decoding refuses unknown
+dtypes, negative or oversized shapes and byte counts that do not match the shape, with a
+:class:`DecodeError` whose message says what is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pgsl.split.messages import Activations, Gradient, Scores, StreamStats
+from pgsl.transport import pgsl_pb2 as pb
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+}
+_NAMES = {v: k for k, v in DTYPES.items()}
+MAX_ELEMENTS = 1 << 28  # 256 Mi elements: far above any batch, far below a memory bomb
+MAX_DIMS = 8
+
+
+class DecodeError(ValueError):
+    """A protobuf message that does not describe a valid tensor or cut message."""
+
+
+def encode_tensor(t: Tensor, dtype: torch.dtype | None = None) -> pb.Tensor:
+    """Tensor -> protobuf; ``dtype`` casts first (e.g. float16 to halve the traffic)."""
+    t = t.detach()
+    if dtype is not None:
+        t = t.to(dtype)
+    if t.dtype not in _NAMES:
+        raise TypeError(f"cannot send a {t.dtype} tensor; supported: {sorted(DTYPES)}")
+    t = t.contiguous().cpu()
+    raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t  # NumPy has no bfloat16
+    data = raw.numpy().astype(raw.numpy().dtype.newbyteorder("<"), copy=False).tobytes()
+    return pb.Tensor(dtype=_NAMES[t.dtype], shape=list(t.shape), data=data)
+
+
+def decode_tensor(msg: pb.Tensor, what: str) -> Tensor:
+    """Protobuf -> tensor (a fresh, writable copy); :class:`DecodeError` if anything is off."""
+    if msg.dtype not in DTYPES:
+        raise DecodeError(f"{what}: unsupported dtype {msg.dtype!r}; expected one of {sorted(DTYPES)}")
+    shape = tuple(int(d) for d in msg.shape)
+    if not shape or len(shape) > MAX_DIMS or any(d < 0 for d in shape):
+        raise DecodeError(f"{what}: invalid shape {shape}")
+    n = math.prod(shape)
+    if n > MAX_ELEMENTS:
+        raise DecodeError(f"{what}: {n} elements exceed the limit of {MAX_ELEMENTS}")
+    dtype = DTYPES[msg.dtype]
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if len(msg.data) != n * itemsize:
+        raise DecodeError(
+            f"{what}: shape {shape} of {msg.dtype} needs {n * itemsize} bytes, got {len(msg.data)}"
+        )
+    np_dtype = {torch.bfloat16: "<i2", torch.float16: "<f2", torch.float32: "<f4",
+                torch.int64: "<i8"}[dtype]
+    arr = np.frombuffer(msg.data, dtype=np_dtype).reshape(shape).copy()
+    t = torch.from_numpy(arr)
+    return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
+
+
+def encode_request(message: Activations, *, train: bool, wire_dtype: torch.dtype | None = None,
+                   reply_dtype: torch.dtype | None = None) -> pb.StepRequest:
+    req = pb.StepRequest(step=message.step, train=train,
+                         activations=encode_tensor(message.activations, wire_dtype),
+                         reply_dtype=_NAMES.get(reply_dtype, "") if reply_dtype else "")
+    if message.labels is not None:
+        req.labels.CopyFrom(encode_tensor(message.labels))
+    return req
+
+
+def decode_request(req: pb.StepRequest) -> tuple[Activations, bool, torch.dtype | None]:
+    """-> (message with float32 activations, is training, dtype wanted for the reply)."""
+    if not req.HasField("activations"):
+        raise DecodeError(f"step {req.step}: no activations")
+    a = decode_tensor(req.activations, f"step {req.step} activations")
+    if not a.is_floating_point():
+        raise DecodeError(f"step {req.step}: activations must be floating point, got {req.activations.dtype}")
+    labels = decode_tensor(req.labels, f"step {req.step} labels") if req.HasField("labels") else None
+    if req.reply_dtype and (req.reply_dtype not in DTYPES or DTYPES[req.reply_dtype] == torch.int64):
+        raise DecodeError(f"step {req.step}: unsupported reply dtype {req.reply_dtype!r}")
+    reply_dtype = DTYPES[req.reply_dtype] if req.reply_dtype else a.dtype
+    return Activations(int(req.step), a.float(), labels), bool(req.train), reply_dtype
+
+
+def encode_gradient(g: Gradient, dtype: torch.dtype | None) -> pb.StepReply:
+    s = g.stats
+    stats = pb.StreamStats(loss_a=s.loss_a, loss_f=s.loss_f, loss_r=s.loss_r, correct_a=s.correct_a,
+                           correct_f=s.correct_f, correct_r=s.correct_r, correct_awa=s.correct_awa,
+                           count=s.count)
+    return pb.StepReply(step=g.step, grad=encode_tensor(g.grad, dtype), stats=stats)
+
+
+def decode_gradient(reply: pb.StepReply) -> Gradient:
+    s = reply.stats
+    stats = StreamStats(loss_a=s.loss_a, loss_f=s.loss_f, loss_r=s.loss_r, correct_a=s.correct_a,
+                        correct_f=s.correct_f, correct_r=s.correct_r, correct_awa=s.correct_awa,
+                        count=s.count)
+    return Gradient(int(reply.step), decode_tensor(reply.grad, "gradient").float(), stats)
+
+
+def encode_scores(s: Scores) -> pb.StepReply:
+    return pb.StepReply(step=s.step, s_a=encode_tensor(s.s_a), s_f=encode_tensor(s.s_f),
+                        s_r=encode_tensor(s.s_r), s_awa=encode_tensor(s.s_awa))
+
+
+def decode_scores(reply: pb.StepReply) -> Scores:
+    return Scores(int(reply.step), *(decode_tensor(getattr(reply, k), k).float()
+                                     for k in ("s_a", "s_f", "s_r", "s_awa")))
