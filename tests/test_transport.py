@@ -1,0 +1,219 @@
+"""Multi-site split learning over gRPC with mutual TLS: real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+
+from pgsl.client.party import ClientParty
+from pgsl.config import load_preset
+from pgsl.server.party import ServerParty
+from pgsl.split.channel import InProcessChannel
+from pgsl.split.messages import Activations
+from pgsl.transport import pgsl_pb2 as pb
+from pgsl.transport.client import GrpcChannel, TransportError
+from pgsl.transport.codec import encode_tensor
+from pgsl.transport.server import SplitLearningService, serve
+from pgsl.transport.tls import make_certs
+
+TINY = str(Path(__file__).parent / "tiny.toml")
+ENV = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+SITES = ["hospital-a", "hospital-b", "hospital-c"]
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tls")
+    make_certs(folder, [*SITES, "intruder"])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tls: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `pgsl server` process with mutual TLS; yields its address."""
+    out = tmp_path_factory.mktemp("server")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgsl", "-v", "server", "--listen", "127.0.0.1:0", "--tls", str(tls),
+         "--config", TINY, "--out", str(out), "--sites", ",".join(SITES),
+         "--max-message-mb", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"listening on (\S+:\d+)", line)
+    assert match, f"server did not start: {line!r}"
+    yield match[1].replace("127.0.0.1", "localhost")  # the name in the server certificate
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert (out / "server.pt").is_file()  # state saved on shutdown
+
+
+def client_cmd(address: str, tls: Path, site: str, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pgsl", "client", "--server", address, "--tls", str(tls),
+            "--site", site, "--out", str(out), "--dataset", "mnist", "--preset", TINY,
+            "--limit-train", "192", "--limit-test", "64", *extra]
+
+
+@pytest.mark.slow
+def test_three_sites_train_concurrently_and_survive_a_killed_site(server: str, tls: Path,
+                                                                  tmp_path: Path) -> None:
+    procs = {
+        site: subprocess.Popen(
+            client_cmd(server, tls, site, tmp_path / site, "--epochs", "3",
+                       "--seed", str(i), *(["--wire-dtype", "float16"] if i == 1 else [])),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        for i, site in enumerate(SITES)
+    }
+    # kill hospital-c once it has trained its surrogate and started talking to the server
+    victim = tmp_path / "hospital-c" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not victim.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    procs["hospital-c"].send_signal(signal.SIGKILL)
+    for site in ("hospital-a", "hospital-b"):
+        stdout, stderr = procs[site].communicate(timeout=300)
+        assert procs[site].returncode == 0, stderr
+        metrics = json.loads((tmp_path / site / "metrics.json").read_text())
+        losses = [h["train_loss"]["S_f"] for h in metrics["history"]]
+        assert losses[-1] < losses[0], losses  # the shared server model learns
+        assert "bytes sent per sample" in stdout
+    procs["hospital-c"].wait()
+    # the killed site reconnects and continues where the server says it stopped
+    again = subprocess.run(client_cmd(server, tls, "hospital-c", tmp_path / "hospital-c",
+                                      "--epochs", "2", "--seed", "2", "--resume"),
+                           capture_output=True, text=True, env=ENV, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "hospital-c" / "metrics.json").read_text())["epochs"] == 2
+
+
+def request(step: int, activations: torch.Tensor, labels: torch.Tensor | None = None,
+            train: bool = True) -> pb.StepRequest:
+    req = pb.StepRequest(step=step, train=train, activations=encode_tensor(activations))
+    if labels is not None:
+        req.labels.CopyFrom(encode_tensor(labels))
+    return req
+
+
+def valid(step: int) -> pb.StepRequest:
+    return request(step, torch.randn(2, 8, 14, 14), torch.tensor([0, 1]))
+
+
+BAD = [
+    ("wrong dtype", lambda s: pb.StepRequest(step=s, train=True, activations=pb.Tensor(
+        dtype="complex64", shape=[2, 8, 14, 14], data=b"\0" * 1024)), "unsupported dtype"),
+    ("bytes do not match shape", lambda s: pb.StepRequest(step=s, train=True, activations=pb.Tensor(
+        dtype="float32", shape=[2, 8, 14, 14], data=b"\0" * 12)), "needs 12544 bytes"),
+    ("wrong shape", lambda s: request(s, torch.randn(2, 5, 14, 14), torch.tensor([0, 1])), "shape"),
+    ("NaN", lambda s: request(s, torch.full((2, 8, 14, 14), float("nan")), torch.tensor([0, 1])),
+     "NaN or Inf"),
+    ("Inf", lambda s: request(s, torch.full((2, 8, 14, 14), float("inf")), torch.tensor([0, 1])),
+     "NaN or Inf"),
+    ("labels out of range", lambda s: request(s, torch.randn(2, 8, 14, 14), torch.tensor([0, 99])),
+     "labels must lie"),
+    ("no labels", lambda s: request(s, torch.randn(2, 8, 14, 14)), "needs labels"),
+    ("oversized", lambda s: request(s, torch.randn(64, 8, 32, 32), torch.zeros(64, dtype=torch.long)),
+     None),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, make, message", BAD, ids=[b[0] for b in BAD])
+def test_malformed_requests_get_a_status_and_the_server_keeps_serving(
+        server: str, tls: Path, name: str, make, message: str | None) -> None:
+    with GrpcChannel(server, site="hospital-b", tls_dir=tls) as channel:
+        start = int(channel.join(8).last_step)
+        with pytest.raises(TransportError) as info:
+            channel._exchange(make(start + 1))
+        if message is None:
+            assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        else:
+            assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert message in info.value.details
+        reply = channel._exchange(valid(start + 1))  # a fresh stream; the same step is accepted
+        assert reply.step == start + 1 and reply.stats.count == 2
+
+
+@pytest.mark.slow
+def test_out_of_order_step_and_unknown_site_and_foreign_ca(server: str, tls: Path,
+                                                           tmp_path: Path) -> None:
+    with GrpcChannel(server, site="hospital-a", tls_dir=tls) as channel:
+        start = int(channel.join(8).last_step)
+        channel._exchange(valid(start + 1))
+        with pytest.raises(TransportError) as info:
+            channel._exchange(valid(start + 1))
+        assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "out-of-order step" in info.value.details
+        with pytest.raises(TransportError, match="width 16 does not match"):
+            channel.join(16)
+    # a certificate from the right CA, but not a configured site
+    with GrpcChannel(server, site="intruder", tls_dir=tls) as channel:
+        with pytest.raises(TransportError) as info:
+            channel.join(8)
+        assert info.value.code == grpc.StatusCode.PERMISSION_DENIED
+        assert "unknown site 'intruder'" in info.value.details
+    # a certificate from another CA is refused in the TLS handshake
+    other = tmp_path / "other"
+    make_certs(other, ["hospital-a"])
+    (other / "ca.pem").write_bytes((tls / "ca.pem").read_bytes())  # trusts the real server
+    with GrpcChannel(server, site="hospital-a", tls_dir=other, timeout=5) as channel:
+        with pytest.raises(grpc.RpcError) as rpc_error:
+            channel._stub.Join(pb.Hello(width=8), timeout=5)  # no wait_for_ready: fail fast
+        assert rpc_error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_grpc_and_in_process_train_the_same_weights() -> None:
+    """Parity: one site over gRPC (no TLS) and the in-process channel, same seed and order."""
+    cfg = load_preset(TINY)
+    parties = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        server_party = ServerParty(cfg, num_classes=3)
+        client_party = ClientParty(cfg, channels=1, num_classes=3)
+        parties.append((client_party, server_party))
+    service = SplitLearningService(parties[1][1], secure=False)
+    grpc_server, port = serve(service, "127.0.0.1:0", tls_dir=None)
+    try:
+        with GrpcChannel(f"127.0.0.1:{port}", site="solo", tls_dir=None) as remote:
+            channels = [InProcessChannel(parties[0][1]), remote]
+            g = torch.Generator().manual_seed(3)
+            for _ in range(4):
+                x, y = torch.rand(6, 1, 12, 12, generator=g), torch.randint(0, 3, (6,), generator=g)
+                for (client_party, _), channel in zip(parties, channels, strict=True):
+                    torch.manual_seed(7)  # dropout draws
+                    client_party.train_step(x, y, channel)
+    finally:
+        grpc_server.stop(0)
+    for side in (lambda p: p[0].segment, lambda p: p[1].model):
+        a, b = side(parties[0]).state_dict(), side(parties[1]).state_dict()
+        for key in a:
+            assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
+
+
+def test_float16_on_the_wire_halves_the_bytes() -> None:
+    cfg = load_preset(TINY)
+    torch.manual_seed(0)
+    service = SplitLearningService(ServerParty(cfg, num_classes=3), secure=False)
+    grpc_server, port = serve(service, "127.0.0.1:0", tls_dir=None)
+    sent = {}
+    try:
+        for dtype in (None, torch.float16):
+            with GrpcChannel(f"127.0.0.1:{port}", site=str(dtype), tls_dir=None,
+                             wire_dtype=dtype) as channel:
+                a = torch.randn(16, 8, 8, 8)
+                reply = channel.train_step(Activations(1, a, torch.zeros(16, dtype=torch.long)))
+                assert reply.grad.dtype == torch.float32 and reply.grad.shape == a.shape
+                sent[dtype] = channel.bytes_sent
+    finally:
+        grpc_server.stop(0)
+    assert 0.45 < sent[torch.float16] / sent[None] < 0.55
