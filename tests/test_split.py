@@ -158,3 +158,24 @@ def test_label_source_decides_whether_labels_shape_the_perturbation(source: str,
         client.train_step(torch.rand(4, 1, 12, 12), labels, InProcessChannel(recorder))  # type: ignore[arg-type]
         sent.append(recorder.seen[0].activations)
     assert torch.equal(sent[0], sent[1]) is same
+
+
+def test_activations_that_overflow_are_refused_and_roll_back_batchnorm() -> None:
+    _, server = parties(torch.device("cpu"))
+    before = {k: v.clone() for k, v in server.model.state_dict().items()}
+    huge = torch.full((2, 8, 6, 6), 3e38)  # finite, but far out of range
+    with pytest.raises(BadRequest, match="exceed"):
+        server.train_step(Activations(1, huge, torch.tensor([0, 1])))
+    # below the bound, but the forward pass overflows: rolled back, BatchNorm included
+    import pgsl.server.party as party_module
+
+    bound = party_module.MAX_ABS_ACTIVATION
+    party_module.MAX_ABS_ACTIVATION = float("inf")
+    try:
+        with pytest.raises(BadRequest, match="non-finite"):
+            server.train_step(Activations(1, huge, torch.tensor([0, 1])))
+    finally:
+        party_module.MAX_ABS_ACTIVATION = bound
+    after = server.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    server.train_step(Activations(2, torch.randn(2, 8, 6, 6), torch.tensor([0, 1])))  # still fine

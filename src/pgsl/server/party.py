@@ -24,6 +24,9 @@ from pgsl.split.messages import Activations, Gradient, Scores, StreamStats
 log = logging.getLogger(__name__)
 
 
+MAX_ABS_ACTIVATION = 1e6
+
+
 class BadRequest(ValueError):
     """A message the server refuses; the model is not touched."""
 
@@ -94,6 +97,9 @@ class ServerParty:
             )
         if not torch.isfinite(a).all():
             raise BadRequest(f"step {msg.step}: activations contain NaN or Inf")
+        if float(a.abs().max()) > MAX_ABS_ACTIVATION:
+            raise BadRequest(f"step {msg.step}: activations exceed +-{MAX_ABS_ACTIVATION:g} "
+                             "(BatchNorm outputs are of order 1)")
         y = msg.labels
         if need_labels:
             if y is None:
@@ -111,16 +117,32 @@ class ServerParty:
         return a.to(self.device, torch.float32), y
 
     def train_step(self, msg: Activations) -> Gradient:
+        """One server step. Nothing of the model changes unless the whole step is finite."""
         a, y = self._validate(msg, need_labels=True)
         assert y is not None
-        self.expected_hw = tuple(a.shape[-2:])  # type: ignore[assignment]
         self.model.train()
         a = a.detach().requires_grad_(True)  # never touch the caller's tensor
-        logits = self.model(a)
-        losses = [F.cross_entropy(lg, y) for lg in logits]
-        self.optimizer.zero_grad(set_to_none=True)
-        torch.stack(losses).sum().backward()
+        # BatchNorm updates its running statistics in the forward pass: keep them to roll back
+        buffers = {k: v.clone() for k, v in self.model.named_buffers()}
+        try:
+            logits = self.model(a)
+            losses = [F.cross_entropy(lg, y) for lg in logits]
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.stack(losses).sum().backward()
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            checks = [*losses, *grads] + ([a.grad] if a.grad is not None else [])
+            if not all(bool(torch.isfinite(t).all()) for t in checks):
+                raise FloatingPointError("non-finite loss or gradient")
+        except (FloatingPointError, RuntimeError) as e:  # LinAlgError is a RuntimeError
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for k, v in self.model.named_buffers():
+                    v.copy_(buffers[k])
+            log.warning("step %d refused: %s", msg.step, e)
+            raise BadRequest(f"step {msg.step}: these activations give a non-finite loss or "
+                             f"gradient ({str(e).splitlines()[0][:200]}); the model is unchanged") from e
         self.optimizer.step()
+        self.expected_hw = tuple(a.shape[-2:])  # type: ignore[assignment]
         assert a.grad is not None
         with torch.no_grad():
             probs = [lg.softmax(1) for lg in logits]

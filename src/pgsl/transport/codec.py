@@ -49,7 +49,7 @@ def decode_tensor(msg: pb.Tensor, what: str) -> Tensor:
     if msg.dtype not in DTYPES:
         raise DecodeError(f"{what}: unsupported dtype {msg.dtype!r}; expected one of {sorted(DTYPES)}")
     shape = tuple(int(d) for d in msg.shape)
-    if not shape or len(shape) > MAX_DIMS or any(d < 0 for d in shape):
+    if not shape or len(shape) > MAX_DIMS or any(d < 0 or d > MAX_ELEMENTS for d in shape):
         raise DecodeError(f"{what}: invalid shape {shape}")
     n = math.prod(shape)
     if n > MAX_ELEMENTS:
