@@ -56,7 +56,8 @@ class RichReporter:
     def epoch(self, epoch: int, stats: EpochStats, test: dict[str, float] | None) -> None:
         train = "  ".join(f"{k} {stats.accuracy[k]:.4f}" for k in STREAMS)
         loss = "  ".join(f"{k} {v:.3f}" for k, v in stats.loss.items())
-        console.print(f"[bold]epoch {epoch}[/]  loss: {loss}")
+        rate = stats.samples / max(stats.seconds, 1e-9)
+        console.print(f"[bold]epoch {epoch}[/]  {rate:.0f} samples/s  loss: {loss}")
         console.print(f"  train acc: {train}")
         if test is not None:
             tst = "  ".join(f"{k} {test[k]:.4f}" for k in STREAMS)
@@ -77,11 +78,13 @@ def _accuracy_table(title: str, acc: dict[str, float], n: int) -> Table:
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details.")) -> None:
+def main(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                     help="Log every step (the server: per site and step).")) -> None:
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+        level=logging.WARNING, format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False)],
     )
+    logging.getLogger("pgsl").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 @app.command()

@@ -189,7 +189,8 @@ def train_run(
             reporter.done()
             eval_seconds += time.perf_counter() - t0
         history.append({"epoch": epoch, "train_loss": stats.loss,
-                        "train_accuracy": stats.accuracy, "test_accuracy": test})
+                        "train_accuracy": stats.accuracy, "test_accuracy": test,
+                        "samples_per_second": round(stats.samples / max(stats.seconds, 1e-9), 1)})
         save_checkpoint(ckpt_path, run.state(epoch, history, train_seconds))
         reporter.epoch(epoch, stats, test)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ class EpochStats:
     loss: dict[str, float]
     accuracy: dict[str, float]
     samples: int
+    seconds: float
 
 
 def train_epoch(
@@ -40,6 +42,7 @@ def train_epoch(
     loss = {"S_a": 0.0, "S_f": 0.0, "S_r": 0.0}
     correct = dict.fromkeys(STREAMS, 0)
     n = 0
+    t0 = time.perf_counter()
     for x, y in batches(data, batch_size, device=client.device, shuffle_seed=shuffle_seed):
         s = client.train_step(x, y, channel).stats
         for key, value in zip(loss, (s.loss_a, s.loss_f, s.loss_r), strict=True):
@@ -53,6 +56,7 @@ def train_epoch(
         loss={k: v / max(n, 1) for k, v in loss.items()},
         accuracy={k: v / max(n, 1) for k, v in correct.items()},
         samples=n,
+        seconds=time.perf_counter() - t0,
     )
 
 
