@@ -149,11 +149,16 @@ def test_out_of_order_step_and_unknown_site_and_foreign_ca(server: str, tls: Pat
                                                            tmp_path: Path) -> None:
     with GrpcChannel(server, site="hospital-a", tls_dir=tls) as channel:
         start = int(channel.join(8).last_step)
-        channel._exchange(valid(start + 1))
+        first = channel._exchange(valid(start + 1))
+        channel._exchange(valid(start + 2))
         with pytest.raises(TransportError) as info:
             channel._exchange(valid(start + 1))
         assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
         assert "out-of-order step" in info.value.details
+        # the last step sent again (a lost reply) is answered from the cache, not run twice
+        again = channel._exchange(valid(start + 2))
+        second = channel._exchange(valid(start + 2))
+        assert again == second and again != first
         with pytest.raises(TransportError, match="width 16 does not match"):
             channel.join(16)
     # a certificate from the right CA, but not a configured site
@@ -217,3 +222,44 @@ def test_float16_on_the_wire_halves_the_bytes() -> None:
     finally:
         grpc_server.stop(0)
     assert 0.45 < sent[torch.float16] / sent[None] < 0.55
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(tls: Path, out: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgsl", "server", "--listen", f"127.0.0.1:{port}", "--tls", str(tls),
+         "--config", TINY, "--out", str(out), "--checkpoint-every", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
+    assert proc.stdout is not None and "listening on" in proc.stdout.readline()
+    return proc
+
+
+@pytest.mark.slow
+def test_server_restart_sites_reconnect_and_finish(tls: Path, tmp_path: Path) -> None:
+    port = free_port()
+    server_out = tmp_path / "server"
+    first = start_server(tls, server_out, port)
+    client = subprocess.Popen(client_cmd(f"localhost:{port}", tls, "hospital-a", tmp_path / "a",
+                                         "--epochs", "3", "--retries", "8"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 120
+    while not (server_out / "server.pt").exists() and time.time() < deadline:
+        time.sleep(0.1)  # the server has taken >= 5 training steps from the site
+    first.send_signal(signal.SIGKILL)  # no chance to save: the last checkpoint is what survives
+    first.wait()
+    time.sleep(1.0)
+    second = start_server(tls, server_out, port)
+    try:
+        _, stderr = client.communicate(timeout=300)
+        assert client.returncode == 0, stderr
+        assert json.loads((tmp_path / "a" / "metrics.json").read_text())["epochs"] == 3
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)

@@ -65,9 +65,11 @@ class GrpcChannel:
         self._replies: Iterator[pb.StepReply] | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
+        self._width: int | None = None
 
     def join(self, width: int) -> pb.Welcome:
         """Announce the client's segment width; returns where the server says this site stopped."""
+        self._width = width
         return self._retry(lambda: self._stub.Join(pb.Hello(width=width), metadata=self._metadata,
                                                   timeout=self.timeout, wait_for_ready=True))
 
@@ -86,6 +88,32 @@ class GrpcChannel:
         raise AssertionError("unreachable")
 
     def _exchange(self, request: pb.StepRequest) -> pb.StepReply:
+        """Send one request and wait for its reply; survive a server restart when ``retries``.
+
+        After a lost connection the site joins again and sends the request again: a server that has
+        not seen the step (it restarts from its last checkpoint) runs it, one that has answers from
+        its reply cache. Only a server that is past this step fails it, with ABORTED.
+        """
+        delay = 0.5
+        for attempt in range(self.retries + 1):
+            try:
+                return self._exchange_once(request)
+            except TransportError as e:
+                if e.code != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
+                    raise
+                log.warning("connection lost at step %d (%s); rejoining in %.1f s", request.step,
+                            e.details, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                if self._width is not None:
+                    welcome = self.join(self._width)
+                    if welcome.last_step > request.step:
+                        raise TransportError(grpc.StatusCode.ABORTED,
+                                             f"the server applied step {request.step} but its "
+                                             "reply was lost") from None
+        raise AssertionError("unreachable")
+
+    def _exchange_once(self, request: pb.StepRequest) -> pb.StepReply:
         if self._replies is None:
             self._requests = queue.Queue()
             self._replies = self._stub.Steps(iter(self._requests.get, _CLOSE),

@@ -25,6 +25,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+import torch
 
 from pgsl.checkpoint import load_checkpoint, save_checkpoint
 from pgsl.server.party import BadRequest, ServerParty
@@ -48,14 +49,16 @@ class SplitLearningService(pb_grpc.SplitLearningServicer):
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
         self.log_every = log_every
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # save() takes it too, also from inside a step
         self.last_step: dict[str, int] = {}
+        self.last_reply: dict[str, bytes] = {}  # makes a resent last step idempotent
         self.train_steps = 0
         self._window: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, time.perf_counter()])
         if checkpoint is not None and checkpoint.is_file():
             state = load_checkpoint(checkpoint, party.device)
             party.load_state_dict(state["server"])
             self.last_step = {str(k): int(v) for k, v in state["last_step"].items()}
+            self.last_reply = {str(k): v.numpy().tobytes() for k, v in state["last_reply"].items()}
             self.train_steps = int(state["train_steps"])
             log.info("restored server state from %s (%d training steps)", checkpoint,
                      self.train_steps)
@@ -106,6 +109,10 @@ class SplitLearningService(pb_grpc.SplitLearningServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         with self.lock:
             last = self.last_step.get(site, 0)
+            if message.step == last and site in self.last_reply:
+                # the site lost our reply (connection or server restart) and asks again
+                log.info("site %s resent step %d: answering from the reply cache", site, last)
+                return pb.StepReply.FromString(self.last_reply[site])
             if message.step <= last:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                               f"out-of-order step {message.step}: site {site} is at step {last}")
@@ -116,13 +123,15 @@ class SplitLearningService(pb_grpc.SplitLearningServicer):
                     scores = self.party.predict(message)
             except BadRequest as e:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            reply = encode_gradient(gradient, reply_dtype) if train else encode_scores(scores)
             self.last_step[site] = message.step
+            self.last_reply[site] = reply.SerializeToString()
             if train:
                 self.train_steps += 1
                 self._account(site, gradient.stats.loss_f, gradient.stats.count)
                 if self.checkpoint and self.train_steps % self.checkpoint_every == 0:
                     self.save()
-        return encode_gradient(gradient, reply_dtype) if train else encode_scores(scores)
+        return reply
 
     def _account(self, site: str, loss: float, count: int) -> None:
         w = self._window[site]
@@ -137,12 +146,16 @@ class SplitLearningService(pb_grpc.SplitLearningServicer):
             self._window[site] = [0.0, 0.0, 0.0, time.perf_counter()]
 
     def save(self) -> None:
-        """Atomic checkpoint of the shared server state (call with or without the lock held)."""
+        """Atomic checkpoint of the shared server state, replies included."""
         if self.checkpoint is None:
             return
-        save_checkpoint(self.checkpoint, {"server": self.party.state_dict(),
-                                          "last_step": dict(self.last_step),
-                                          "train_steps": self.train_steps})
+        with self.lock:
+            replies = {k: torch.frombuffer(bytearray(v), dtype=torch.uint8)
+                       for k, v in self.last_reply.items()}
+            save_checkpoint(self.checkpoint, {"server": self.party.state_dict(),
+                                              "last_step": dict(self.last_step),
+                                              "last_reply": replies,
+                                              "train_steps": self.train_steps})
 
 
 def serve(service: SplitLearningService, listen: str, *, tls_dir: Path | None,
