@@ -1,8 +1,10 @@
 """Per-step latency and throughput of the cut: in-process vs gRPC vs gRPC + mutual TLS, one run.
 
 Every mode drives the same real server (``ServerParty``) with the same activations, so the
-differences are the transport's cost. Also prints the bytes per sample on the wire for float32 and
-float16. Run: ``.venv/bin/python bench/transport.py [--steps 60 --batch 32 --width 16]``.
+differences are the transport's cost. ``--echo`` replaces the server's computation by an echo (a
+zero gradient of the right shape, computed in no time) to time the transport alone: codec,
+gRPC, TLS. Also prints the bytes per sample on the wire for float32 and float16.
+Run: ``.venv/bin/python bench/transport.py [--echo] [--steps 60 --batch 32 --width 16]``.
 """
 
 from __future__ import annotations
@@ -12,16 +14,32 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from pgsl.config import load_preset
 from pgsl.server.party import ServerParty
 from pgsl.split.channel import Channel, InProcessChannel
-from pgsl.split.messages import Activations
+from pgsl.split.messages import Activations, Gradient, StreamStats
 from pgsl.transport.client import GrpcChannel
 from pgsl.transport.server import SplitLearningService, serve
 from pgsl.transport.tls import make_certs
+
+
+class EchoParty:
+    """The server's interface without its computation: isolates the transport's cost."""
+
+    def __init__(self, width: int, num_classes: int) -> None:
+        self.model = SimpleNamespace(width=width, num_classes=num_classes)
+        self.device = torch.device("cpu")
+
+    def train_step(self, msg: Activations) -> Gradient:
+        stats = StreamStats(0.0, 0.0, 0.0, 0, 0, 0, 0, int(msg.activations.shape[0]))
+        return Gradient(msg.step, torch.zeros_like(msg.activations), stats)
+
+    def state_dict(self) -> dict:
+        return {}
 
 
 def measure(channel: Channel, batches: list[Activations], warmup: int) -> list[float]:
@@ -42,6 +60,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--size", type=int, default=14, help="activation map side (MNIST: 14)")
     ap.add_argument("--preset", default="quick")
+    ap.add_argument("--echo", action="store_true", help="time the transport alone")
     args = ap.parse_args()
 
     cfg = load_preset(args.preset).replace(model={"width": args.width})
@@ -55,6 +74,8 @@ def main() -> None:
 
     def fresh_party() -> ServerParty:
         torch.manual_seed(0)
+        if args.echo:
+            return EchoParty(args.width, 10)  # type: ignore[return-value]
         return ServerParty(cfg, 10)
 
     results: dict[str, list[float]] = {}
@@ -73,7 +94,8 @@ def main() -> None:
             server.stop(0)
 
     base = statistics.median(results["in-process"])
-    print(f"batch {args.batch} of {args.width}x{args.size}x{args.size} activations, "
+    print(f"{'echo server (transport only)' if args.echo else 'real PGSL server step'}: "
+          f"batch {args.batch} of {args.width}x{args.size}x{args.size} activations, "
           f"{args.steps} steps after {args.warmup} warm-up, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"{'mode':<14} {'median ms':>10} {'p95 ms':>8} {'samples/s':>10} {'vs in-process':>14}")

@@ -99,7 +99,7 @@ class SplitLearningService(pb_grpc.SplitLearningServicer):
                 yield self._answer(site, request, context)
         finally:
             if not context.is_active():
-                log.warning("site %s disconnected", site)
+                log.info("site %s disconnected", site)
 
     def _answer(self, site: str, request: pb.StepRequest,
                 context: grpc.ServicerContext) -> pb.StepReply:
