@@ -22,6 +22,7 @@ from pgsl.server.party import ServerParty
 from pgsl.split.channel import InProcessChannel
 from pgsl.split.messages import Activations
 from pgsl.transport import pgsl_pb2 as pb
+from pgsl.transport import pgsl_pb2_grpc as pb_grpc
 from pgsl.transport.client import GrpcChannel, TransportError
 from pgsl.transport.codec import encode_tensor
 from pgsl.transport.server import SplitLearningService, serve
@@ -174,6 +175,12 @@ def test_out_of_order_step_and_unknown_site_and_foreign_ca(server: str, tls: Pat
     with GrpcChannel(server, site="hospital-a", tls_dir=other, timeout=5) as channel:
         with pytest.raises(grpc.RpcError) as rpc_error:
             channel._stub.Join(pb.Hello(width=8), timeout=5)  # no wait_for_ready: fail fast
+        assert rpc_error.value.code() == grpc.StatusCode.UNAVAILABLE
+    # no client certificate at all
+    creds = grpc.ssl_channel_credentials(root_certificates=(tls / "ca.pem").read_bytes())
+    with grpc.secure_channel(server, creds) as bare:
+        with pytest.raises(grpc.RpcError) as rpc_error:
+            pb_grpc.SplitLearningStub(bare).Join(pb.Hello(width=8), timeout=5)
         assert rpc_error.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
