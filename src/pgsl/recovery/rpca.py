@@ -18,12 +18,16 @@ exactly the per-matrix answers.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
 
 
 class RPCAResult(NamedTuple):
@@ -37,33 +41,72 @@ class RPCAResult(NamedTuple):
 
 _POOL: ThreadPoolExecutor | None = None
 _MIN_PER_THREAD = 64  # below this many matrices per thread, threading costs more than it saves
+SVT_METHODS = ("auto", "svd", "gram")
 
 
-def _svd(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Thin SVD of a batch. On CPU, PyTorch runs LAPACK one matrix after another on a single core;
-    we split the batch over the intra-op threads (same LAPACK calls, identical results, ~1.8x on
-    2 cores for 14x14 maps). On CUDA the batch goes to the library as is."""
+def _threaded(fn: Callable[[Tensor], tuple[Tensor, ...]], x: Tensor) -> tuple[Tensor, ...]:
+    """Apply a batched LAPACK call to ``x`` split over the intra-op threads (CPU only).
+
+    PyTorch's batched CPU ``svd``/``eigh`` run LAPACK one matrix after another on a single core;
+    chunking the batch over threads gives the same calls, identical results and ~1.6x on 2 cores
+    for 14x14 maps. On CUDA, or for small batches, ``fn`` gets the batch as is.
+    """
     global _POOL
     threads = torch.get_num_threads()
     flat = x.reshape(-1, *x.shape[-2:])
     if x.device.type != "cpu" or threads < 2 or flat.shape[0] < threads * _MIN_PER_THREAD:
-        return torch.linalg.svd(x, full_matrices=False)
+        return fn(x)
     if _POOL is None or _POOL._max_workers != threads:
-        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="pgsl-svd")
-    parts = list(_POOL.map(lambda c: torch.linalg.svd(c, full_matrices=False), flat.chunk(threads)))
-    u, s, vh = (torch.cat(t) for t in zip(*parts, strict=True))
+        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="pgsl-linalg")
+    parts = list(_POOL.map(fn, flat.chunk(threads)))
     batch = x.shape[:-2]
-    return u.view(*batch, *u.shape[-2:]), s.view(*batch, s.shape[-1]), vh.view(*batch, *vh.shape[-2:])
+    return tuple(torch.cat(t).view(*batch, *t[0].shape[1:]) for t in zip(*parts, strict=True))
 
 
-def singular_value_threshold(x: Tensor, tau: Tensor | float) -> Tensor:
+def _svt_svd(x: Tensor, tau: Tensor) -> Tensor:
+    u, s, vh = _threaded(lambda c: tuple(torch.linalg.svd(c, full_matrices=False)), x)
+    return (u * torch.clamp(s - tau.squeeze(-1), min=0.0).unsqueeze(-2)) @ vh
+
+
+def _svt_gram(x: Tensor, tau: Tensor) -> Tensor:
+    """SVT through the eigen-decomposition of the smaller Gram matrix, in float64.
+
+    With ``X X^T = U diag(s^2) U^T``, ``SVT(X) = U diag(max(s - tau, 0) / s) U^T X``. Squaring
+    loses half the digits of the small singular values, which is why this runs in float64 (an
+    error of ~1e-8 * s_max, far below any threshold); singular values under ``tau`` are zeroed
+    whatever their accuracy. ~2x cheaper than an SVD for small maps on a CPU.
+    """
+    wide = x.shape[-2] <= x.shape[-1]
+    xd = x.double()
+    gram = xd @ xd.mT if wide else xd.mT @ xd
+    lam, vec = _threaded(lambda c: tuple(torch.linalg.eigh(c)), gram)
+    s = lam.clamp(min=0.0).sqrt()
+    t = tau.double().squeeze(-1)
+    factor = torch.where(s > t, (s - t) / s.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
+    proj = (vec * factor.unsqueeze(-2)) @ vec.mT
+    return (proj @ xd if wide else xd @ proj).to(x.dtype)
+
+
+def singular_value_threshold(x: Tensor, tau: Tensor | float, method: str = "svd") -> Tensor:
     """``U diag(max(s - tau, 0)) V^T``: the proximal operator of ``tau * ||.||_*``.
 
-    ``tau`` is a float or a ``(..., 1, 1)`` tensor (one threshold per matrix).
+    ``tau`` is a float or a ``(..., 1, 1)`` tensor (one threshold per matrix). ``method``:
+    ``"svd"`` (exact, the reference), ``"gram"`` (float64 eigh of the Gram matrix; falls back to
+    the SVD if LAPACK fails) or ``"auto"`` (gram on CPU, svd elsewhere until measured on a GPU).
     """
-    u, s, vh = _svd(x)
-    tau_s = tau if isinstance(tau, float) else tau.squeeze(-1)
-    return (u * torch.clamp(s - tau_s, min=0.0).unsqueeze(-2)) @ vh
+    tau_t = torch.as_tensor(tau, dtype=x.dtype, device=x.device)
+    if tau_t.ndim == 0:
+        tau_t = tau_t.expand(*x.shape[:-2], 1, 1)
+    if method == "auto":
+        method = "gram" if x.device.type == "cpu" else "svd"
+    if method == "gram":
+        try:
+            return _svt_gram(x, tau_t)
+        except torch.linalg.LinAlgError:
+            log.warning("Gram eigen-decomposition failed; falling back to the SVD")
+    elif method != "svd":
+        raise ValueError(f"unknown SVT method {method!r}; choose one of {SVT_METHODS}")
+    return _svt_svd(x, tau_t)
 
 
 def soft_threshold(x: Tensor, tau: Tensor | float) -> Tensor:
@@ -79,6 +122,7 @@ def robust_pca(
     max_iter: int = 100,
     tol: float = 1e-6,
     eta: float = 0.9,
+    svt: str = "svd",
 ) -> RPCAResult:
     """Split every matrix of ``d`` into low-rank + sparse by APG.
 
@@ -89,6 +133,7 @@ def robust_pca(
         max_iter: iteration cap.
         tol: relative stopping tolerance on Lin et al.'s subgradient residual.
         eta: continuation factor in (0, 1]; 1 solves at fixed ``mu`` from the first iteration.
+        svt: how singular values are thresholded, see :func:`singular_value_threshold`.
 
     Returns:
         :class:`RPCAResult` with ``low_rank`` and ``sparse`` in ``d``'s dtype.
@@ -107,6 +152,8 @@ def robust_pca(
         raise ValueError(f"mu must be a positive finite number, got {mu}")
     if not 0 < eta <= 1:
         raise ValueError(f"eta must lie in (0, 1], got {eta}")
+    if svt not in SVT_METHODS:
+        raise ValueError(f"unknown SVT method {svt!r}; choose one of {SVT_METHODS}")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if not torch.isfinite(d).all():
@@ -137,7 +184,7 @@ def robust_pca(
         ya = a + beta * (a - a_prev)
         ye = e + beta * (e - e_prev)
         half_grad = 0.5 * (ya + ye - d)  # gradient of f over its Lipschitz constant 2
-        a_new = singular_value_threshold(ya - half_grad, mu_k / 2)
+        a_new = singular_value_threshold(ya - half_grad, mu_k / 2, svt)
         e_new = soft_threshold(ye - half_grad, lam * mu_k / 2)
         # Lin et al.'s stopping quantity: a subgradient of the objective at (a_new, e_new)
         shared = a_new + e_new - ya - ye
@@ -169,17 +216,19 @@ class ProxRecovery(nn.Module):
 
     def __init__(
         self, *, mu: float, lam: float | None = None, max_iter: int = 30, tol: float = 1e-4,
-        eta: float = 0.9,
+        eta: float = 0.9, svt: str = "svd",
     ) -> None:
         super().__init__()
         self.mu, self.lam, self.max_iter, self.tol, self.eta = mu, lam, max_iter, tol, eta
+        self.svt = svt
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             return robust_pca(
                 x.detach(), mu=self.mu, lam=self.lam, max_iter=self.max_iter, tol=self.tol,
-                eta=self.eta,
+                eta=self.eta, svt=self.svt,
             ).low_rank
 
     def extra_repr(self) -> str:
-        return f"mu={self.mu}, lam={self.lam}, max_iter={self.max_iter}, tol={self.tol}, eta={self.eta}"
+        return (f"mu={self.mu}, lam={self.lam}, max_iter={self.max_iter}, tol={self.tol}, "
+                f"eta={self.eta}, svt={self.svt}")

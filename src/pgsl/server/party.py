@@ -48,7 +48,7 @@ class ServerModel(nn.Module):
         self.width = m.width
         self.num_classes = num_classes
         self.recovery = ProxRecovery(
-            mu=rec.mu, lam=rec.lam, max_iter=rec.max_iter, tol=rec.tol, eta=rec.eta
+            mu=rec.mu, lam=rec.lam, max_iter=rec.max_iter, tol=rec.tol, eta=rec.eta, svt=rec.svt
         )
         up = m.width // 4
         self.fusion = ConvSumFusion(up)

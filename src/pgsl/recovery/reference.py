@@ -1,4 +1,4 @@
-"""A plain per-matrix NumPy APG robust PCA (Lin et al. 2009, Alg. 2), the tests' reference.
+"""A plain per-matrix NumPy APG robust PCA (Lin et al. 2009, Alg. 2): the reference for tests and benchmarks.
 
 Written independently of ``pgsl.recovery.rpca``: one matrix at a time, float64, NumPy's SVD.
 """
