@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from pgsl.config import available_presets, load_preset
+from pgsl.config import Config, available_presets, load_preset
 from pgsl.data import LOADERS
 from pgsl.split.trainer import STREAMS, EpochStats
 
@@ -77,6 +77,15 @@ def _accuracy_table(title: str, acc: dict[str, float], n: int) -> Table:
     return table
 
 
+def _overrides(cfg: Config, dataset: str, data_dir: str | None, limit_train: int | None,
+               limit_test: int | None) -> Config:
+    data: dict[str, Any] = {"dataset": dataset, "data_dir": data_dir}
+    for key, value in (("limit_train", limit_train), ("limit_test", limit_test)):
+        if value is not None:
+            data[key] = value
+    return cfg.replace(data=data)
+
+
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v",
                                      help="Log every step (the server: per site and step).")) -> None:
@@ -108,16 +117,11 @@ def train(
     from pgsl.experiments.train import train_run
 
     try:
-        cfg = load_preset(preset)
-        data: dict[str, Any] = {"dataset": dataset, "data_dir": data_dir}
-        for key, value in (("image_size", image_size), ("limit_train", limit_train),
-                           ("limit_test", limit_test)):
-            if value is not None:
-                data[key] = value
+        cfg = _overrides(load_preset(preset), dataset, data_dir, limit_train, limit_test)
         if image_size is not None and image_size % 2:
             raise ValueError(f"--image-size must be even, got {image_size}")
         cfg = cfg.replace(
-            data=data,
+            data={"image_size": image_size} if image_size is not None else {},
             train={k: v for k, v in (("batch_size", batch_size), ("seed", seed)) if v is not None},
             recovery={"mu": mu} if mu is not None else {},
             attack={"pixels": pixels} if pixels is not None else {},
@@ -153,15 +157,6 @@ def evaluate(
         return
     console.print(_accuracy_table(f"test accuracy, epoch {result['epochs']}",
                                   result["test_accuracy"], result["n_test"]))
-
-
-def _overrides(cfg, dataset: str, data_dir: str | None, epochs_: int | None,  # type: ignore[no-untyped-def]
-               limit_train: int | None, limit_test: int | None):
-    data: dict[str, Any] = {"dataset": dataset, "data_dir": data_dir}
-    for key, value in (("limit_train", limit_train), ("limit_test", limit_test)):
-        if value is not None:
-            data[key] = value
-    return cfg.replace(data=data)
 
 
 @app.command()
@@ -267,7 +262,7 @@ def client(
             raise ValueError("give --tls DIR for mutual TLS, or --insecure to run without it")
         if wire_dtype not in wire:
             raise ValueError(f"--wire-dtype must be one of {', '.join(wire)}")
-        cfg = _overrides(load_preset(preset), dataset, data_dir, epochs, limit_train, limit_test)
+        cfg = _overrides(load_preset(preset), dataset, data_dir, limit_train, limit_test)
         if seed is not None:
             cfg = cfg.replace(train={"seed": seed})
         with GrpcChannel(server_address, site=site, tls_dir=tls, wire_dtype=wire[wire_dtype],
