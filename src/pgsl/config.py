@@ -159,7 +159,9 @@ def load_preset(name_or_path: str) -> Config:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    from pgsl.checkpoint import write_json  # atomic: a kill never leaves half a config
+
+    write_json(path, cfg.to_dict())
 
 
 def load_config(path: Path) -> Config:
