@@ -108,9 +108,10 @@ class Run:
             if not state["server"]:
                 raise ValueError("this checkpoint holds no server state (it was written by a site)")
             self.server.load_state_dict(state["server"])
-        torch.set_rng_state(state["rng"]["cpu"])
+        # RNG states must be CPU byte tensors, whatever map_location moved them to
+        torch.set_rng_state(state["rng"]["cpu"].cpu())
         if self.device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
 
 
 def train_run(
