@@ -4,8 +4,8 @@ settings), a plain per-matrix NumPy APG, and ours (batched, exact SVD and float6
 On planted low-rank + sparse data every solver is scored against the planted truth; on real
 activation maps (``--run DIR``: a trained pgsl run; MNIST test images through its client
 segment) against a converged float64 APG reference at mu = 0.55 (tensorly solves the constrained
-problem there, a different one: its error column on real maps is not an accuracy). Prints time per matrix, iterations, error, and
-our speed-up over tensorly.
+problem there, a different one: its error column on real maps is not an accuracy). Prints time
+per matrix, iterations, error, and our speed-up over tensorly.
 
     pip install tensorly   # bench-only dependency
     .venv/bin/python bench/solver.py [--sizes 14 28 64] [--run runs/q] [--device cuda]
