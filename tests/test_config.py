@@ -1,0 +1,31 @@
+"""Presets load, and bad configuration is refused with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pgsl.config import available_presets, config_from_dict, load_config, load_preset, save_config
+
+
+@pytest.mark.parametrize("name", ["quick", "paper"])
+def test_shipped_presets_load(name: str, tmp_path: Path) -> None:
+    assert name in available_presets()
+    cfg = load_preset(name)
+    assert cfg.model.width % 4 == 0 and cfg.train.lr == 1e-3 and cfg.recovery.mu == 0.55
+    assert cfg.fusion.weights == (0.5, 0.3, 0.2)
+    save_config(cfg, tmp_path / "c.json")
+    assert load_config(tmp_path / "c.json") == cfg  # the run folder's copy round-trips
+
+
+def test_unknown_section_or_key() -> None:
+    with pytest.raises(ValueError, match=r"unknown config section \[optim\]"):
+        config_from_dict({"optim": {}})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['lr'\] in \[model\]"):
+        config_from_dict({"model": {"lr": 1}})
+
+
+def test_missing_preset_lists_the_available_ones() -> None:
+    with pytest.raises(FileNotFoundError, match="available presets: paper, quick"):
+        load_preset("fast")
