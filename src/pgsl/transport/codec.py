@@ -7,6 +7,7 @@ dtypes, negative or oversized shapes and byte counts that do not match the shape
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -91,19 +92,16 @@ def decode_request(req: pb.StepRequest) -> tuple[Activations, bool, torch.dtype 
     return Activations(int(req.step), a.float(), labels), bool(req.train), reply_dtype
 
 
+_STATS_FIELDS = [f.name for f in dataclasses.fields(StreamStats)]  # same names in pgsl.proto
+
+
 def encode_gradient(g: Gradient, dtype: torch.dtype | None) -> pb.StepReply:
-    s = g.stats
-    stats = pb.StreamStats(loss_a=s.loss_a, loss_f=s.loss_f, loss_r=s.loss_r, correct_a=s.correct_a,
-                           correct_f=s.correct_f, correct_r=s.correct_r, correct_awa=s.correct_awa,
-                           count=s.count)
+    stats = pb.StreamStats(**{k: getattr(g.stats, k) for k in _STATS_FIELDS})
     return pb.StepReply(step=g.step, grad=encode_tensor(g.grad, dtype), stats=stats)
 
 
 def decode_gradient(reply: pb.StepReply) -> Gradient:
-    s = reply.stats
-    stats = StreamStats(loss_a=s.loss_a, loss_f=s.loss_f, loss_r=s.loss_r, correct_a=s.correct_a,
-                        correct_f=s.correct_f, correct_r=s.correct_r, correct_awa=s.correct_awa,
-                        count=s.count)
+    stats = StreamStats(**{k: getattr(reply.stats, k) for k in _STATS_FIELDS})
     return Gradient(int(reply.step), decode_tensor(reply.grad, "gradient").float(), stats)
 
 
