@@ -131,7 +131,8 @@ class ServerParty:
             torch.stack(losses).sum().backward()
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             checks = [*losses, *grads] + ([a.grad] if a.grad is not None else [])
-            if not all(bool(torch.isfinite(t).all()) for t in checks):
+            # one reduction, one host sync (not one per parameter tensor on the hot path)
+            if not bool(torch.stack([torch.isfinite(t).all() for t in checks]).all()):
                 raise FloatingPointError("non-finite loss or gradient")
         except (FloatingPointError, RuntimeError) as e:  # LinAlgError is a RuntimeError
             self.optimizer.zero_grad(set_to_none=True)
