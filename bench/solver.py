@@ -8,7 +8,9 @@ problem there, a different one: its error column on real maps is not an accuracy
 per matrix, iterations, error, and our speed-up over tensorly.
 
     pip install tensorly   # bench-only dependency
-    .venv/bin/python bench/solver.py [--sizes 14 28 64] [--run runs/q] [--device cuda]
+    .venv/bin/python bench/solver.py [--sizes 14 28 64 128 256] [--run runs/q] [--device cuda]
+
+On CUDA our solver also runs on the CPU (all threads), for the GPU-vs-CPU-cores comparison.
 
 tensorly's ``robust_pca`` is robust *tensor* PCA by ALM: for a matrix it penalises the nuclear
 norms of both unfoldings, i.e. ``2 ||A||_*``, so the classic ``lambda = 1/sqrt(max(m, n))`` is
@@ -31,9 +33,10 @@ import numpy as np
 import torch
 
 from pgsl.recovery.reference import apg_rpca
-from pgsl.recovery.rpca import robust_pca
+from pgsl.recovery.rpca import resolve_svt, robust_pca
 
-BATCH = {14: 512, 28: 256, 64: 64, 128: 16, 256: 4}  # ours: realistic batches per size
+BATCH = {14: 512, 28: 256, 64: 64, 128: 16, 256: 4}  # ours on a CPU: realistic batches per size
+BATCH_CUDA = {14: 8192, 28: 4096, 64: 1024, 128: 256, 256: 64}  # one training batch of maps
 SLOW_COUNT = 4  # matrices given to the per-matrix solvers
 
 
@@ -83,18 +86,26 @@ def tensorly_solve(d: np.ndarray) -> tuple[np.ndarray, int]:
     return low, len(errors)
 
 
-def row(name: str, seconds_per_matrix: float, iterations: float, error: float,
+def row(name: str, seconds_per_matrix: float, iterations: float, error: float, error_all: float | None,
         reference: float | None) -> str:
     speed = f"{reference / seconds_per_matrix:8.1f}x" if reference else "         "
-    return (f"  {name:<26} {seconds_per_matrix * 1e3:10.3f} ms {iterations:8.1f} it "
-            f"{error:10.2e} {speed}")
+    err_all = f"{error_all:10.2e}" if error_all is not None else " " * 10
+    return (f"  {name:<34} {seconds_per_matrix * 1e3:10.3f} ms {iterations:7.1f} it "
+            f"{error:10.2e} {err_all} {speed}")
 
 
-def bench_case(label: str, d: torch.Tensor, truth: torch.Tensor, mu: float, device: str) -> None:
-    print(f"{label}: {d.shape[0]} x {d.shape[1]}x{d.shape[2]} (per-matrix solvers: {SLOW_COUNT})")
-    print(f"  {'solver':<26} {'time/matrix':>13} {'iters':>11} {'rel. error':>10} {'vs tensorly':>9}")
-    few = d[:SLOW_COUNT].double().numpy()
-    few_truth = truth[:SLOW_COUNT].double().numpy()
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_case(label: str, d: torch.Tensor, truth: torch.Tensor, mu: float, device: torch.device,
+               slow_count: int) -> None:
+    print(f"{label}: {d.shape[0]} x {d.shape[1]}x{d.shape[2]} (per-matrix solvers: first {slow_count})")
+    print(f"  {'solver':<34} {'time/matrix':>13} {'iters':>10} {'err first':>10} {'err all':>10} "
+          f"{'vs tensorly':>9}")
+    few = d[:slow_count].double().numpy()
+    few_truth = truth[:slow_count].double().numpy()
 
     def rel(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
@@ -102,28 +113,37 @@ def bench_case(label: str, d: torch.Tensor, truth: torch.Tensor, mu: float, devi
     t_ref = None
     try:
         outs, t = timed(lambda: [tensorly_solve(m) for m in few])
-        t_ref = t / SLOW_COUNT
+        t_ref = t / slow_count
         lows = np.stack([o[0] for o in outs])  # type: ignore[union-attr]
         its = float(np.mean([o[1] for o in outs]))  # type: ignore[union-attr]
-        print(row("tensorly robust_pca (ALM)", t_ref, its, rel(lows, few_truth), None))
+        print(row("tensorly robust_pca (ALM), f64", t_ref, its, rel(lows, few_truth), None, None))
     except ImportError:
         print("  tensorly not installed: pip install tensorly")
     outs, t = timed(lambda: [apg_rpca(m, mu, max_iter=500, tol=1e-7) for m in few])
     lows = np.stack([o[0] for o in outs])  # type: ignore[union-attr]
     its = float(np.mean([o[2] for o in outs]))  # type: ignore[union-attr]
-    print(row("NumPy APG, per matrix", t / SLOW_COUNT, its, rel(lows, few_truth), t_ref))
-    dev = d.to(device)
-    for svt in ("svd", "gram"):
-        def solve(svt: str = svt) -> object:
-            r = robust_pca(dev, mu=mu, max_iter=500, tol=1e-7, svt=svt)
-            if dev.device.type == "cuda":
-                torch.cuda.synchronize()
-            return r
-        result, t = timed(solve)
-        low = result.low_rank.cpu().double().numpy()  # type: ignore[attr-defined]
-        its = float(result.iterations.float().mean())  # type: ignore[attr-defined]
-        print(row(f"pgsl batched, {svt}", t / d.shape[0], its, rel(low, truth.double().numpy()),
-                  t_ref))
+    print(row("NumPy APG per matrix, f64", t / slow_count, its, rel(lows, few_truth), None, t_ref))
+    # ours: float64 at the references' tolerance (equal accuracy), float32 at what float32 can reach
+    cases = [(torch.float64, 1e-7, "auto"), (torch.float32, 1e-5, "auto"), (torch.float32, 1e-5, "svd")]
+    devices = [device] + ([torch.device("cpu")] if device.type == "cuda" else [])
+    for dev in devices:
+        for dtype, tol, svt in cases:
+            if dev != device and dtype == torch.float32 and svt == "svd":
+                continue
+            x = d.to(dev, dtype)
+
+            def solve(x: torch.Tensor = x, tol: float = tol, svt: str = svt) -> object:
+                r = robust_pca(x, mu=mu, max_iter=500, tol=tol, svt=svt)
+                sync(x.device)
+                return r
+
+            result, t = timed(solve)
+            low = result.low_rank.cpu().double().numpy()  # type: ignore[attr-defined]
+            its = float(result.iterations.float().mean())  # type: ignore[attr-defined]
+            where = f"{dev.type}" + (f" {torch.get_num_threads()} thr" if dev.type == "cpu" else "")
+            name = f"pgsl {where}, {str(dtype)[6:]} {svt}->{resolve_svt(svt, x)} tol {tol:g}"
+            print(row(name, t / d.shape[0], its, rel(low[:slow_count], few_truth),
+                      rel(low, truth.double().numpy()), t_ref), flush=True)
 
 
 def main() -> None:
@@ -132,14 +152,22 @@ def main() -> None:
     ap.add_argument("--run", type=Path, help="a pgsl run folder, for real activation maps")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    device = torch.device(args.device)
+    batch = BATCH_CUDA if device.type == "cuda" else BATCH
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print("time per matrix; err = relative error of the low-rank part against the planted truth "
+          "(real maps: a converged float64 APG), on the matrices the per-matrix solvers got and "
+          "on the whole batch")
     for n in args.sizes:
-        d, truth = planted(n, BATCH.get(n, 4))
-        bench_case(f"planted rank {max(1, n // 10)} + 5% sparse", d, truth, 1e-3, args.device)
+        d, truth = planted(n, batch.get(n, 4))
+        bench_case(f"planted rank {max(1, n // 10)} + 5% sparse", d, truth, 1e-3, device,
+                   SLOW_COUNT if n <= 64 else 2)
     if args.run:
-        maps = real_maps(args.run, 512)
-        converged = robust_pca(maps.double(), mu=0.55, max_iter=3000, tol=1e-10).low_rank.float()
-        bench_case(f"real activation maps from {args.run}", maps, converged, 0.55, args.device)
+        maps = real_maps(args.run, batch[14])
+        converged = robust_pca(maps.double().to(device), mu=0.55, max_iter=3000,
+                               tol=1e-10).low_rank.float().cpu()
+        bench_case(f"real activation maps from {args.run}", maps, converged, 0.55, device, SLOW_COUNT)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +59,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--svt", default=None, help="override recovery.svt: svd, gram or auto")
+    ap.add_argument("--svt", default=None, help="override recovery.svt: svd, gram, gesvda or auto")
+    ap.add_argument("--profile", action="store_true", help="print the top PGSL-step kernels")
+    ap.add_argument("--accuracy", type=Path, default=None, metavar="DIR",
+                    help="also train the preset on full MNIST with the exact SVD and with --svt "
+                         "(default auto) into DIR/svd and DIR/<svt>, and compare fused accuracy")
     args = ap.parse_args()
     device = torch.device(args.device)
     cfg = load_preset(args.preset)
@@ -95,6 +100,33 @@ def main() -> None:
     print(f"  plain CNN  {plain_rate:10.1f} img/s")
     print(f"  PGSL       {pgsl_rate:10.1f} img/s")
     print(f"  PGSL / plain = {pgsl_rate / plain_rate:.3f}")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for x, y in data[:5]:
+                pgsl_step(x, y)
+            sync(device)
+        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=15))
+    if args.accuracy:
+        accuracy(args.preset, args.svt or "auto", args.accuracy, str(device))
+
+
+def accuracy(preset: str, svt: str, out: Path, device: str) -> None:
+    """Fused test accuracy of the exact-SVD solver against ``svt``: same preset, seed and data."""
+    from pgsl.experiments.train import train_run
+
+    scores = {}
+    for method in ("svd", svt):
+        cfg = load_preset(preset).replace(recovery={"svt": method})
+        metrics = train_run(cfg, out / method, device=device, resume=False)
+        scores[method] = metrics["test_accuracy"]
+        print(f"  svt {method:<7} train {metrics['train_seconds']:7.1f} s  "
+              + "  ".join(f"{k} {v:.4f}" for k, v in metrics["test_accuracy"].items()), flush=True)
+    diff = 100 * (scores[svt]["S_awa"] - scores["svd"]["S_awa"])
+    print(f"  fused accuracy, {svt} - svd: {diff:+.2f} points (goal: within 0.2)")
 
 
 if __name__ == "__main__":

@@ -29,3 +29,18 @@ def test_unknown_section_or_key() -> None:
 def test_missing_preset_lists_the_available_ones() -> None:
     with pytest.raises(FileNotFoundError, match="available presets: paper, quick"):
         load_preset("fast")
+
+
+def test_set_overrides_typed_fields_and_refuses_unknown_or_mistyped() -> None:
+    from pgsl.config import apply_settings, load_preset
+
+    cfg = apply_settings(load_preset("quick"), ["recovery.svt=gram", "attack.pixels=8",
+                                                "recovery.mu=1", "train.epochs = 3"])
+    assert cfg.recovery.svt == "gram" and cfg.attack.pixels == 8 and cfg.train.epochs == 3
+    assert cfg.recovery.mu == 1.0 and isinstance(cfg.recovery.mu, float)
+    with pytest.raises(ValueError, match="unknown setting"):
+        apply_settings(cfg, ["recovery.nope=1"])
+    with pytest.raises(ValueError, match="section.key=value"):
+        apply_settings(cfg, ["svt"])
+    with pytest.raises(ValueError, match="must be a int"):
+        apply_settings(cfg, ["train.epochs=many"])

@@ -144,3 +144,41 @@ def test_solver_with_gram_svt_matches_reference_solver(name: str) -> None:
 def test_unknown_svt_method() -> None:
     with pytest.raises(ValueError, match="SVT method"):
         robust_pca(torch.ones(3, 3), mu=0.5, svt="qr")
+
+
+def test_stopped_matrices_leave_the_working_set_without_changing_answers() -> None:
+    # zeros stop after one iteration, noise runs long: the working set is compacted mid-solve
+    d = torch.cat([torch.zeros(6, 9, 9, dtype=torch.float64), torch.randn(3, 9, 9, dtype=torch.float64),
+                   torch.relu(torch.randn(3, 9, 9, dtype=torch.float64))])
+    batched = robust_pca(d, mu=0.3, max_iter=300, tol=1e-9)
+    assert int(batched.iterations.min()) < int(batched.iterations.max())
+    for i in range(len(d)):
+        one = robust_pca(d[i], mu=0.3, max_iter=300, tol=1e-9)
+        assert torch.equal(batched.iterations[i], one.iterations)
+        torch.testing.assert_close(batched.low_rank[i], one.low_rank, atol=1e-12, rtol=0)
+        torch.testing.assert_close(batched.sparse[i], one.sparse, atol=1e-12, rtol=0)
+
+
+def test_spectral_norm_routes_agree(device: torch.device) -> None:
+    from pgsl.recovery.rpca import spectral_norm
+
+    x = _adversarial_inputs()["relu maps"].to(device)
+    ref = torch.linalg.svdvals(x.double().cpu())[..., 0]
+    for method in ("svd", "gram", "gesvda", "auto"):
+        got = spectral_norm(x, method).double().cpu()
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [14, 48])
+def test_fast_svt_paths_agree_with_exact_svd_on_device(device: torch.device, n: int) -> None:
+    """``gesvda`` (CUDA's batched SVD; the exact SVD on a CPU) and ``auto`` on relu maps."""
+    from pgsl.recovery.rpca import singular_value_threshold
+
+    g = torch.Generator().manual_seed(n)
+    x = torch.relu(torch.randn(64, n, 3, generator=g) @ torch.randn(64, 3, n, generator=g)
+                   + 0.3 * torch.randn(64, n, n, generator=g))
+    tau = 0.2 * float(torch.linalg.matrix_norm(x, ord=2).mean())
+    ref = singular_value_threshold(x.double(), tau, "svd")
+    for method in ("gesvda", "auto"):
+        got = singular_value_threshold(x.to(device), tau, method).double().cpu()
+        assert ((got - ref).norm() / ref.norm()) < 1e-4, method

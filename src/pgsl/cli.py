@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from pgsl.config import Config, available_presets, load_preset
+from pgsl.config import Config, apply_settings, available_presets, load_preset
 from pgsl.data import LOADERS
 from pgsl.split.trainer import STREAMS, EpochStats
 
@@ -112,6 +112,8 @@ def train(
     pixels: float | None = typer.Option(None, help="Pixel budget: count, or fraction if < 1."),
     seed: int | None = typer.Option(None),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    settings: list[str] = typer.Option([], "--set", help="section.key=value, e.g. recovery.svt=auto "
+                                       "(repeatable; any field of the preset)."),
 ) -> None:
     """Train PGSL (client attack + down-sampling + conv1-2 | APG recovery + 3 streams + fusion)."""
     from pgsl.experiments.train import train_run
@@ -126,6 +128,7 @@ def train(
             recovery={"mu": mu} if mu is not None else {},
             attack={"pixels": pixels} if pixels is not None else {},
         )
+        cfg = apply_settings(cfg, settings)
         if resume:
             console.print(f"resuming {out} with its saved configuration")
         metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),

@@ -140,6 +140,35 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     return Config(**sections)
 
 
+def apply_settings(cfg: Config, settings: list[str]) -> Config:
+    """Apply ``section.key=value`` overrides (``recovery.svt=auto``, ``attack.pixels=8``).
+
+    The value is read as a TOML value (``8``, ``0.5``, ``true``, ``"svd"``; a bare word is a
+    string) and must have the type of the field it replaces.
+    """
+    raw = cfg.to_dict()
+    for item in settings:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot:
+            raise ValueError(f"--set needs section.key=value, got {item!r}")
+        if section not in raw or name not in raw[section]:
+            known = sorted(f"{s}.{k}" for s, fields in raw.items() for k in fields)
+            raise ValueError(f"unknown setting {key!r}; known: {', '.join(known)}")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        old = raw[section][name]
+        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if old is not None and not isinstance(value, type(old)) and not (
+                isinstance(old, (tuple, list)) and isinstance(value, list)):
+            raise ValueError(f"{key} must be a {type(old).__name__}, got {value!r}")
+        raw[section][name] = value
+    return config_from_dict(raw)
+
+
 def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
