@@ -33,6 +33,27 @@ class DataConfig:
     limit_test: int | None = None  # the first N test images (None: the whole test split)
 
 
+DEFENSES = ("pgsl", "none", "noise", "nopeek")
+
+
+@dataclass(frozen=True)
+class DefenseConfig:
+    """What protects the cut (paper §V-C, DESIGN §3). ``pgsl`` is the paper's method; the others
+    are the comparison models: a vanilla split on raw images (cut after conv2, one stream), the
+    same with Laplacian noise on the activations (Titcombe et al. 2021), or with NoPeek's distance
+    correlation loss (Vepakomma et al. 2019)."""
+
+    kind: Literal["pgsl", "none", "noise", "nopeek"] = "pgsl"
+    noise_scale: float = 0.5  # Laplace scale b, in units of the (BatchNorm-ed) activations
+    nopeek_weight: float = 0.5  # alpha: client loss = alpha * dCor(x, a) + the server's gradient
+
+    def __post_init__(self) -> None:
+        if self.kind not in DEFENSES:
+            raise ValueError(f"unknown defense {self.kind!r}; choose one of {', '.join(DEFENSES)}")
+        if self.noise_scale < 0 or self.nopeek_weight < 0:
+            raise ValueError("defense.noise_scale and defense.nopeek_weight must be >= 0")
+
+
 @dataclass(frozen=True)
 class AttackConfig:
     """The client's intentional JSMA pixel attack (paper §IV-A)."""
@@ -94,6 +115,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -115,6 +137,7 @@ class Config:
 
 _SECTION_TYPES = {
     "data": DataConfig,
+    "defense": DefenseConfig,
     "attack": AttackConfig,
     "recovery": RecoveryConfig,
     "model": ModelConfig,

@@ -160,12 +160,13 @@ def train_run(
         train_seconds = float(state["train_seconds"])
     else:
         t0 = time.perf_counter()
-        tick = reporter.task("surrogate", cfg.attack.surrogate_epochs * len(dataset.train))
-        train_surrogate(
-            run.client.surrogate, dataset.train, epochs=cfg.attack.surrogate_epochs,
-            batch_size=t.batch_size, seed=t.seed, device=dev, progress=tick,
-        )
-        reporter.done()
+        if cfg.defense.kind == "pgsl":  # only PGSL's client attacks its images
+            tick = reporter.task("surrogate", cfg.attack.surrogate_epochs * len(dataset.train))
+            train_surrogate(
+                run.client.surrogate, dataset.train, epochs=cfg.attack.surrogate_epochs,
+                batch_size=t.batch_size, seed=t.seed, device=dev, progress=tick,
+            )
+            reporter.done()
         start_epoch, history = 0, []
         train_seconds = time.perf_counter() - t0
         save_checkpoint(ckpt_path, run.state(0, history, train_seconds))

@@ -43,10 +43,16 @@ class ServerModel(nn.Module):
     def __init__(self, cfg: Config, num_classes: int) -> None:
         super().__init__()
         m, rec = cfg.model, cfg.recovery
-        if m.width % 4:
-            raise ValueError(f"model width must be a multiple of 4 (pixel shuffle), got {m.width}")
         self.width = m.width
         self.num_classes = num_classes
+        # the comparison models (vanilla split, noise, NoPeek): one stream on the activations
+        self.single = cfg.defense.kind != "pgsl"
+        if self.single:
+            self.s_f = StreamTail(m.width, num_classes, width=m.width, dropout=m.dropout,
+                                  pool=m.pool, hidden=m.hidden)
+            return
+        if m.width % 4:
+            raise ValueError(f"model width must be a multiple of 4 (pixel shuffle), got {m.width}")
         self.recovery = ProxRecovery(
             mu=rec.mu, lam=rec.lam, max_iter=rec.max_iter, tol=rec.tol, eta=rec.eta, svt=rec.svt
         )
@@ -60,6 +66,9 @@ class ServerModel(nn.Module):
         self.s_a, self.s_f, self.s_r = tail(), tail(), tail()
 
     def forward(self, a: Tensor) -> StreamLogits:
+        if self.single:
+            f = self.s_f(a)
+            return StreamLogits(a=f, f=f, r=f)
         u_a = upsample(a)
         u_r = upsample(self.recovery(a))  # no gradient through the solver
         return StreamLogits(
@@ -126,9 +135,14 @@ class ServerParty:
         buffers = {k: v.clone() for k, v in self.model.named_buffers()}
         try:
             logits = self.model(a)
-            losses = [F.cross_entropy(lg, y) for lg in logits]
+            if self.model.single:
+                losses = [F.cross_entropy(logits.f, y)] * 3
+                total = losses[0]
+            else:
+                losses = [F.cross_entropy(lg, y) for lg in logits]
+                total = torch.stack(losses).sum()
             self.optimizer.zero_grad(set_to_none=True)
-            torch.stack(losses).sum().backward()
+            total.backward()
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             checks = [*losses, *grads] + ([a.grad] if a.grad is not None else [])
             # one reduction, one host sync (not one per parameter tensor on the hot path)
@@ -155,6 +169,8 @@ class ServerParty:
         return Gradient(step=msg.step, grad=a.grad, stats=stats)
 
     def fuse(self, s_a: Tensor, s_f: Tensor, s_r: Tensor) -> Tensor:
+        if self.model.single:
+            return s_f
         return adaptive_weighted_fusion(
             s_r, s_f, s_a, weights=self.cfg.fusion.weights, confidence=self.cfg.fusion.confidence
         )
