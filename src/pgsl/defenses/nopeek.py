@@ -31,6 +31,5 @@ def distance_correlation(x: Tensor, y: Tensor) -> Tensor:
     a, b = _centred_distances(x), _centred_distances(y)
     dcov2_xy = (a * b).mean()
     denom = torch.sqrt((a * a).mean() * (b * b).mean())
-    if float(denom) == 0.0:
-        return dcov2_xy * 0.0
-    return torch.sqrt(torch.clamp(dcov2_xy / denom, min=0.0))
+    ratio = torch.where(denom > 0, dcov2_xy / denom.clamp(min=torch.finfo(denom.dtype).tiny), 0.0)
+    return torch.sqrt(torch.clamp(ratio, min=0.0))

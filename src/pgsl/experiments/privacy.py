@@ -22,22 +22,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from pgsl.attacks.activation_matching import activation_matching
+from pgsl.attacks.dlg import GradientLeak, gradient_inversion
 from pgsl.attacks.mia import learned_inversion
 from pgsl.attacks.view import AttackerView, reconstruction_scores
 from pgsl.checkpoint import load_checkpoint, write_json
 from pgsl.config import load_config
 from pgsl.data import Dataset, load_dataset, to_float
 from pgsl.experiments.train import CHECKPOINT, CONFIG, Run, resolve_device
+from pgsl.layers import upsample
 
 log = logging.getLogger(__name__)
 
-ATTACKS = ("mia", "activation")
+ATTACKS = ("mia", "activation", "dlg", "idlg")
 ATTACK_NAMES = {"mean": "mean auxiliary image (trivial baseline)", "mia": "MIA (learned inversion)",
-                "activation": "activation matching (white-box)"}
+                "activation": "activation matching (white-box)", "dlg": "DLG (gradient matching)",
+                "idlg": "iDLG (gradient matching, analytic label)"}
+GRADIENT_ATTACKS = ("dlg", "idlg")
 TARGETS_OF = {"none": ["none"], "noise": ["noise"], "nopeek": ["nopeek"],
               "pgsl": ["pgsl-cut", "pgsl-recovered"]}
 # Paper Table I (MSE; the paper does not state its pixel scale). Keys: (attack, target).
@@ -62,6 +67,8 @@ class PrivacyConfig:
     aux: int | None = None  # None: the first half of the official test set
     mia_epochs: int = 10
     match_steps: int = 300
+    dlg_victims: int = 32  # DLG/iDLG: one L-BFGS problem per victim
+    dlg_steps: int = 30  # L-BFGS steps of 20 iterations each
     seed: int = 0
     attacks: tuple[str, ...] = ATTACKS
 
@@ -92,9 +99,44 @@ def _views(run: Run, target: str, victims: Tensor, aux: Tensor) -> AttackerView:
     else:
         def model(x: Tensor) -> Tensor:
             return segment(x)
-    for p in segment.parameters():
-        p.requires_grad_(False)
     return AttackerView(target, observed, aux, aux_observed, model)
+
+
+def _server_path(run: Run) -> Callable[[Tensor], Tensor]:
+    """Activations -> the logits whose loss trains the client (PGSL: the S_f stream)."""
+    assert run.server is not None
+    model = run.server.model
+    if model.single:
+        return model.s_f
+
+    def path(a: Tensor) -> Tensor:
+        return model.s_f(model.fusion(upsample(a), upsample(model.recovery(a))))
+    return path
+
+
+def _gradient_leak(run: Run, view: AttackerView, x: Tensor, y: Tensor) -> GradientLeak:
+    """Each victim's training-step gradients (batch size 1), taken by the evaluator from the real
+    pipeline -- pixel attack and noise included -- in inference mode (BatchNorm running statistics,
+    no dropout). NoPeek's dCor term needs >= 2 samples and is absent at batch size 1."""
+    assert run.server is not None and view.client_model is not None
+    client, model, server_path = run.client, run.server.model, _server_path(run)
+    last = model.s_f.classifier[-1].weight
+    assert isinstance(last, Tensor)
+    on_path = [model.s_f] if model.single else [model.fusion, model.s_f]
+    params: list[Tensor] = [*client.segment.parameters()]
+    params += [p for m in on_path for p in m.parameters() if p is not last] + [last]
+    grads = []
+    for i in range(len(x)):
+        xi, yi = x[i:i + 1], y[i:i + 1]
+        if client.pgsl:
+            xi = client.encode(xi, yi if run.cfg.attack.label_source == "true" else None)
+        loss = F.cross_entropy(server_path(client.cut(xi)), yi)
+        grads.append([g.detach() for g in torch.autograd.grad(loss, params)])
+    client_model = view.client_model
+
+    def logits(xd: Tensor) -> Tensor:
+        return server_path(client_model(xd))
+    return GradientLeak(grads, params, logits, model.num_classes)
 
 
 def _summary(scores: dict[str, Tensor]) -> dict[str, float]:
@@ -152,6 +194,7 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
     n_victims = min(max(pc.victims, pc.opt_victims), len(train_set))
     pick = torch.randperm(len(train_set), generator=g)[:n_victims]
     victims = to_float(train_set.images[pick], dev)
+    victim_labels = train_set.labels[pick].to(dev)
     n_aux = pc.aux or len(full.test) // 2
     aux = to_float(full.test.images[:n_aux], dev)
     log.info("%s: %d victims (optimisation attacks: first %d), %d auxiliary images",
@@ -163,6 +206,7 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
         view = _views(run, target, victims, aux)
         recons: dict[str, Tensor] = {"mean": aux.mean(0, keepdim=True).expand_as(victims)}
         seconds: dict[str, float] = {"mean": 0.0}
+        label_acc: dict[str, float] = {}
         for name in pc.attacks:
             t0 = time.perf_counter()
             if name == "mia":
@@ -170,6 +214,14 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
             elif name == "activation":
                 sub = dataclasses.replace(view, observed=view.observed[: pc.opt_victims])
                 recons[name] = activation_matching(sub, steps=pc.match_steps)
+            elif name in GRADIENT_ATTACKS:
+                if target == "pgsl-recovered":  # no client gradient flows from the recovered maps
+                    continue
+                k = min(pc.dlg_victims, len(victims))
+                leak = _gradient_leak(run, view, victims[:k], victim_labels[:k])
+                recons[name], used = gradient_inversion(leak, view.image_shape, idlg=name == "idlg",
+                                                        steps=pc.dlg_steps, seed=pc.seed)
+                label_acc[name] = float((used.cpu() == victim_labels[:k].cpu()).float().mean())
             seconds[name] = time.perf_counter() - t0
         for name, rec in recons.items():
             scores = reconstruction_scores(rec, victims[: len(rec)])
@@ -178,6 +230,7 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
                 "target": target, "attack": name, "n_victims": len(rec),
                 **{k: round(v, 6) for k, v in _summary(scores).items()},
                 "paper_mse": paper.get((name, target), ""), "seconds": round(seconds[name], 1),
+                "label_accuracy": round(label_acc[name], 4) if name in label_acc else "",
             })
             log.info("%-15s %-11s mse %.4f ssim %.3f", target, name, rows[-1]["mse_mean"],
                      rows[-1]["ssim_mean"])
@@ -190,7 +243,7 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
 
 
 COLUMNS = ["dataset", "defense", "target", "attack", "n_victims", "mse_mean", "mse_std", "psnr_mean",
-           "psnr_std", "ssim_mean", "ssim_std", "paper_mse", "seconds", "run"]
+           "psnr_std", "ssim_mean", "ssim_std", "paper_mse", "label_accuracy", "seconds", "run"]
 
 
 def write_table(rows: list[dict[str, Any]], out: Path, pc: PrivacyConfig) -> None:

@@ -1,0 +1,96 @@
+"""Gradient inversion: DLG (Zhu, Liu & Han 2019) and iDLG (Zhao, Mopuri & Bilen 2020).
+
+The leak: the parameter gradients of one victim's training step -- the client segment's (shared
+when client weights are aggregated across sites) and the server stream's own (the attacker *is* the
+server). The attacker knows the architecture and the weights; it optimises a dummy image (and, in
+DLG, a soft label) with L-BFGS so that its gradients match the leaked ones. iDLG first reads the
+label off the last layer: with cross-entropy after a ReLU layer, ``dL/dW_k = (p_k - [k = y]) h``
+with ``h >= 0``, so only the true class's row sums to a negative number.
+
+One victim per optimisation, as in both papers (batch size 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class GradientLeak:
+    """What leaks from the victims' training steps, and the attacker's white-box model of them.
+
+    Attributes:
+        gradients: per victim, the leaked gradients, in the order of ``params``.
+        params: the parameters those gradients belong to; the last one is the final layer's weight.
+        logits: a differentiable map from an image ``(1, C, H, W)`` to the logits whose
+            cross-entropy produced the leak (the client's discrete pixel attack left out).
+        num_classes: number of classes of that loss.
+    """
+
+    gradients: Sequence[Sequence[Tensor]]
+    params: Sequence[Tensor]
+    logits: Callable[[Tensor], Tensor]
+    num_classes: int
+
+
+def idlg_label(last_weight_grad: Tensor) -> int:
+    """iDLG's analytic label: the class whose last-layer weight gradient row sums lowest."""
+    return int(last_weight_grad.sum(dim=-1).argmin())
+
+
+def _match(leak: GradientLeak, target: Sequence[Tensor], x: Tensor, label: Tensor | None,
+           soft: Tensor | None) -> Tensor:
+    logits = leak.logits(x)
+    if label is not None:
+        loss = F.cross_entropy(logits, label)
+    else:
+        assert soft is not None
+        loss = torch.sum(-F.softmax(soft, -1) * F.log_softmax(logits, -1))
+    grads = torch.autograd.grad(loss, leak.params, create_graph=True)
+    # DLG's squared distance, divided by the leak's own squared norm: a trained model's gradients
+    # are tiny, and an unscaled distance stops L-BFGS on its tolerances at the first step
+    dist = sum(((g - t) ** 2).sum() for g, t in zip(grads, target, strict=True))
+    return dist / sum((t ** 2).sum() for t in target).clamp(min=1e-30)  # type: ignore[union-attr, return-value]
+
+
+def _invert_one(leak: GradientLeak, target: Sequence[Tensor], image_shape: tuple[int, int, int],
+                idlg: bool, steps: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    device = leak.params[0].device
+    x = torch.rand((1, *image_shape), generator=g).to(device).requires_grad_(True)
+    label: Tensor | None = None
+    soft: Tensor | None = None
+    if idlg:
+        label = torch.tensor([idlg_label(target[-1])], device=device)
+        variables = [x]
+    else:
+        soft = torch.randn((1, leak.num_classes), generator=g).to(device).requires_grad_(True)
+        variables = [x, soft]
+    opt = torch.optim.LBFGS(variables, lr=1.0, max_iter=20, history_size=100,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad(set_to_none=True)
+        dist = _match(leak, target, x, label, soft)
+        dist.backward()
+        return dist
+
+    for _ in range(steps):
+        loss = opt.step(closure)  # type: ignore[no-untyped-call]
+        if not torch.isfinite(torch.as_tensor(loss)):
+            break
+    used = label if label is not None else soft.detach().argmax(-1)  # type: ignore[union-attr]
+    return x.detach().clamp(0, 1), used
+
+
+def gradient_inversion(leak: GradientLeak, image_shape: tuple[int, int, int], *, idlg: bool,
+                       steps: int = 30, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Reconstruct every victim of ``leak``; returns images ``(N, C, H, W)`` clamped to [0, 1] and
+    the labels used (iDLG: recovered; DLG: the argmax of the optimised soft label)."""
+    g = torch.Generator().manual_seed(seed)
+    out = [_invert_one(leak, t, image_shape, idlg, steps, g) for t in leak.gradients]
+    return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
