@@ -157,7 +157,9 @@ def privacy(
     victims: int = typer.Option(500, help="Victims for the learned attacks."),
     opt_victims: int = typer.Option(64, help="Victims for the optimisation attacks (>= 32)."),
     aux: int | None = typer.Option(None, help="Auxiliary images (default: half the test set)."),
-    attacks: str = typer.Option(",".join(("mia", "activation")), help="Comma-separated attacks."),
+    attacks: str = typer.Option("mia,activation,dlg,idlg", help="Comma-separated attacks."),
+    dlg_victims: int = typer.Option(32, help="Victims for DLG/iDLG (one L-BFGS problem each)."),
+    dlg_steps: int = typer.Option(30, help="L-BFGS steps (20 iterations each) for DLG/iDLG."),
     mia_epochs: int = typer.Option(10, help="Training epochs of the learned inversion."),
     match_steps: int = typer.Option(300, help="Optimisation steps of activation matching."),
     seed: int = typer.Option(0),
@@ -170,7 +172,8 @@ def privacy(
         if opt_victims < 1 or victims < 1:
             raise ValueError("--victims and --opt-victims must be >= 1")
         pc = PrivacyConfig(victims=victims, opt_victims=opt_victims, aux=aux, mia_epochs=mia_epochs,
-                           match_steps=match_steps, seed=seed,
+                           match_steps=match_steps, dlg_victims=dlg_victims, dlg_steps=dlg_steps,
+                           seed=seed,
                            attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()))
         rows = run_privacy(runs, out, pc, device=device)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
