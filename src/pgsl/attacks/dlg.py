@@ -79,12 +79,15 @@ def _invert_one(leak: GradientLeak, target: Sequence[Tensor], image_shape: tuple
         dist.backward()
         return dist
 
+    best, best_loss = x.detach().clone(), float("inf")
     for _ in range(steps):
-        loss = opt.step(closure)  # type: ignore[no-untyped-call]
-        if not torch.isfinite(torch.as_tensor(loss)):
-            break
+        loss = float(opt.step(closure))  # type: ignore[no-untyped-call]
+        if not (torch.isfinite(x).all() and loss == loss and loss < float("inf")):
+            break  # L-BFGS diverged (seen on CUDA): keep the best finite iterate
+        if loss < best_loss:
+            best, best_loss = x.detach().clone(), loss
     used = label if label is not None else soft.detach().argmax(-1)  # type: ignore[union-attr]
-    return x.detach().clamp(0, 1), used
+    return best.clamp(0, 1), used
 
 
 def gradient_inversion(leak: GradientLeak, image_shape: tuple[int, int, int], *, idlg: bool,
