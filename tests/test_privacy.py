@@ -79,7 +79,7 @@ def _views(run_dir: Path, n_victims: int = 64, n_aux: int = 1000):
     from pgsl.checkpoint import load_checkpoint
     from pgsl.config import load_config
     from pgsl.data import Dataset, load_dataset, to_float
-    from pgsl.experiments.privacy import TARGETS_OF, _views
+    from pgsl.experiments.privacy import _views
     from pgsl.experiments.train import Run
 
     cfg = load_config(run_dir / "config.json")
@@ -90,8 +90,7 @@ def _views(run_dir: Path, n_victims: int = 64, n_aux: int = 1000):
     run.server.model.eval()
     victims = to_float(train.images[:n_victims])
     aux = to_float(full.test.images[:n_aux])
-    return run, victims, train.labels[:n_victims], {t: _views(run, t, victims, aux)
-                                                    for t in TARGETS_OF[cfg.defense.kind]}
+    return run, victims, train.labels[:n_victims], _views(run, victims, aux)
 
 
 def test_attacks_beat_the_mean_image_on_an_undefended_run_without_reading_victims(

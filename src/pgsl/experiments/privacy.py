@@ -77,15 +77,12 @@ def _batched(fn: Callable[[Tensor], Tensor], x: Tensor, size: int = 256) -> Tens
     return torch.cat([fn(c) for c in x.split(size)])
 
 
-def _views(run: Run, target: str, victims: Tensor, aux: Tensor) -> AttackerView:
+def _views(run: Run, victims: Tensor, aux: Tensor) -> dict[str, AttackerView]:
+    """One view per target of the run. The client is queried once; PGSL's recovered-map target is
+    derived from the same cut observations, as the server derives it."""
     client = run.client
-    client.segment.eval()
     observed = _batched(client.query, victims)
     aux_observed = _batched(client.query, aux)
-    if target == "pgsl-recovered":
-        assert run.server is not None
-        recover = run.server.model.recovery
-        observed, aux_observed = _batched(recover, observed), _batched(recover, aux_observed)
     segment = client.segment
     if client.pgsl:
         # the discrete pixel attack cannot be differentiated; the saliency channel the client
@@ -99,7 +96,15 @@ def _views(run: Run, target: str, victims: Tensor, aux: Tensor) -> AttackerView:
     else:
         def model(x: Tensor) -> Tensor:
             return segment(x)
-    return AttackerView(target, observed, aux, aux_observed, model)
+    views = {}
+    for target in TARGETS_OF[run.cfg.defense.kind]:
+        obs, aux_obs = observed, aux_observed
+        if target == "pgsl-recovered":
+            assert run.server is not None
+            recover = run.server.model.recovery
+            obs, aux_obs = _batched(recover, observed), _batched(recover, aux_observed)
+        views[target] = AttackerView(target, obs, aux, aux_obs, model)
+    return views
 
 
 def _server_path(run: Run) -> Callable[[Tensor], Tensor]:
@@ -202,8 +207,7 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
 
     rows: list[dict[str, Any]] = []
     paper = PAPER_MSE.get(dataset.name, {})
-    for target in TARGETS_OF[cfg.defense.kind]:
-        view = _views(run, target, victims, aux)
+    for target, view in _views(run, victims, aux).items():
         recons: dict[str, Tensor] = {"mean": aux.mean(0, keepdim=True).expand_as(victims)}
         seconds: dict[str, float] = {"mean": 0.0}
         label_acc: dict[str, float] = {}

@@ -73,6 +73,13 @@ def _svt_svd(x: Tensor, tau: Tensor, driver: str | None = None) -> Tensor:
     return (u * torch.clamp(s - tau.squeeze(-1), min=0.0).unsqueeze(-2)) @ vh
 
 
+def _gram(x: Tensor) -> tuple[bool, Tensor, Tensor]:
+    """``(wide, x in float64, the smaller Gram matrix in float64)``."""
+    wide = x.shape[-2] <= x.shape[-1]
+    xd = x.double()
+    return wide, xd, (xd @ xd.mT if wide else xd.mT @ xd)
+
+
 def _svt_gram(x: Tensor, tau: Tensor) -> Tensor:
     """SVT through the eigen-decomposition of the smaller Gram matrix, in float64.
 
@@ -83,9 +90,7 @@ def _svt_gram(x: Tensor, tau: Tensor) -> Tensor:
     32x32, where cuSOLVER's batched Jacobi ``syevjBatched`` serves ``eigh`` (measured on an H100:
     0.33 vs 0.64 us per 14x14 matrix, ``bench/svt_kernels.py``).
     """
-    wide = x.shape[-2] <= x.shape[-1]
-    xd = x.double()
-    gram = xd @ xd.mT if wide else xd.mT @ xd
+    wide, xd, gram = _gram(x)
     lam, vec = _threaded(lambda c: tuple(torch.linalg.eigh(c)), gram)
     s = lam.clamp(min=0.0).sqrt()
     t = tau.double().squeeze(-1)
@@ -182,9 +187,7 @@ def spectral_norm(x: Tensor, method: str = "svd") -> Tensor:
     """Largest singular value of every matrix, by the same route as ``method`` (see above)."""
     method = resolve_svt(method, x)
     if method == "gram":
-        wide = x.shape[-2] <= x.shape[-1]
-        xd = x.double()
-        gram = xd @ xd.mT if wide else xd.mT @ xd
+        gram = _gram(x)[2]
         return torch.linalg.eigvalsh(gram)[..., -1].clamp(min=0.0).sqrt().to(x.dtype)
     driver = "gesvda" if method == "gesvda" and x.device.type == "cuda" else None
     try:
