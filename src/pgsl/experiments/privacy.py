@@ -28,6 +28,7 @@ from torch import Tensor
 
 from pgsl.attacks.activation_matching import activation_matching
 from pgsl.attacks.dlg import GradientLeak, gradient_inversion
+from pgsl.attacks.gan import gan_inversion
 from pgsl.attacks.mia import learned_inversion
 from pgsl.attacks.view import AttackerView, reconstruction_scores
 from pgsl.checkpoint import load_checkpoint, write_json
@@ -38,8 +39,9 @@ from pgsl.layers import upsample
 
 log = logging.getLogger(__name__)
 
-ATTACKS = ("mia", "activation", "dlg", "idlg")
+ATTACKS = ("mia", "gan", "activation", "dlg", "idlg")
 ATTACK_NAMES = {"mean": "mean auxiliary image (trivial baseline)", "mia": "MIA (learned inversion)",
+                "gan": "GAN inversion (conditional, adversarial + MSE)",
                 "activation": "activation matching (white-box)", "dlg": "DLG (gradient matching)",
                 "idlg": "iDLG (gradient matching, analytic label)"}
 GRADIENT_ATTACKS = ("dlg", "idlg")
@@ -66,6 +68,7 @@ class PrivacyConfig:
     opt_victims: int = 64  # optimisation attacks (DESIGN §3: >= 32 on a quick CPU run)
     aux: int | None = None  # None: the first half of the official test set
     mia_epochs: int = 10
+    gan_epochs: int = 10
     match_steps: int = 300
     dlg_victims: int = 32  # DLG/iDLG: one L-BFGS problem per victim
     dlg_steps: int = 30  # L-BFGS steps of 20 iterations each
@@ -140,7 +143,10 @@ def _gradient_leak(run: Run, view: AttackerView, x: Tensor, y: Tensor) -> Gradie
     client_model = view.client_model
 
     def logits(xd: Tensor) -> Tensor:
-        return server_path(client_model(xd))
+        a = client_model(xd)
+        if not torch.isfinite(a).all():  # an L-BFGS trial point far outside the image range
+            raise FloatingPointError("the dummy image's activations are not finite")
+        return server_path(a)
     return GradientLeak(grads, params, logits, model.num_classes)
 
 
@@ -164,14 +170,21 @@ def _as_image(t: Tensor, size: tuple[int, int]) -> Image.Image:
     return img.resize(size[::-1], Image.Resampling.NEAREST)
 
 
-def save_grid(path: Path, columns: dict[str, Tensor], rows: int = 8, cell: int = 56) -> None:
-    """Fig. 4-style grid: one row per victim, one column per tensor in ``columns`` (same victims)."""
+def save_grid(path: Path, columns: dict[str, Tensor], rows: int = 8, cell: int = 64) -> None:
+    """Fig. 4-style grid: a header with each column's name, then one row per victim, one column per
+    tensor in ``columns`` (same victims, same order)."""
+    from PIL import ImageDraw
+
     names = list(columns)
     n = min(rows, *(len(v) for v in columns.values()))
-    grid = Image.new("L", (cell * len(names), cell * n), 255)
+    header = 14
+    grid = Image.new("L", (cell * len(names), header + cell * n), 255)
+    draw = ImageDraw.Draw(grid)
     for j, name in enumerate(names):
+        draw.text((j * cell + 2, 1), name[: cell // 6], fill=0)
         for i in range(n):
-            grid.paste(_as_image(columns[name][i], (cell, cell)).convert("L"), (j * cell, i * cell))
+            grid.paste(_as_image(columns[name][i], (cell, cell)).convert("L"),
+                       (j * cell, header + i * cell))
     tmp = path.with_suffix(".tmp.png")
     grid.save(tmp)
     tmp.replace(path)
@@ -207,6 +220,7 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
 
     rows: list[dict[str, Any]] = []
     paper = PAPER_MSE.get(dataset.name, {})
+    t_run = time.perf_counter()
     for target, view in _views(run, victims, aux).items():
         recons: dict[str, Tensor] = {"mean": aux.mean(0, keepdim=True).expand_as(victims)}
         seconds: dict[str, float] = {"mean": 0.0}
@@ -215,6 +229,8 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
             t0 = time.perf_counter()
             if name == "mia":
                 recons[name] = learned_inversion(view, epochs=pc.mia_epochs, seed=pc.seed)
+            elif name == "gan":
+                recons[name] = gan_inversion(view, epochs=pc.gan_epochs, seed=pc.seed)
             elif name == "activation":
                 sub = dataclasses.replace(view, observed=view.observed[: pc.opt_victims])
                 recons[name] = activation_matching(sub, steps=pc.match_steps)
@@ -243,6 +259,7 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
             cols = {"original": victims[:k], "sent": view.observed[:k]}
             cols.update({name: rec[:k] for name, rec in recons.items()})
             save_grid(grid_dir / f"fig4_{run_dir.name}_{target}.png", cols)
+    log.info("%s: every attack on every target in %.0f s", run_dir, time.perf_counter() - t_run)
     return rows
 
 

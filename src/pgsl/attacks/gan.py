@@ -1,0 +1,77 @@
+"""GAN-based inversion: a generator conditioned on the observed maps, trained adversarially.
+
+The attacker has what the learned inversion (:mod:`pgsl.attacks.mia`) has -- its auxiliary images
+and the client pipeline's answers to them -- and trains a conditional GAN in the pix2pix manner
+(Isola et al. 2017) with DCGAN building blocks (Radford et al. 2016): the generator is the same
+convolutional decoder from observed maps to an image; the discriminator sees an image beside the
+observed maps (resized to the image) and tells auxiliary pairs from generated ones. The generator's
+loss is the pixel MSE plus ``adv_weight`` times the non-saturating adversarial loss (SRGAN's
+content + adversarial weighting, Ledig et al. 2017), so it is pulled towards realistic, sharp
+images that still agree with what crossed the cut. A large adversarial weight (pix2pix's 1:100
+with L1) measured far worse reconstructions here: the MSE of a [0, 1] image is ~1e-2, and the
+adversarial term drowned it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pgsl.attacks.decoder import Decoder
+from pgsl.attacks.view import AttackerView
+
+
+class Discriminator(nn.Module):
+    """DCGAN-style critic of (image, observation) pairs: strided 4x4 convolutions, LeakyReLU,
+    BatchNorm after the first layer, then a global average and one logit."""
+
+    def __init__(self, image_channels: int, obs_channels: int, width: int = 64) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(obs_channels, 8, 1)  # many maps -> a few, beside the image
+        self.body = nn.Sequential(
+            nn.Conv2d(image_channels + 8, width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 2 * width, 3, 1, 1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+        )
+        self.head = nn.Linear(2 * width, 1)
+
+    def forward(self, image: Tensor, obs: Tensor) -> Tensor:
+        cond = F.interpolate(self.squeeze(obs), size=image.shape[-2:], mode="bilinear",
+                             align_corners=False)
+        return self.head(self.body(torch.cat([image, cond], 1)).mean((2, 3))).squeeze(1)
+
+
+def gan_inversion(view: AttackerView, *, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
+                  adv_weight: float = 1e-2, width: int = 64, seed: int = 0) -> Tensor:
+    """Train the conditional GAN on the auxiliary pairs; return ``(N, C, H, W)`` reconstructions."""
+    torch.manual_seed(seed)
+    device = view.observed.device
+    k = view.observed.shape[1]
+    gen = Decoder(k, view.image_shape, width).to(device)
+    disc = Discriminator(view.image_shape[0], k, width).to(device)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
+    bce = F.binary_cross_entropy_with_logits
+    g = torch.Generator().manual_seed(seed)
+    gen.train()
+    disc.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(view.aux_images), generator=g).split(batch_size):
+            if len(idx) < 2:
+                continue
+            idx = idx.to(device)
+            real, obs = view.aux_images[idx], view.aux_observed[idx]
+            fake = gen(obs)
+            ones, zeros = torch.ones(len(idx), device=device), torch.zeros(len(idx), device=device)
+            d_loss = bce(disc(real, obs), ones) + bce(disc(fake.detach(), obs), zeros)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            g_loss = F.mse_loss(fake, real) + adv_weight * bce(disc(fake, obs), ones)
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+    gen.eval()
+    with torch.no_grad():
+        return torch.cat([gen(o) for o in view.observed.split(256)])

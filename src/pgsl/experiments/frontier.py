@@ -1,0 +1,148 @@
+"""The privacy-utility frontier: test accuracy against the learned attack's reconstruction error.
+
+For each defence we sweep its strength -- Laplacian noise scale b, NoPeek weight alpha, PGSL's mu
+and its pixel budget -- train one run per setting with the same trainer, attack it with the learned
+black-box inversion (MIA, :mod:`pgsl.attacks.mia`) under the Table I protocol, and plot one curve per
+defence, with the undefended split as the anchor. For PGSL the attacker (the server) sees both what
+crossed the cut and the maps it recovers; a point takes the *lower* of the two errors, so the curve
+is PGSL's worst case.
+
+Every stage is cached in ``out``: a run with ``metrics.json`` is not retrained (a run killed
+mid-training resumes from its checkpoint), a point with ``point.json`` is not re-attacked.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pgsl.checkpoint import write_json
+from pgsl.config import Config
+from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
+from pgsl.experiments.train import CHECKPOINT, METRICS, Reporter, train_run
+
+log = logging.getLogger(__name__)
+
+POINT = "point.json"
+CURVES = {"none": "vanilla split (no defence)", "noise": "Laplacian noise (b)",
+          "nopeek": "NoPeek (alpha)", "pgsl-mu": "PGSL (mu, 4-pixel budget)",
+          "pgsl-pixels": "PGSL (pixel budget, mu = 0.55)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One defence setting: the curve it belongs to, the knob's value, and the config changes."""
+
+    curve: str
+    value: float
+    changes: dict[str, dict[str, Any]]
+
+    @property
+    def name(self) -> str:
+        return self.curve if self.curve == "none" else f"{self.curve}-{self.value:g}"
+
+
+def sweep(noise: Sequence[float], nopeek: Sequence[float], mu: Sequence[float],
+          pixels: Sequence[int], base_mu: float = 0.55, base_pixels: int = 4) -> list[Point]:
+    """The settings to train: the undefended anchor, then each defence's knob in turn."""
+    points = [Point("none", 0.0, {"defense": {"kind": "none"}})]
+    points += [Point("noise", b, {"defense": {"kind": "noise", "noise_scale": b}}) for b in noise]
+    points += [Point("nopeek", a, {"defense": {"kind": "nopeek", "nopeek_weight": a}}) for a in nopeek]
+    points += [Point("pgsl-mu", m, {"defense": {"kind": "pgsl"}, "recovery": {"mu": m},
+                                    "attack": {"pixels": base_pixels}}) for m in mu]
+    points += [Point("pgsl-pixels", p, {"defense": {"kind": "pgsl"}, "recovery": {"mu": base_mu},
+                                        "attack": {"pixels": p, "pixels_per_step": min(2, p)}})
+               for p in pixels]
+    return points
+
+
+def _configure(base: Config, point: Point) -> Config:
+    cfg = base
+    for section, values in point.changes.items():
+        cfg = cfg.replace(**{section: values})
+    return cfg
+
+
+def evaluate_point(base: Config, point: Point, out: Path, pc: PrivacyConfig, device: str,
+                   reporter: Reporter | None = None) -> dict[str, Any]:
+    """Train (or reuse) the point's run, attack it (or reuse the result); return its row."""
+    run_dir = out / "runs" / point.name
+    cached = run_dir / POINT
+    if cached.is_file():
+        return dict(json.loads(cached.read_text()))
+    if not (run_dir / METRICS).is_file():
+        resume = (run_dir / CHECKPOINT).is_file()
+        log.info("frontier: training %s%s", point.name, " (resuming)" if resume else "")
+        train_run(_configure(base, point), run_dir, resume=resume, device=device, reporter=reporter)
+    metrics = json.loads((run_dir / METRICS).read_text())
+    rows = [r for r in evaluate_privacy(run_dir, pc, device) if r["attack"] == "mia"]
+    worst = min(rows, key=lambda r: r["mse_mean"])  # the attacker keeps its better view
+    row = {"curve": point.curve, "value": point.value, "run": point.name,
+           "accuracy": metrics["test_accuracy"]["S_awa"], "n_test": metrics["n_test"],
+           "target": worst["target"], "mse": worst["mse_mean"], "mse_std": worst["mse_std"],
+           "ssim": worst["ssim_mean"], "n_victims": worst["n_victims"],
+           "mse_by_target": {r["target"]: r["mse_mean"] for r in rows}}
+    write_json(cached, row)
+    return row
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """One line per defence (points sorted by the knob), accuracy over reconstruction MSE."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    markers = {"none": "*", "noise": "o", "nopeek": "s", "pgsl-mu": "^", "pgsl-pixels": "v"}
+    for curve, label in CURVES.items():
+        pts = sorted((r for r in rows if r["curve"] == curve), key=lambda r: r["value"])
+        if not pts:
+            continue
+        xs, ys = [r["mse"] for r in pts], [100 * r["accuracy"] for r in pts]
+        ax.plot(xs, ys, marker=markers[curve], markersize=12 if curve == "none" else 6,
+                linestyle="none" if curve == "none" else "-", label=label)
+        if curve != "none":
+            for r in pts:
+                ax.annotate(f"{r['value']:g}", (r["mse"], 100 * r["accuracy"]), fontsize=7,
+                            textcoords="offset points", xytext=(4, 3))
+    ax.set_xlabel("learned inversion (MIA): reconstruction MSE of the clean image  (higher = more private)")
+    ax.set_ylabel("test accuracy (%)  (PGSL: fused S_awa)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+COLUMNS = ["curve", "value", "accuracy", "mse", "mse_std", "ssim", "target", "n_victims", "n_test", "run"]
+
+
+def frontier(base: Config, out: Path, points: Sequence[Point], pc: PrivacyConfig, device: str = "cpu",
+             reporter: Reporter | None = None) -> list[dict[str, Any]]:
+    """Evaluate every point and write ``frontier.csv``, ``frontier.json`` and ``frontier.png``."""
+    pc = dataclasses.replace(pc, attacks=("mia",))
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for point in points:
+        rows.append(evaluate_point(base, point, out, pc, device, reporter))
+        tmp = out / "frontier.csv.tmp"
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        tmp.replace(out / "frontier.csv")
+        write_json(out / "frontier.json", {"config": dataclasses.asdict(pc), "dataset": base.data.dataset,
+                                           "rows": rows})
+    title = (f"{base.data.dataset}: privacy-utility frontier ({len(rows)} runs, "
+             f"{rows[0]['n_victims']} victims, aux {pc.aux or 'half test set'})")
+    plot(rows, out / "frontier.png", title)
+    return rows
