@@ -26,3 +26,9 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
 fi
 # torch is already satisfied, so this installs only the package and its small dependencies
 "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
+# torchattacks (FGSM, BIM, C&W for Table II) declares torchvision as a requirement, which pulls a
+# different (CUDA) torch build that replaces ours; torchattacks never imports torchvision, so it is
+# installed without dependencies (its real ones, scipy and tqdm, are pgsl's).
+if ! "$PY" -c 'import torchattacks' 2>/dev/null; then
+    "$PY" -m pip install -q --disable-pip-version-check --no-deps 'torchattacks>=3.5,<4'
+fi

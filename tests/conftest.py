@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,3 +35,19 @@ def cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPa
     path = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("PGSL_CACHE", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny trained runs on real MNIST (1,024 training images), one per defence."""
+    from pgsl.config import load_preset
+    from pgsl.experiments.train import train_run
+
+    root = tmp_path_factory.mktemp("runs")
+    base = load_preset(str(Path(__file__).parent / "tiny.toml")).replace(data={"limit_train": 1024})
+    out = {}
+    for kind in ("none", "noise", "nopeek", "pgsl"):
+        cfg = base.replace(defense={"kind": kind, "noise_scale": 0.5, "nopeek_weight": 0.5})
+        train_run(cfg, root / kind)
+        out[kind] = root / kind
+    return out

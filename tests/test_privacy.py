@@ -21,7 +21,6 @@ from pgsl.attacks.view import reconstruction_scores
 from pgsl.config import load_preset
 from pgsl.defenses.noise import laplace_noise
 from pgsl.defenses.nopeek import distance_correlation
-from pgsl.experiments.train import train_run
 
 TINY = str(Path(__file__).parent / "tiny.toml")
 
@@ -63,18 +62,6 @@ def test_laplace_noise_has_the_laplace_scale() -> None:
     assert torch.equal(laplace_noise(a, 0.0), a)
     with pytest.raises(ValueError):
         laplace_noise(a, -1.0)
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("runs")
-    base = load_preset(TINY).replace(data={"limit_train": 1024})
-    out = {}
-    for kind in ("none", "noise", "nopeek", "pgsl"):
-        cfg = base.replace(defense={"kind": kind, "noise_scale": 0.5, "nopeek_weight": 0.5})
-        train_run(cfg, root / kind)
-        out[kind] = root / kind
-    return out
 
 
 def _views(run_dir: Path, n_victims: int = 64, n_aux: int = 1000):

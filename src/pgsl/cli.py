@@ -291,6 +291,44 @@ def mu_sweep(
 
 
 @app.command()
+def robustness(
+    runs: list[Path] = typer.Argument(..., help="Trained run folders (PGSL and any baselines)."),
+    out: Path = typer.Option(..., help="Folder for table2.csv/.md/.json, fig5.png and the plain CNN."),
+    device: str = typer.Option("cpu"),
+    n_test: int = typer.Option(1000, help="Seeded test sample (0: the whole test set)."),
+    attacks: str = typer.Option("jsma,cw,bim,fgsm", help="Comma-separated test-time attacks."),
+    reconstructions: list[Path] = typer.Option([], "--reconstructions", help="recon_*.pt files "
+                                               "from pgsl privacy: train a CNN on each attack's images."),
+    fgsm_eps: float = typer.Option(0.1), bim_eps: float = typer.Option(0.1),
+    bim_steps: int = typer.Option(20), cw_c: float = typer.Option(10.0, help="C&W constant c."),
+    cw_steps: int = typer.Option(100), jsma_gamma: float = typer.Option(0.1, help="JSMA: max "
+                                                                       "fraction of pixels changed."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Table II: accuracy on clean and adversarial test images (crafted against a plain CNN)."""
+    from pgsl.experiments.robustness import ATTACK_NAMES, RobustnessConfig
+    from pgsl.experiments.robustness import robustness as run_robustness
+
+    try:
+        names = tuple(a.strip() for a in attacks.split(",") if a.strip())
+        rc = RobustnessConfig(n_test=n_test or None, attacks=names, fgsm_eps=fgsm_eps, bim_eps=bim_eps,
+                              bim_steps=bim_steps, cw_c=cw_c, cw_steps=cw_steps, jsma_gamma=jsma_gamma,
+                              seed=seed)
+        rows = run_robustness(runs, out, rc, device=device, reconstructions=reconstructions)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        _fail(e)
+        return
+    table = Table(title=f"Table II: accuracy (n={rows[0]['n_test']})")
+    for col in ("model", "stream", "clean", *(ATTACK_NAMES[a] for a in names)):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["model"], r["stream"], *(f"{100 * r[c]:.1f}%" if c in r else "" for c in
+                                                 ("clean", *names)))
+    console.print(table)
+    console.print(f"wrote {out / 'table2.csv'}, {out / 'table2.md'} and {out / 'fig5.png'}")
+
+
+@app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A folder written by `pgsl train`."),
     device: str = typer.Option("cpu"),

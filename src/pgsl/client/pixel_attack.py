@@ -40,24 +40,28 @@ def pixel_budget(pixels: float, n_features: int) -> int:
     return max(1, min(count, n_features))
 
 
-def _saliency(model: nn.Module, x: Tensor, y: Tensor, *, raising: bool) -> Tensor:
-    """Inverted eq.-1 saliency of every input feature, ``(B, C, H, W)``, >= 0.
+def _saliency(model: nn.Module, x: Tensor, y: Tensor, *, raising: bool,
+              targeted: bool = False) -> tuple[Tensor, Tensor]:
+    """Eq.-1 saliency of every input feature, ``(B, C, H, W)``, >= 0, and the logits at ``x``.
 
-    For raising a feature: dZ_y/dx < 0 and sum_{y'} dZ_{y'}/dx > 0; for lowering, both flipped.
+    Untargeted (PGSL's inverted eq. 1), for raising a feature: dZ_y/dx < 0 and sum_{y'} dZ_{y'}/dx
+    > 0. Targeted (Papernot et al.'s eq. 1, towards class ``y``): dZ_y/dx > 0 and the others' sum
+    < 0. Lowering a feature flips both conditions. The value is ``|dZ_y/dx| * |sum_{y'} dZ_{y'}/dx|``.
     """
     x = x.detach().requires_grad_(True)
     logits = model(x)
     (grad_true,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), x, retain_graph=True)
     (grad_all,) = torch.autograd.grad(logits.sum(), x)
     grad_other = grad_all - grad_true
-    if raising:
+    if raising != targeted:
         salient = (grad_true < 0) & (grad_other > 0)
     else:
         salient = (grad_true > 0) & (grad_other < 0)
-    return torch.where(salient, -grad_true * grad_other, torch.zeros_like(grad_true))
+    value = torch.where(salient, -grad_true * grad_other, torch.zeros_like(grad_true))
+    return value, logits.detach()
 
 
-def intentional_jsma(
+def jsma(
     model: nn.Module,
     x: Tensor,
     y: Tensor | None = None,
@@ -65,24 +69,32 @@ def intentional_jsma(
     pixels: float = 4,
     pixels_per_step: int = 1,
     theta: float = 1.0,
+    targeted: bool = False,
+    stop_when_fooled: bool = False,
 ) -> PixelAttackResult:
-    """Perturb at most ``pixel_budget(pixels)`` features of each image to lower its class score.
+    """Batched JSMA: change at most ``pixel_budget(pixels)`` features of each image by ``theta``.
 
     Args:
-        model: the client's surrogate classifier (kept in eval mode by the caller).
+        model: a classifier returning logits (kept in eval mode by the caller).
         x: ``(B, C, H, W)`` images in [0, 1].
-        y: ``(B,)`` labels; ``None`` uses the surrogate's own prediction (inference, where the
-            client does not know the label).
+        y: ``(B,)`` classes: the class to move away from (untargeted; ``None``: the model's own
+            prediction) or the target class (``targeted=True``, required).
         pixels: budget, see :func:`pixel_budget`.
-        pixels_per_step: features changed per saliency step (1 is classic JSMA).
-        theta: change per feature; positive raises pixels, negative lowers them (the saliency
-            conditions flip accordingly).
+        pixels_per_step: features changed per saliency step. Each is ranked on its own; Papernot's
+            search over feature *pairs* builds a (features^2) matrix per image and does not scale.
+        theta: change per feature; positive raises pixels, negative lowers them.
+        targeted: move towards ``y`` instead of away from it.
+        stop_when_fooled: an image stops changing once the model's prediction is the target
+            (targeted) or no longer ``y`` (untargeted) -- the test-time adversary. PGSL's client
+            spends its whole budget instead.
     """
     if x.ndim != 4:
         raise ValueError(f"pixel attack expects (B, C, H, W) images, got {tuple(x.shape)}")
     if theta == 0:
         raise ValueError("theta must be non-zero")
     b = x.shape[0]
+    if targeted and y is None:
+        raise ValueError("a targeted JSMA needs the target classes")
     if y is not None and tuple(y.shape) != (b,):
         raise ValueError(f"labels must have shape ({b},), got {tuple(y.shape)}")
     n_features = x[0].numel()
@@ -94,17 +106,24 @@ def intentional_jsma(
                 y = model(x).argmax(1)
         x_adv = x.detach().clone()
         changed = torch.zeros_like(x, dtype=torch.bool)
+        active = torch.ones(b, dtype=torch.bool, device=x.device)
         spent = 0
         map0: Tensor | None = None
         while spent < budget:
-            sal = _saliency(model, x_adv, y, raising=theta > 0)
+            sal, logits = _saliency(model, x_adv, y, raising=theta > 0, targeted=targeted)
             if map0 is None:
                 map0 = sal.sum(1, keepdim=True)
+            if stop_when_fooled:
+                pred = logits.argmax(1)
+                active &= (pred != y) if targeted else (pred == y)
+                if not active.any():
+                    break
             room = (x_adv < 1.0) if theta > 0 else (x_adv > 0.0)
             sal = torch.where(changed | ~room, torch.zeros_like(sal), sal).flatten(1)
             k = min(per_step, budget - spent)
             top_val, top_idx = sal.topk(k, dim=1)
             pick = torch.zeros_like(sal, dtype=torch.bool).scatter_(1, top_idx, top_val > 0)
+            pick &= active[:, None]
             if not pick.any():
                 break
             pick = pick.view_as(x_adv)
@@ -115,3 +134,27 @@ def intentional_jsma(
     peak = map0.flatten(1).amax(1).clamp(min=torch.finfo(map0.dtype).tiny)
     saliency = map0 / peak.view(b, 1, 1, 1)
     return PixelAttackResult(x_adv.detach(), saliency.detach(), changed)
+
+
+def intentional_jsma(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    pixels: float = 4,
+    pixels_per_step: int = 1,
+    theta: float = 1.0,
+) -> PixelAttackResult:
+    """PGSL's client attack: untargeted JSMA away from ``y`` that spends its whole budget.
+
+    Args:
+        model: the client's surrogate classifier (kept in eval mode by the caller).
+        x: ``(B, C, H, W)`` images in [0, 1].
+        y: ``(B,)`` labels; ``None`` uses the surrogate's own prediction (inference, where the
+            client does not know the label).
+        pixels: budget, see :func:`pixel_budget`.
+        pixels_per_step: features changed per saliency step (1 is classic JSMA).
+        theta: change per feature; positive raises pixels, negative lowers them (the saliency
+            conditions flip accordingly).
+    """
+    return jsma(model, x, y, pixels=pixels, pixels_per_step=pixels_per_step, theta=theta)

@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from pgsl.attacks.activation_matching import activation_matching
@@ -31,9 +30,10 @@ from pgsl.attacks.dlg import GradientLeak, gradient_inversion
 from pgsl.attacks.gan import gan_inversion
 from pgsl.attacks.mia import learned_inversion
 from pgsl.attacks.view import AttackerView, reconstruction_scores
-from pgsl.checkpoint import load_checkpoint, write_json
+from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_json
 from pgsl.config import load_config
 from pgsl.data import Dataset, load_dataset, to_float
+from pgsl.experiments.figures import save_grid
 from pgsl.experiments.train import CHECKPOINT, CONFIG, Run, resolve_device
 from pgsl.layers import upsample
 
@@ -158,38 +158,6 @@ def _summary(scores: dict[str, Tensor]) -> dict[str, float]:
     return out
 
 
-def _as_image(t: Tensor, size: tuple[int, int]) -> Image.Image:
-    """(C, h, w) -> greyscale/RGB PIL image of ``size``, scaled to its own range."""
-    t = t.detach().float().cpu()
-    if t.shape[0] not in (1, 3):
-        t = t.abs().mean(0, keepdim=True)
-    lo, hi = float(t.min()), float(t.max())
-    t = (t - lo) / (hi - lo) if hi > lo else t * 0
-    arr = (t.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
-    return img.resize(size[::-1], Image.Resampling.NEAREST)
-
-
-def save_grid(path: Path, columns: dict[str, Tensor], rows: int = 8, cell: int = 64) -> None:
-    """Fig. 4-style grid: a header with each column's name, then one row per victim, one column per
-    tensor in ``columns`` (same victims, same order)."""
-    from PIL import ImageDraw
-
-    names = list(columns)
-    n = min(rows, *(len(v) for v in columns.values()))
-    header = 14
-    grid = Image.new("L", (cell * len(names), header + cell * n), 255)
-    draw = ImageDraw.Draw(grid)
-    for j, name in enumerate(names):
-        draw.text((j * cell + 2, 1), name[: cell // 6], fill=0)
-        for i in range(n):
-            grid.paste(_as_image(columns[name][i], (cell, cell)).convert("L"),
-                       (j * cell, header + i * cell))
-    tmp = path.with_suffix(".tmp.png")
-    grid.save(tmp)
-    tmp.replace(path)
-
-
 def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
                      grid_dir: Path | None = None) -> list[dict[str, Any]]:
     """Run every attack against every target of one trained run; one row per (attack, target)."""
@@ -259,6 +227,10 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
             cols = {"original": victims[:k], "sent": view.observed[:k]}
             cols.update({name: rec[:k] for name, rec in recons.items()})
             save_grid(grid_dir / f"fig4_{run_dir.name}_{target}.png", cols)
+            # Table II's "trained on reconstructions" rows (pgsl robustness --reconstructions)
+            save_checkpoint(grid_dir / f"recon_{run_dir.name}_{target}.pt",
+                            {"labels": victim_labels.cpu(), "target": target, "dataset": dataset.name,
+                             **{k: v.cpu() for k, v in recons.items() if k != "mean"}})
     log.info("%s: every attack on every target in %.0f s", run_dir, time.perf_counter() - t_run)
     return rows
 

@@ -1,0 +1,82 @@
+"""The plain centralised CNN of Table II: the same 7 conv + 2 FC layers, trained in one place on raw
+images (no cut, no defence), with the same optimiser and settings as the split runs.
+
+Also trains it on a set of *reconstructed* images (the paper's DLG / iDLG / DCGAN rows of Table II:
+how useful is what an inversion attack recovered to someone who wants to learn the task).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pgsl.checkpoint import load_checkpoint, save_checkpoint
+from pgsl.client.segment import ClientSegment
+from pgsl.config import Config
+from pgsl.data import ImageSet, to_float
+from pgsl.server.streams import StreamTail
+
+log = logging.getLogger(__name__)
+
+
+class PlainCNN(nn.Module):
+    """conv1-2 (the client segment's layers) followed by conv3-7 + 2 FC (a stream's layers)."""
+
+    def __init__(self, cfg: Config, channels: int, num_classes: int) -> None:
+        super().__init__()
+        m = cfg.model
+        self.head = ClientSegment(channels, m.width)
+        self.tail = StreamTail(m.width, num_classes, width=m.width, dropout=m.dropout, pool=m.pool,
+                               hidden=m.hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.tail(self.head(x))
+
+
+def fit(model: nn.Module, images: Tensor, labels: Tensor, cfg: Config, *, epochs: int | None = None,
+        seed: int = 0) -> None:
+    """Adam with the run's learning rate and weight decay, on float images ``(N, C, H, W)``."""
+    t = cfg.train
+    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(t.epochs if epochs is None else epochs):
+        for idx in torch.randperm(len(images), generator=g).split(t.batch_size):
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            idx = idx.to(images.device)
+            loss = F.cross_entropy(model(images[idx]), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 500) -> float:
+    model.eval()
+    correct = sum(int((model(x).argmax(1) == y).sum())
+                  for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True))
+    return correct / max(1, len(labels))
+
+
+def plain_cnn(cfg: Config, train: ImageSet, channels: int, num_classes: int, path: Path,
+              device: torch.device) -> PlainCNN:
+    """The plain CNN trained on ``train`` with ``cfg``; cached in ``path`` (written atomically)."""
+    model = PlainCNN(cfg, channels, num_classes).to(device)
+    if path.is_file():
+        state = load_checkpoint(path, device)
+        model.load_state_dict(state["model"])
+        model.eval()
+        return model
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.train.seed)
+    fit(model, to_float(train.images, device), train.labels.to(device), cfg, seed=cfg.train.seed)
+    save_checkpoint(path, {"model": model.state_dict(), "seconds": time.perf_counter() - t0})
+    log.info("plain CNN: trained on %d images in %.0f s", len(train), time.perf_counter() - t0)
+    return model
