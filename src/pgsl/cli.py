@@ -329,6 +329,31 @@ def robustness(
 
 
 @app.command()
+def reproduce(
+    out: Path = typer.Option(..., help="Folder for every run, table, figure and report.html."),
+    dataset: str = typer.Option("mnist", help=f"One of: {', '.join(LOADERS)}."),
+    preset: str = typer.Option("quick", help=f"Training preset: {' | '.join(available_presets())} or a "
+                               "TOML path."),
+    plan: str | None = typer.Option(None, help="How much of each experiment: tiny | quick | paper "
+                                    "(default: the preset's name, else quick)."),
+    data_dir: str | None = typer.Option(None, help="Dataset folder (MIAS)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    settings: list[str] = typer.Option([], "--set", help="section.key=value for every run."),
+) -> None:
+    """Everything: train PGSL and the baselines, Table I, the frontier, Table II, the mu sweep,
+    Figs. 3-5, and one report.html. Cached per stage: re-running after a kill resumes."""
+    from pgsl.experiments.reproduce import reproduce as run_reproduce
+
+    try:
+        cfg = apply_settings(_overrides(load_preset(preset), dataset, data_dir, None, None), settings)
+        report = run_reproduce(cfg, preset, out, plan=plan, device=device, reporter=RichReporter())
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError) as e:
+        _fail(e)
+        return
+    console.print(f"[green]wrote {report}[/] (tables as CSV/JSON in {out})")
+
+
+@app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A folder written by `pgsl train`."),
     device: str = typer.Option("cpu"),

@@ -61,26 +61,42 @@ def sweep(noise: Sequence[float], nopeek: Sequence[float], mu: Sequence[float],
     return points
 
 
-def _configure(base: Config, point: Point) -> Config:
+def run_dir(root: Path, point: Point) -> Path:
+    """Where the point's run lives: ``root/runs/<name>``."""
+    return root / "runs" / point.name
+
+
+def train_point(base: Config, point: Point, root: Path, device: str,
+                reporter: Reporter | None = None) -> Path:
+    """Train the point's run unless it is complete (resuming a killed one); return its folder."""
+    path = run_dir(root, point)
+    if not (path / METRICS).is_file():
+        resume = (path / CHECKPOINT).is_file()
+        log.info("training %s%s", point.name, " (resuming)" if resume else "")
+        train_run(configure(base, point), path, resume=resume, device=device, reporter=reporter)
+    return path
+
+
+def configure(base: Config, point: Point) -> Config:
     cfg = base
     for section, values in point.changes.items():
         cfg = cfg.replace(**{section: values})
     return cfg
 
 
-def evaluate_point(base: Config, point: Point, out: Path, pc: PrivacyConfig, device: str,
-                   reporter: Reporter | None = None) -> dict[str, Any]:
-    """Train (or reuse) the point's run, attack it (or reuse the result); return its row."""
-    run_dir = out / "runs" / point.name
-    cached = run_dir / POINT
+def evaluate_point(base: Config, point: Point, root: Path, pc: PrivacyConfig, device: str,
+                   reporter: Reporter | None = None,
+                   known: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """Train (or reuse) the point's run, attack it (or reuse the result); return its row.
+
+    ``known``: Table I rows already computed for some run folders (same protocol), by folder."""
+    cached = run_dir(root, point) / POINT
     if cached.is_file():
         return dict(json.loads(cached.read_text()))
-    if not (run_dir / METRICS).is_file():
-        resume = (run_dir / CHECKPOINT).is_file()
-        log.info("frontier: training %s%s", point.name, " (resuming)" if resume else "")
-        train_run(_configure(base, point), run_dir, resume=resume, device=device, reporter=reporter)
-    metrics = json.loads((run_dir / METRICS).read_text())
-    rows = [r for r in evaluate_privacy(run_dir, pc, device) if r["attack"] == "mia"]
+    path = train_point(base, point, root, device, reporter)
+    metrics = json.loads((path / METRICS).read_text())
+    scored = (known or {}).get(str(path)) or evaluate_privacy(path, pc, device)
+    rows = [r for r in scored if r["attack"] == "mia"]
     worst = min(rows, key=lambda r: r["mse_mean"])  # the attacker keeps its better view
     row = {"curve": point.curve, "value": point.value, "run": point.name,
            "accuracy": metrics["test_accuracy"]["S_awa"], "n_test": metrics["n_test"],
@@ -127,22 +143,26 @@ COLUMNS = ["curve", "value", "accuracy", "mse", "mse_std", "ssim", "target", "n_
 
 
 def frontier(base: Config, out: Path, points: Sequence[Point], pc: PrivacyConfig, device: str = "cpu",
-             reporter: Reporter | None = None) -> list[dict[str, Any]]:
-    """Evaluate every point and write ``frontier.csv``, ``frontier.json`` and ``frontier.png``."""
+             reporter: Reporter | None = None,
+             known: dict[str, list[dict[str, Any]]] | None = None,
+             runs_root: Path | None = None) -> list[dict[str, Any]]:
+    """Evaluate every point and write ``frontier.csv``, ``frontier.json`` and ``frontier.png``
+    into ``out``; the runs go to ``runs_root/runs`` (default ``out/runs``)."""
     pc = dataclasses.replace(pc, attacks=("mia",))
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for point in points:
-        rows.append(evaluate_point(base, point, out, pc, device, reporter))
+        rows.append(evaluate_point(base, point, runs_root or out, pc, device, reporter, known))
         tmp = out / "frontier.csv.tmp"
         with tmp.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
-        tmp.replace(out / "frontier.csv")
-        write_json(out / "frontier.json", {"config": dataclasses.asdict(pc), "dataset": base.data.dataset,
-                                           "rows": rows})
+        tmp.replace(out / "frontier.csv")  # the points so far (each also cached in its run)
     title = (f"{base.data.dataset}: privacy-utility frontier ({len(rows)} runs, "
              f"{rows[0]['n_victims']} victims, aux {pc.aux or 'half test set'})")
     plot(rows, out / "frontier.png", title)
+    # written last: its presence means the whole frontier is done
+    write_json(out / "frontier.json", {"config": dataclasses.asdict(pc), "dataset": base.data.dataset,
+                                       "rows": rows})
     return rows

@@ -251,7 +251,9 @@ def write_table(rows: list[dict[str, Any]], out: Path, pc: PrivacyConfig) -> Non
     protocol = (
         f"Victims: a seeded sample (seed {pc.seed}) of each run's training images, {pc.victims} for "
         f"the learned attacks and the first {pc.opt_victims} of them for the optimisation attacks. "
-        "Attacker's auxiliary data: the first half of the official test set (disjoint), queried "
+        f"Attacker's auxiliary data: {'the first half' if pc.aux is None else f'the first {pc.aux} images'} "
+        "of the official test set "
+        "(disjoint from the victims), queried "
         "through the trained client as a black box. Reconstructions are scored against the clean "
         "images in [0, 1] (MSE, PSNR, SSIM with data_range 1, torchmetrics). The paper's MSE "
         "column is its Table I; the paper does not state its pixel scale."

@@ -1,0 +1,156 @@
+"""``pgsl reproduce``: every experiment of the paper, one folder, one HTML report.
+
+Stages, each cached in ``out`` so a killed run resumes where it stopped:
+
+1. train PGSL and the baselines (vanilla split, Laplacian noise, NoPeek) -- ``runs/<name>``;
+2. Table I: the inversion attacks against them (``privacy/``, reconstructions saved);
+3. the privacy-utility frontier: more defence strengths, learned attack (``frontier/``);
+4. Table II: the plain CNN and every run under JSMA, C&W, BIM, FGSM, plus CNNs trained on the
+   attacks' reconstructions (``robustness/``);
+5. Fig. 3: the mu sweep (``mu_sweep/``);
+6. ``report.html``: every table beside the paper's numbers, every figure, the protocol.
+
+A stage is done when its result file exists (``table1.json``, ``frontier.json``, ...); delete it
+to recompute. Training and attacks keep their own finer caches (checkpoints, points, adversarial
+images), so even a stage killed half-way restarts from its last saved piece.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pgsl.checkpoint import write_json
+from pgsl.config import Config
+from pgsl.experiments.frontier import Point, run_dir, sweep, train_point
+from pgsl.experiments.frontier import frontier as run_frontier
+from pgsl.experiments.mu_sweep import SweepConfig, mu_sweep
+from pgsl.experiments.privacy import PrivacyConfig
+from pgsl.experiments.privacy import privacy as run_privacy
+from pgsl.experiments.report import write_report
+from pgsl.experiments.robustness import RobustnessConfig, robustness
+from pgsl.experiments.train import Reporter, environment, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How much of each experiment a preset runs."""
+
+    train: dict[str, dict[str, Any]]  # config overrides on top of the training preset
+    privacy: PrivacyConfig
+    robustness: RobustnessConfig
+    sweep: SweepConfig
+    noise: tuple[float, ...]  # frontier strengths; the first of noise / nopeek is the main run's
+    nopeek: tuple[float, ...]
+    mu: tuple[float, ...]  # PGSL's curve; the preset's mu is always included (the main run)
+    pixels: tuple[int, ...]
+
+
+PLANS = {
+    # 2-core CPU budget (about 20 minutes): smaller training subsets, 2,000 test images, the
+    # attacks at the DESIGN §3 minimums (>= 32 optimisation victims, >= 1,000 robustness images)
+    "quick": Plan(
+        train={"data": {"limit_train": 6000, "limit_test": 2000}},
+        privacy=PrivacyConfig(victims=500, opt_victims=32, aux=2000, mia_epochs=5, gan_epochs=5,
+                              match_steps=200, dlg_victims=32, dlg_steps=3),
+        robustness=RobustnessConfig(n_test=1000, cw_steps=50, bim_steps=10),
+        sweep=SweepConfig(images=200),
+        noise=(0.5, 2.0), nopeek=(0.5, 3.0), mu=(0.95,), pixels=(),
+    ),
+    # a smoke test: seconds per stage on a CPU, numbers meaningless (the test suite uses it)
+    "tiny": Plan(
+        train={"data": {"limit_train": 512, "limit_test": 128}},
+        privacy=PrivacyConfig(victims=32, opt_victims=4, aux=200, mia_epochs=1, gan_epochs=1,
+                              match_steps=10, dlg_victims=2, dlg_steps=1),
+        robustness=RobustnessConfig(n_test=32, cw_steps=3, bim_steps=2, recon_epochs=1),
+        sweep=SweepConfig(images=8, mus=(0.15, 0.55), max_iter=50),
+        noise=(0.5,), nopeek=(0.5,), mu=(), pixels=(),
+    ),
+    # the full protocol, meant for a GPU
+    "paper": Plan(
+        train={},
+        privacy=PrivacyConfig(),
+        robustness=RobustnessConfig(n_test=None),
+        sweep=SweepConfig(images=1000),
+        noise=(0.5, 0.25, 1.0, 2.0), nopeek=(0.5, 0.1, 1.0, 3.0), mu=(0.15, 0.35, 0.75, 0.95),
+        pixels=(1, 16),
+    ),
+}
+MAIN = ("pgsl", "none", "noise", "nopeek")
+
+
+def _stage(out: Path, name: str, done: Path, fn: Callable[[], Any], timings: dict[str, float]) -> None:
+    if done.is_file():
+        log.info("%s: cached (%s)", name, done)
+        return
+    t0 = time.perf_counter()
+    log.info("%s ...", name)
+    fn()
+    timings[name] = round(time.perf_counter() - t0, 1)
+    write_json(out / "timings.json", timings)
+
+
+def reproduce(base: Config, preset: str, out: Path, *, plan: str | None = None, device: str = "cpu",
+              reporter: Reporter | None = None) -> Path:
+    """Run every stage into ``out``; return the report's path. ``plan``: one of :data:`PLANS`
+    (default: the preset's name if it is one, else ``quick``)."""
+    name = plan or (preset if preset in PLANS else "quick")
+    if name not in PLANS:
+        raise ValueError(f"unknown plan {name!r}; choose from {', '.join(PLANS)}")
+    spec = PLANS[name]
+    dev = resolve_device(device)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    if (out / "timings.json").is_file():
+        timings = dict(json.loads((out / "timings.json").read_text()))
+    cfg = base
+    for section, values in spec.train.items():
+        cfg = cfg.replace(**{section: values})
+    points = sweep(spec.noise, spec.nopeek, (cfg.recovery.mu, *spec.mu), spec.pixels,
+                   base_mu=cfg.recovery.mu, base_pixels=int(cfg.attack.pixels))
+    main: dict[str, Point] = {}
+    for point in points:
+        main.setdefault(point.changes["defense"]["kind"], point)  # the first one: the main run
+    runs = [run_dir(out, main[k]) for k in MAIN]
+
+    def train_main() -> None:
+        for k in MAIN:
+            train_point(cfg, main[k], out, device, reporter)
+        write_json(out / "runs" / "trained.json", {k: str(run_dir(out, main[k])) for k in MAIN})
+
+    _stage(out, "train", out / "runs" / "trained.json", train_main, timings)
+    _stage(out, "table1", out / "privacy" / "table1.json",
+           lambda: run_privacy(runs, out / "privacy", spec.privacy, device=device), timings)
+    table1 = json.loads((out / "privacy" / "table1.json").read_text())
+    known: dict[str, list[dict[str, Any]]] = {}
+    for r in table1["rows"]:
+        known.setdefault(r["run"], []).append(r)
+    # the frontier's runs live beside the main ones (out/runs), so the main runs are reused
+    _stage(out, "frontier", out / "frontier" / "frontier.json",
+           lambda: run_frontier(cfg, out / "frontier", points, spec.privacy, device=device,
+                                reporter=reporter, known=known, runs_root=out), timings)
+    recon = sorted((out / "privacy").glob("recon_*.pt"))
+    _stage(out, "table2", out / "robustness" / "table2.json",
+           lambda: robustness(runs, out / "robustness", spec.robustness, device=device,
+                              reconstructions=recon), timings)
+    _stage(out, "mu_sweep", out / "mu_sweep" / "mu_sweep.json",
+           lambda: mu_sweep([cfg], out / "mu_sweep", spec.sweep, dev), timings)
+    meta = {"preset": preset, "plan_name": name, "dataset": cfg.data.dataset, "device": str(dev),
+            "environment": environment(dev), "timings": timings, "plan": _plan_dict(spec),
+            "seed": cfg.train.seed, "cuda": torch.cuda.is_available()}
+    write_json(out / "reproduce.json", meta)
+    return write_report(out, meta)
+
+
+def _plan_dict(plan: Plan) -> dict[str, Any]:
+    return {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v)
+            for k, v in ((f.name, getattr(plan, f.name)) for f in dataclasses.fields(plan))}
