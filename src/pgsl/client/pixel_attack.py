@@ -147,14 +147,7 @@ def intentional_jsma(
 ) -> PixelAttackResult:
     """PGSL's client attack: untargeted JSMA away from ``y`` that spends its whole budget.
 
-    Args:
-        model: the client's surrogate classifier (kept in eval mode by the caller).
-        x: ``(B, C, H, W)`` images in [0, 1].
-        y: ``(B,)`` labels; ``None`` uses the surrogate's own prediction (inference, where the
-            client does not know the label).
-        pixels: budget, see :func:`pixel_budget`.
-        pixels_per_step: features changed per saliency step (1 is classic JSMA).
-        theta: change per feature; positive raises pixels, negative lowers them (the saliency
-            conditions flip accordingly).
+    ``model`` is the client's surrogate (in eval mode); ``y=None`` attacks away from its own
+    prediction (inference, where the client has no label). Arguments as in :func:`jsma`.
     """
     return jsma(model, x, y, pixels=pixels, pixels_per_step=pixels_per_step, theta=theta)

@@ -13,7 +13,6 @@ mid-training resumes from its checkpoint), a point with ``point.json`` is not re
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -21,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pgsl.checkpoint import write_json
+from pgsl.checkpoint import write_csv, write_json
 from pgsl.config import Config
+from pgsl.experiments.figures import pyplot, save_figure
 from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
 from pgsl.experiments.train import CHECKPOINT, METRICS, Reporter, train_run
 
@@ -109,11 +109,7 @@ def evaluate_point(base: Config, point: Point, root: Path, pc: PrivacyConfig, de
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """One line per defence (points sorted by the knob), accuracy over reconstruction MSE."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     markers = {"none": "*", "noise": "o", "nopeek": "s", "pgsl-mu": "^", "pgsl-pixels": "v"}
     for curve, label in CURVES.items():
@@ -133,10 +129,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 COLUMNS = ["curve", "value", "accuracy", "mse", "mse_std", "ssim", "target", "n_victims", "n_test", "run"]
@@ -153,12 +146,7 @@ def frontier(base: Config, out: Path, points: Sequence[Point], pc: PrivacyConfig
     rows: list[dict[str, Any]] = []
     for point in points:
         rows.append(evaluate_point(base, point, runs_root or out, pc, device, reporter, known))
-        tmp = out / "frontier.csv.tmp"
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-        tmp.replace(out / "frontier.csv")  # the points so far (each also cached in its run)
+        write_csv(out / "frontier.csv", rows, COLUMNS)  # the points so far (each also cached in its run)
     title = (f"{base.data.dataset}: privacy-utility frontier ({len(rows)} runs, "
              f"{rows[0]['n_victims']} victims, aux {pc.aux or 'half test set'})")
     plot(rows, out / "frontier.png", title)

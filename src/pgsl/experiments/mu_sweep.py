@@ -12,7 +12,6 @@ capped iteration count, so the curve measures mu and not the iteration budget.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import time
@@ -22,11 +21,12 @@ from typing import Any
 
 import torch
 
-from pgsl.checkpoint import write_json
+from pgsl.checkpoint import write_csv, write_json
 from pgsl.client.pixel_attack import intentional_jsma
 from pgsl.client.surrogate import Surrogate, train_surrogate
 from pgsl.config import Config
 from pgsl.data import load_dataset, to_float
+from pgsl.experiments.figures import pyplot, save_figure
 from pgsl.recovery.rpca import robust_pca
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,7 @@ def best_mu(rows: Sequence[dict[str, Any]], dataset: str) -> float:
 
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Fig. 3: MSE against mu, one line per dataset, the attacked image's MSE dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=120)
     for name in dict.fromkeys(r["dataset"] for r in rows):
         pts = [r for r in rows if r["dataset"] == name and r["mu"] > 0]
@@ -110,10 +106,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 COLUMNS = ["dataset", "mu", "mse_mean", "mse_std", "n_images", "iterations", "converged"]
@@ -126,12 +119,7 @@ def mu_sweep(configs: Sequence[Config], out: Path, sc: SweepConfig,
     rows: list[dict[str, Any]] = []
     for cfg in configs:
         rows.extend(sweep_dataset(cfg, sc, device))
-    tmp = out / "mu_sweep.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(out / "mu_sweep.csv")
+    write_csv(out / "mu_sweep.csv", rows, COLUMNS)
     best = {name: best_mu(rows, name) for name in dict.fromkeys(r["dataset"] for r in rows)}
     write_json(out / "mu_sweep.json", {"config": dataclasses.asdict(sc), "best_mu": best,
                                        "paper_best_mu": PAPER_BEST_MU, "rows": rows})

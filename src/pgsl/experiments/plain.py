@@ -68,6 +68,7 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int =
 def plain_cnn(cfg: Config, train: ImageSet, channels: int, num_classes: int, path: Path,
               device: torch.device) -> PlainCNN:
     """The plain CNN trained on ``train`` with ``cfg``; cached in ``path`` (written atomically)."""
+    torch.manual_seed(cfg.train.seed)
     model = PlainCNN(cfg, channels, num_classes).to(device)
     if path.is_file():
         state = load_checkpoint(path, device)
@@ -75,7 +76,6 @@ def plain_cnn(cfg: Config, train: ImageSet, channels: int, num_classes: int, pat
         model.eval()
         return model
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.train.seed)
     fit(model, to_float(train.images, device), train.labels.to(device), cfg, seed=cfg.train.seed)
     save_checkpoint(path, {"model": model.state_dict(), "seconds": time.perf_counter() - t0})
     log.info("plain CNN: trained on %d images in %.0f s", len(train), time.perf_counter() - t0)

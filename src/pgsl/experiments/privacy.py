@@ -12,7 +12,6 @@ inference (no gradient), so a noise defence draws fresh noise for every query.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import math
@@ -30,7 +29,7 @@ from pgsl.attacks.dlg import GradientLeak, gradient_inversion
 from pgsl.attacks.gan import gan_inversion
 from pgsl.attacks.mia import learned_inversion
 from pgsl.attacks.view import AttackerView, reconstruction_scores
-from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_json
+from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_csv, write_json, write_text
 from pgsl.config import load_config
 from pgsl.data import Dataset, load_dataset, to_float
 from pgsl.experiments.figures import save_grid
@@ -242,15 +241,12 @@ COLUMNS = ["dataset", "defense", "target", "attack", "n_victims", "mse_mean", "m
 def write_table(rows: list[dict[str, Any]], out: Path, pc: PrivacyConfig) -> None:
     """``table1.csv``, ``table1.md`` and ``table1.json`` (rows + protocol), each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "table1.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(out / "table1.csv")
+    write_csv(out / "table1.csv", rows, COLUMNS)
     protocol = (
         f"Victims: a seeded sample (seed {pc.seed}) of each run's training images, {pc.victims} for "
-        f"the learned attacks and the first {pc.opt_victims} of them for the optimisation attacks. "
+        f"the learned attacks (MIA {pc.mia_epochs} epochs, GAN {pc.gan_epochs}), the first "
+        f"{pc.opt_victims} of them for activation matching ({pc.match_steps} Adam steps) and the first "
+        f"{pc.dlg_victims} for DLG/iDLG ({pc.dlg_steps} L-BFGS steps of 20 iterations, batch size 1). "
         f"Attacker's auxiliary data: {'the first half' if pc.aux is None else f'the first {pc.aux} images'} "
         "of the official test set "
         "(disjoint from the victims), queried "
@@ -268,9 +264,7 @@ def write_table(rows: list[dict[str, Any]], out: Path, pc: PrivacyConfig) -> Non
             f"| {r['n_victims']} | {r['mse_mean']:.4f} ± {r['mse_std']:.4f} "
             f"| {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | {r['ssim_mean']:.3f} ± {r['ssim_std']:.3f} "
             f"| {r['paper_mse']} |")
-    tmp = out / "table1.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out / "table1.md")
+    write_text(out / "table1.md", "\n".join(lines) + "\n")
     write_json(out / "table1.json", {"protocol": protocol, "config": dataclasses.asdict(pc),
                                      "rows": rows})
 

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pgsl.checkpoint import write_text
 from pgsl.experiments.privacy import ATTACK_NAMES as PRIVACY_ATTACKS
 from pgsl.experiments.robustness import ATTACK_NAMES as ROBUSTNESS_ATTACKS
 
@@ -213,7 +214,5 @@ def write_report(out: Path, meta: dict[str, Any]) -> Path:
            f"<title>PGSL reproduction ({html.escape(meta['dataset'])})</title><style>{CSS}</style></head>"
            "<body>\n" + "\n".join(body) + "\n</body></html>\n")
     path = out / "report.html"
-    tmp = out / "report.html.tmp"
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, doc)
     return path

@@ -17,7 +17,6 @@ reconstructed in ``pgsl privacy`` (its ``recon_*.pt``), tested on the clean test
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import time
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_json
+from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_csv, write_json, write_text
 from pgsl.client.pixel_attack import jsma
 from pgsl.config import load_config
 from pgsl.data import load_dataset, to_float
@@ -242,12 +241,7 @@ COLUMNS = ["model", "defense", "stream", "n_test", "clean", *ATTACKS, "paper_cle
 def write_table(rows: list[dict[str, Any]], out: Path, rc: RobustnessConfig,
                 perturbation: dict[str, float], dataset: str) -> None:
     """``table2.csv``, ``table2.md`` and ``table2.json``, each written atomically."""
-    tmp = out / "table2.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(out / "table2.csv")
+    write_csv(out / "table2.csv", rows, COLUMNS)
     protocol = (
         f"{dataset}: a seeded sample (seed {rc.seed}) of {rows[0]['n_test']} test images. Adversarial "
         "examples are crafted white-box against the plain CNN and given unchanged to every model "
@@ -275,8 +269,6 @@ def write_table(rows: list[dict[str, Any]], out: Path, rc: RobustnessConfig,
         cells = [r["model"], r["stream"], pct(r.get("clean")), *(pct(r.get(a)) for a in rc.attacks),
                  ", ".join(paper)]
         lines.append("| " + " | ".join(cells) + " |")
-    tmp = out / "table2.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out / "table2.md")
+    write_text(out / "table2.md", "\n".join(lines) + "\n")
     write_json(out / "table2.json", {"protocol": protocol, "config": dataclasses.asdict(rc),
                                      "perturbation_l2": perturbation, "rows": rows})
