@@ -159,7 +159,8 @@ def privacy(
     aux: int | None = typer.Option(None, help="Auxiliary images (default: half the test set)."),
     attacks: str = typer.Option("mia,gan,activation,dlg,idlg", help="Comma-separated attacks."),
     dlg_victims: int = typer.Option(32, help="Victims for DLG/iDLG (one L-BFGS problem each)."),
-    dlg_steps: int = typer.Option(30, help="L-BFGS steps (20 iterations each) for DLG/iDLG."),
+    dlg_steps: int = typer.Option(3, help="L-BFGS steps (20 iterations each) for DLG/iDLG "
+                                   "(GPU protocol: 30)."),
     mia_epochs: int = typer.Option(10, help="Training epochs of the learned inversion."),
     gan_epochs: int = typer.Option(10, help="Training epochs of the GAN inversion."),
     match_steps: int = typer.Option(300, help="Optimisation steps of activation matching."),
