@@ -162,7 +162,8 @@ def privacy(
     dlg_steps: int = typer.Option(3, help="L-BFGS steps (20 iterations each) for DLG/iDLG "
                                    "(GPU protocol: 30)."),
     mia_epochs: int = typer.Option(10, help="Training epochs of the learned inversion."),
-    gan_epochs: int = typer.Option(10, help="Training epochs of the GAN inversion."),
+    gan_epochs: int = typer.Option(5, help="Adversarial epochs of the GAN inversion (after "
+                                    "the MIA decoder's MSE training, when both run)."),
     match_steps: int = typer.Option(300, help="Optimisation steps of activation matching."),
     seed: int = typer.Option(0),
 ) -> None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgsl.attacks.decoder import Decoder
+from pgsl.attacks.mia import invert
 from pgsl.attacks.view import AttackerView
 
 
@@ -43,12 +44,17 @@ class Discriminator(nn.Module):
 
 
 def gan_inversion(view: AttackerView, *, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
-                  adv_weight: float = 1e-2, width: int = 64, seed: int = 0) -> Tensor:
-    """Train the conditional GAN on the auxiliary pairs; return ``(N, C, H, W)`` reconstructions."""
+                  adv_weight: float = 1e-2, width: int = 64, seed: int = 0,
+                  generator: Decoder | None = None) -> Tensor:
+    """Train the conditional GAN on the auxiliary pairs; return ``(N, C, H, W)`` reconstructions.
+
+    ``generator``: a decoder already fitted by MSE (the learned inversion's), trained further here
+    -- SRGAN's recipe, MSE pre-training then adversarial training -- instead of a fresh one.
+    """
     torch.manual_seed(seed)
     device = view.observed.device
     k = view.observed.shape[1]
-    gen = Decoder(k, view.image_shape, width).to(device)
+    gen = Decoder(k, view.image_shape, width).to(device) if generator is None else generator
     disc = Discriminator(view.image_shape[0], k, width).to(device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -72,6 +78,4 @@ def gan_inversion(view: AttackerView, *, epochs: int = 10, batch_size: int = 64,
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
-    gen.eval()
-    with torch.no_grad():
-        return torch.cat([gen(o) for o in view.observed.split(256)])
+    return invert(gen, view.observed)

@@ -16,25 +16,35 @@ from pgsl.attacks.decoder import Decoder
 from pgsl.attacks.view import AttackerView
 
 
-def learned_inversion(view: AttackerView, *, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
-                      width: int = 64, seed: int = 0) -> Tensor:
-    """Train a decoder on the auxiliary pairs; return ``(N, C, H, W)`` reconstructions of the victims."""
+def train_decoder(view: AttackerView, *, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
+                  width: int = 64, seed: int = 0) -> Decoder:
+    """Fit a decoder to the auxiliary (observed maps -> clean image) pairs by pixel MSE."""
     torch.manual_seed(seed)
-    device = view.observed.device
-    decoder = Decoder(view.observed.shape[1], view.image_shape, width).to(device)
+    decoder = Decoder(view.observed.shape[1], view.image_shape, width).to(view.observed.device)
     opt = torch.optim.Adam(decoder.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
-    m = len(view.aux_images)
     decoder.train()
     for _ in range(epochs):
-        for idx in torch.randperm(m, generator=g).split(batch_size):
+        for idx in torch.randperm(len(view.aux_images), generator=g).split(batch_size):
             if len(idx) < 2:
                 continue
-            idx = idx.to(device)
+            idx = idx.to(view.observed.device)
             loss = F.mse_loss(decoder(view.aux_observed[idx]), view.aux_images[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+    return decoder.eval()
+
+
+@torch.no_grad()
+def invert(decoder: Decoder, observed: Tensor, batch_size: int = 256) -> Tensor:
+    """Apply a trained decoder to observed maps ``(N, K, h, w)``."""
     decoder.eval()
-    with torch.no_grad():
-        return torch.cat([decoder(o) for o in view.observed.split(256)])
+    return torch.cat([decoder(o) for o in observed.split(batch_size)])
+
+
+def learned_inversion(view: AttackerView, *, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
+                      width: int = 64, seed: int = 0) -> Tensor:
+    """Train a decoder on the auxiliary pairs; return ``(N, C, H, W)`` reconstructions of the victims."""
+    decoder = train_decoder(view, epochs=epochs, batch_size=batch_size, lr=lr, width=width, seed=seed)
+    return invert(decoder, view.observed)

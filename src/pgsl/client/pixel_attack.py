@@ -110,25 +110,35 @@ def jsma(
         spent = 0
         map0: Tensor | None = None
         while spent < budget:
-            sal, logits = _saliency(model, x_adv, y, raising=theta > 0, targeted=targeted)
-            if map0 is None:
+            # the test-time adversary works on the images not yet fooled only (a working set)
+            idx = active.nonzero().squeeze(1) if stop_when_fooled else None
+            xs = x_adv if idx is None else x_adv[idx]
+            ys = y if idx is None else y[idx]
+            sal, logits = _saliency(model, xs, ys, raising=theta > 0, targeted=targeted)
+            if map0 is None:  # the first pass sees every image
                 map0 = sal.sum(1, keepdim=True)
-            if stop_when_fooled:
+            if idx is not None:
                 pred = logits.argmax(1)
-                active &= (pred != y) if targeted else (pred == y)
-                if not active.any():
+                still = (pred != ys) if targeted else (pred == ys)
+                active[idx] = still
+                if not still.any():
                     break
-            room = (x_adv < 1.0) if theta > 0 else (x_adv > 0.0)
-            sal = torch.where(changed | ~room, torch.zeros_like(sal), sal).flatten(1)
+                idx, xs, sal = idx[still], xs[still], sal[still]
+            done = changed if idx is None else changed[idx]
+            room = (xs < 1.0) if theta > 0 else (xs > 0.0)
+            sal = torch.where(done | ~room, torch.zeros_like(sal), sal).flatten(1)
             k = min(per_step, budget - spent)
             top_val, top_idx = sal.topk(k, dim=1)
             pick = torch.zeros_like(sal, dtype=torch.bool).scatter_(1, top_idx, top_val > 0)
-            pick &= active[:, None]
             if not pick.any():
                 break
-            pick = pick.view_as(x_adv)
-            x_adv = torch.where(pick, (x_adv + theta).clamp(0.0, 1.0), x_adv)
-            changed |= pick
+            pick = pick.view_as(xs)
+            moved = torch.where(pick, (xs + theta).clamp(0.0, 1.0), xs)
+            if idx is None:
+                x_adv, changed = moved, changed | pick
+            else:
+                x_adv[idx] = moved
+                changed[idx] = done | pick
             spent += k
     assert map0 is not None  # the loop runs at least once: budget >= 1
     peak = map0.flatten(1).amax(1).clamp(min=torch.finfo(map0.dtype).tiny)

@@ -62,7 +62,7 @@ PLANS = {
         train={"data": {"limit_train": 6000, "limit_test": 2000}},
         # DLG/iDLG: one L-BFGS step (20 iterations) per victim; measured on this plan, 3 steps
         # cost 11 of the 18 minutes of Table I and reached the same MSE (~0.31, failing either way)
-        privacy=PrivacyConfig(victims=500, opt_victims=32, aux=2000, mia_epochs=5, gan_epochs=4,
+        privacy=PrivacyConfig(victims=500, opt_victims=32, aux=1500, mia_epochs=5, gan_epochs=2,
                               match_steps=200, dlg_victims=32, dlg_steps=1),
         robustness=RobustnessConfig(n_test=1000, cw_steps=50, bim_steps=10, recon_epochs=5),
         sweep=SweepConfig(images=200),
