@@ -123,7 +123,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             for r in pts:
                 ax.annotate(f"{r['value']:g}", (r["mse"], 100 * r["accuracy"]), fontsize=7,
                             textcoords="offset points", xytext=(4, 3))
-    ax.set_xlabel("learned inversion (MIA): reconstruction MSE of the clean image  (higher = more private)")
+    ax.set_xlabel("MIA reconstruction MSE of the clean image (higher = more private)")
     ax.set_ylabel("test accuracy (%)  (PGSL: fused S_awa)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
