@@ -30,11 +30,10 @@ from pgsl.attacks.dlg import GradientLeak, gradient_inversion
 from pgsl.attacks.gan import gan_inversion
 from pgsl.attacks.mia import invert, train_decoder
 from pgsl.attacks.view import AttackerView, reconstruction_scores
-from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_csv, write_json, write_text
-from pgsl.config import load_config
-from pgsl.data import Dataset, load_dataset, to_float
+from pgsl.checkpoint import save_checkpoint, write_csv, write_json, write_text
+from pgsl.data import to_float
 from pgsl.experiments.figures import save_grid
-from pgsl.experiments.train import CHECKPOINT, CONFIG, Run, resolve_device
+from pgsl.experiments.train import Run, load_run, resolve_device
 from pgsl.layers import upsample
 
 log = logging.getLogger(__name__)
@@ -167,17 +166,10 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
     for name in pc.attacks:
         if name not in ATTACKS:
             raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
-    if not (run_dir / CONFIG).is_file() or not (run_dir / CHECKPOINT).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a trained run (no {CONFIG} / {CHECKPOINT})")
     dev = resolve_device(device)
-    cfg = load_config(run_dir / CONFIG)
-    train_set = load_dataset(cfg.data, seed=cfg.train.seed).train  # the images the run trained on
-    full = load_dataset(dataclasses.replace(cfg.data, limit_train=1, limit_test=None))
-    dataset = Dataset(full.name, full.classes, train_set, full.test)
-    run = Run(cfg, dataset, dev)
-    run.restore(load_checkpoint(run_dir / CHECKPOINT, dev))
-    if run.server is not None:
-        run.server.model.eval()
+    run = load_run(run_dir, dev, full_test=True)  # victims: the images the run trained on
+    cfg, dataset = run.cfg, run.dataset
+    train_set, full = dataset.train, dataset
 
     g = torch.Generator().manual_seed(pc.seed)
     n_victims = min(max(pc.victims, pc.opt_victims), len(train_set))

@@ -29,12 +29,11 @@ from torch import Tensor, nn
 
 from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_csv, write_json, write_text
 from pgsl.client.pixel_attack import jsma
-from pgsl.config import load_config
-from pgsl.data import load_dataset, to_float
+from pgsl.data import to_float
 from pgsl.experiments.figures import save_grid
 from pgsl.experiments.plain import PlainCNN, accuracy, fit, plain_cnn
-from pgsl.experiments.train import CHECKPOINT, CONFIG, Run, resolve_device
-from pgsl.split.trainer import STREAMS
+from pgsl.experiments.train import Run, load_run, resolve_device
+from pgsl.split.trainer import STREAMS, stream_hits
 
 log = logging.getLogger(__name__)
 
@@ -124,22 +123,9 @@ def run_accuracy(run: Run, x: Tensor, y: Tensor, batch_size: int) -> dict[str, f
     """Each stream's and the fused accuracy of a trained run on float images."""
     correct = dict.fromkeys(STREAMS, 0)
     for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
-        scores = run.client.predict(xb, run.channel)
-        for key, s in zip(STREAMS, (scores.s_a, scores.s_f, scores.s_r, scores.s_awa), strict=True):
-            correct[key] += int((s.argmax(1) == yb).sum())
+        for key, hits in stream_hits(run.client.predict(xb, run.channel), yb).items():
+            correct[key] += hits
     return {k: v / max(1, len(y)) for k, v in correct.items()}
-
-
-def _load_run(run_dir: Path, device: torch.device) -> Run:
-    if not (run_dir / CONFIG).is_file() or not (run_dir / CHECKPOINT).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a trained run (no {CONFIG} / {CHECKPOINT})")
-    cfg = load_config(run_dir / CONFIG)
-    data = load_dataset(cfg.data, seed=cfg.train.seed)
-    run = Run(cfg, data, device)
-    run.restore(load_checkpoint(run_dir / CHECKPOINT, device))
-    assert run.server is not None
-    run.server.model.eval()
-    return run
 
 
 def robustness(runs: Sequence[Path], out: Path, rc: RobustnessConfig, device: str = "cpu",
@@ -152,7 +138,7 @@ def robustness(runs: Sequence[Path], out: Path, rc: RobustnessConfig, device: st
             raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
     dev = resolve_device(device)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = [(path, _load_run(path, dev)) for path in runs]
+    loaded = [(path, load_run(path, dev)) for path in runs]
     first = loaded[0][1]
     dataset = first.dataset
     for path, run in loaded[1:]:

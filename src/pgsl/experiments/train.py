@@ -7,6 +7,7 @@ and an atomic checkpoint. ``resume=True`` continues from the last checkpoint wit
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import time
@@ -226,6 +227,23 @@ def environment(device: torch.device) -> dict[str, str]:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
+
+
+def load_run(run_dir: Path, device: torch.device, *, full_test: bool = False) -> Run:
+    """A trained run restored from its folder, server in eval mode. Its training split is the one
+    it trained on; ``full_test`` loads the whole official test split instead of the run's limit."""
+    if not (run_dir / CONFIG).is_file() or not (run_dir / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a trained run (no {CONFIG} / {CHECKPOINT})")
+    cfg = load_config(run_dir / CONFIG)
+    dataset = load_dataset(cfg.data, seed=cfg.train.seed)
+    if full_test:
+        full = load_dataset(dataclasses.replace(cfg.data, limit_train=1, limit_test=None))
+        dataset = Dataset(full.name, full.classes, dataset.train, full.test)
+    run = Run(cfg, dataset, device)
+    run.restore(load_checkpoint(run_dir / CHECKPOINT, device))
+    if run.server is not None:
+        run.server.model.eval()
+    return run
 
 
 def evaluate_run(

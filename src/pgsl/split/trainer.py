@@ -8,10 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from pgsl.client.party import ClientParty
 from pgsl.data.base import ImageSet, batches
 from pgsl.split.channel import Channel
+from pgsl.split.messages import Scores
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,12 @@ def train_epoch(
     )
 
 
+def stream_hits(scores: Scores, y: Tensor) -> dict[str, int]:
+    """How many of ``y`` each stream and the fused decision got right."""
+    return {key: int((s.argmax(1).to(y.device) == y).sum())
+            for key, s in zip(STREAMS, (scores.s_a, scores.s_f, scores.s_r, scores.s_awa), strict=True)}
+
+
 @torch.no_grad()
 def evaluate(
     client: ClientParty,
@@ -73,9 +81,8 @@ def evaluate(
     correct = dict.fromkeys(STREAMS, 0)
     n = 0
     for x, y in batches(data, batch_size, device=client.device):
-        scores = client.predict(x, channel)
-        for key, s in zip(STREAMS, (scores.s_a, scores.s_f, scores.s_r, scores.s_awa), strict=True):
-            correct[key] += int((s.argmax(1).to(y.device) == y).sum())
+        for key, hits in stream_hits(client.predict(x, channel), y).items():
+            correct[key] += hits
         n += len(y)
         if progress:
             progress(len(y))
