@@ -182,3 +182,93 @@ def test_fast_svt_paths_agree_with_exact_svd_on_device(device: torch.device, n: 
     for method in ("gesvda", "auto"):
         got = singular_value_threshold(x.to(device), tau, method).double().cpu()
         assert ((got - ref).norm() / ref.norm()) < 1e-4, method
+
+
+def _large_adversarial_inputs(n: int = 48) -> dict[str, torch.Tensor]:
+    """Above the 32x32 line, where ``auto`` takes the subspace path on a CPU."""
+    g = torch.Generator().manual_seed(n)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    low = torch.randn(16, n, 3, generator=g) @ torch.randn(16, 3, n, generator=g)
+    spikes = (torch.rand(16, n, n, generator=g) < 0.05) * 8.0
+    return {
+        "low rank + spikes": low + spikes,
+        "relu maps": torch.relu(low + 0.3 * torch.randn(16, n, n, generator=g)),
+        "rank-deficient": low,
+        "repeated singular values": (3.0 * q).float().expand(4, n, n).clone(),
+        "all zero": torch.zeros(4, n, n),
+        "huge scale": 1e6 * (low + spikes),
+        "tiny scale": 1e-6 * (low + spikes),
+        "tall": torch.randn(6, n + 20, 4, generator=g) @ torch.randn(6, 4, n, generator=g),
+        "wide": torch.randn(6, n, 4, generator=g) @ torch.randn(6, 4, n + 20, generator=g),
+        "constant": torch.full((4, n, n), 2.5),
+        # one full-rank matrix among low-rank ones: it must not make the others pay for its basis
+        "mixed ranks": torch.cat([low[:6], torch.randn(1, n, n, generator=g)]),
+    }
+
+
+@pytest.mark.parametrize("name", list(_large_adversarial_inputs()))
+def test_subspace_solver_matches_exact_solver(name: str) -> None:
+    x = _large_adversarial_inputs()[name]
+    scale = float(torch.linalg.matrix_norm(x.double(), ord=2).mean()) or 1.0
+    mu = 0.05 * scale
+    # float32 at tol 1e-5: two exact float32 solves stop ~1e-4 apart already; below unit scale the
+    # stopping test (Lin et al.'s, max(scale, 1)) is absolute, so agreement is relative to tol/scale
+    for dtype, tol, bound in ((torch.float64, 1e-9, 1e-6), (torch.float32, 1e-5, 1e-3)):
+        bound = max(bound, 10 * tol / scale)
+        exact = robust_pca(x.to(dtype), mu=mu, max_iter=500, tol=tol, svt="svd")
+        fast = robust_pca(x.to(dtype), mu=mu, max_iter=500, tol=tol, svt="subspace")
+        assert fast.low_rank.dtype == dtype and torch.equal(fast.converged, exact.converged), name
+        low = (fast.low_rank - exact.low_rank).double().norm() / max(float(exact.low_rank.norm()), 1e-30)
+        sparse = (fast.sparse - exact.sparse).double().norm() / max(float(exact.sparse.norm()), scale)
+        assert max(float(low), float(sparse)) < bound, (name, dtype, float(low), float(sparse))
+        # the subspace steps cost at most a few exact polishing steps more per matrix
+        assert bool((fast.iterations <= exact.iterations + 3).all()), name
+
+
+def test_auto_takes_the_subspace_path_above_16_on_a_cpu() -> None:
+    from pgsl.recovery.rpca import resolve_svt
+
+    assert resolve_svt("auto", torch.zeros(2, 64, 64)) == "subspace"
+    assert resolve_svt("auto", torch.zeros(2, 28, 28)) == "subspace"
+    assert resolve_svt("auto", torch.zeros(2, 64, 12)) == "gram"  # the small side decides
+    assert resolve_svt("auto", torch.zeros(2, 14, 14)) == "gram"
+
+
+def test_short_subspace_solves_end_as_close_to_the_answer_as_exact_ones() -> None:
+    # training stops APG after a few steps, before the polish: the subspace iterates must be as
+    # good as the exact SVD's there too
+    x = _large_adversarial_inputs()["relu maps"][:8]
+    converged = robust_pca(x.double(), mu=0.55, max_iter=1500, tol=1e-9).low_rank
+    for steps in (5, 15, 50):
+        dist = {}
+        for svt in ("svd", "subspace"):
+            r = robust_pca(x, mu=0.55, max_iter=steps, tol=1e-4, eta=0.5, svt=svt).low_rank.double()
+            dist[svt] = float((r - converged).norm() / converged.norm())
+        assert dist["subspace"] <= 1.05 * dist["svd"], (steps, dist)
+
+
+def test_subspace_svt_tracks_a_small_basis_and_hands_full_rank_rows_to_the_exact_svt() -> None:
+    from pgsl.recovery.rpca import singular_value_threshold
+    from pgsl.recovery.subspace import SubspaceSVT
+
+    g = torch.Generator().manual_seed(0)
+    n = 64
+    low = torch.randn(5, n, 4, generator=g, dtype=torch.float64) @ torch.randn(
+        5, 4, n, generator=g, dtype=torch.float64)
+    x = torch.cat([low + 0.01 * torch.randn(5, n, n, generator=g, dtype=torch.float64),
+                   torch.randn(1, n, n, generator=g, dtype=torch.float64)])
+    tau = torch.full((6, 1, 1), 1.0, dtype=torch.float64)
+    calls: list[int] = []
+
+    def exact(w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        calls.append(len(w))
+        return singular_value_threshold(w, t, "svd")
+
+    svt = SubspaceSVT(6, n, n, torch.float64, x.device, exact=exact)
+    for _ in range(6):  # the same matrix each call: the warm-started basis converges onto it
+        got = svt(x, tau)
+    ref = singular_value_threshold(x, tau, "svd")
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-8 * float(ref.abs().max()))
+    assert svt.q < n // 2  # rank 4 + noise below tau: a small basis, not the whole space
+    assert svt.big.tolist() == [False] * 5 + [True]  # the noise matrix went to the exact SVT
+    assert calls and set(calls) == {1}  # ... alone

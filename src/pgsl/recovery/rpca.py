@@ -28,6 +28,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from pgsl.recovery.subspace import SubspaceSVT
+
 log = logging.getLogger(__name__)
 
 
@@ -42,7 +44,7 @@ class RPCAResult(NamedTuple):
 
 _POOL: ThreadPoolExecutor | None = None
 _MIN_PER_THREAD = 12_544  # elements (64 maps of 14x14): below, threads cost more than they save
-SVT_METHODS = ("auto", "svd", "gram", "gesvda")
+SVT_METHODS = ("auto", "svd", "gram", "gesvda", "subspace")
 
 
 def _threaded(fn: Callable[[Tensor], tuple[Tensor, ...]], x: Tensor) -> tuple[Tensor, ...]:
@@ -138,27 +140,39 @@ def _svt_gesvda(x: Tensor, tau: Tensor) -> Tensor:
 
 
 _BATCHED_EIGH_MAX = 32  # cuSOLVER's batched eigh/SVD kernels stop here; PyTorch loops above it
+_SUBSPACE_ABOVE = 16  # CPU: from 17x17 the warm-started subspace SVT wins (bench/solver.py)
 
 
 def resolve_svt(method: str, x: Tensor) -> str:
     """The SVT method that ``method`` means for ``x`` (its device and map size).
 
-    ``"auto"`` picks what ``bench/svt_kernels.py`` measured fastest at equal accuracy:
+    ``"auto"`` picks what ``bench/svt_kernels.py`` and ``bench/solver.py`` measured fastest at
+    equal accuracy:
 
-    - CPU: ``gram`` up to 32x32 (LAPACK ``syevd`` on the small Gram matrix beats ``gesdd``), the
-      SVD above (at 64x64 the threaded SVD was 1.3x faster than the Gram path).
+    - CPU: ``gram`` up to 16x16 (LAPACK ``syevd`` on the small Gram matrix beats ``gesdd``, and
+      a basis would be half the space), ``subspace`` above: a whole APG solve is 3-4x faster at
+      28-32 and 4-8x at 64 than with the SVD or the Gram path (the SVD computes every singular
+      triplet per step to keep a handful). Short, unconverged solves (training's 5-50 steps) end
+      as close to the converged answer as the exact SVD's iterates (measured on relu maps).
     - CUDA: ``gram`` up to 32x32 (batched Jacobi); above, ``gesvda`` -- cuSOLVER's batched
       approximate SVD, the only batched SVD PyTorch reaches beyond 32x32: 4.1 us per 64x64 matrix
       against 1,137 us for the default driver, which loops one matrix at a time with a host sync.
+      (``subspace`` runs on CUDA too, but has not been measured there yet.)
     """
     if method not in SVT_METHODS:
         raise ValueError(f"unknown SVT method {method!r}; choose one of {SVT_METHODS}")
     if method != "auto":
         return method
-    small = min(x.shape[-2:]) <= _BATCHED_EIGH_MAX
+    small = min(x.shape[-2:])
     if x.device.type == "cuda":
-        return "gram" if small else "gesvda"
-    return "gram" if small else "svd"
+        return "gram" if small <= _BATCHED_EIGH_MAX else "gesvda"
+    return "gram" if small <= _SUBSPACE_ABOVE else "subspace"
+
+
+def exact_svt(x: Tensor) -> str:
+    """The fastest SVT method for ``x`` that is exact (no warm start, no approximation)."""
+    small = min(x.shape[-2:]) <= _BATCHED_EIGH_MAX
+    return "gram" if small else ("gesvda" if x.device.type == "cuda" else "svd")
 
 
 def singular_value_threshold(x: Tensor, tau: Tensor | float, method: str = "svd") -> Tensor:
@@ -166,13 +180,16 @@ def singular_value_threshold(x: Tensor, tau: Tensor | float, method: str = "svd"
 
     ``tau`` is a float or a ``(..., 1, 1)`` tensor (one threshold per matrix). ``method``:
     ``"svd"`` (exact LAPACK/cuSOLVER SVD, the reference), ``"gram"`` (float64 eigh of the Gram
-    matrix), ``"gesvda"`` (CUDA's batched approximate SVD; the SVD elsewhere) or ``"auto"``
-    (:func:`resolve_svt`). A fast path that fails to converge falls back to the exact SVD.
+    matrix), ``"gesvda"`` (CUDA's batched approximate SVD; the SVD elsewhere), ``"subspace"``
+    (warm-started, :mod:`pgsl.recovery.subspace`; only inside :func:`robust_pca`, here the exact
+    SVD) or ``"auto"`` (:func:`resolve_svt`). A fast path that fails to converge falls back to the exact SVD.
     """
     tau_t = torch.as_tensor(tau, dtype=x.dtype, device=x.device)
     if tau_t.ndim == 0:
         tau_t = tau_t.expand(*x.shape[:-2], 1, 1)
     method = resolve_svt(method, x)
+    if method == "subspace":  # it needs the previous iterate's basis: alone, the exact SVD
+        method = "svd"
     try:
         if method == "gram":
             return _svt_gram(x, tau_t)
@@ -255,66 +272,116 @@ def robust_pca(
         empty = torch.zeros(batch, dtype=torch.long, device=d.device)
         return RPCAResult(d.to(out_dtype), d.to(out_dtype), empty, empty.bool())
     svt = resolve_svt(svt, d)
-    # On a GPU, asking "is any matrix still running?" waits for the device; ask every few steps.
-    check_every = 1 if d.device.type == "cpu" else 8
     flat = d.reshape(-1, m, n)
-    count = flat.shape[0]
-
     # per-matrix continuation schedule: mu_k = max(eta^k * mu_0, mu), mu_0 = 0.99 ||D||_2
     if eta < 1.0:
-        mu_k = (0.99 * spectral_norm(flat, svt)).clamp(min=mu)[:, None, None]
+        mu_0 = (0.99 * spectral_norm(flat, exact_svt(flat) if svt == "subspace" else svt)
+                ).clamp(min=mu)[:, None, None]
     else:
-        mu_k = torch.full((count, 1, 1), mu, dtype=d.dtype, device=d.device)
-    # z = (A, E) stacked on a leading axis: one elementwise kernel serves both blocks.
+        mu_0 = torch.full((flat.shape[0], 1, 1), mu, dtype=d.dtype, device=d.device)
+    z, iterations, converged = _apg(flat, mu_0, mu=mu, lam=lam, max_iter=max_iter, tol=tol, eta=eta,
+                                    svt=svt)
+    if svt == "subspace":
+        # The subspace steps are inexact while the basis settles: every matrix they stopped is
+        # finished by exact APG steps from where it stopped. At the exact fixed point (the usual
+        # case) that is one SVD, which finds the stopping test met at once.
+        rows = converged.nonzero().squeeze(1)
+        if len(rows):
+            budget = max(1, max_iter - int(iterations[rows].max()))
+            polish, more, done = _apg(flat[rows], torch.full((len(rows), 1, 1), mu, dtype=d.dtype,
+                                                             device=d.device),
+                                      mu=mu, lam=lam, max_iter=budget, tol=tol, eta=1.0,
+                                      svt=exact_svt(flat), start=z[:, rows])
+            z[:, rows], iterations[rows], converged[rows] = polish, iterations[rows] + more, done
+    return RPCAResult(z[0].view(d.shape).to(out_dtype), z[1].view(d.shape).to(out_dtype),
+                      iterations.view(batch), converged.view(batch))
+
+
+def _apg(
+    flat: Tensor, mu_k: Tensor, *, mu: float, lam: float, max_iter: int, tol: float, eta: float,
+    svt: str, start: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """APG on a ``(count, m, n)`` batch from ``start`` (``(2, count, m, n)``: A and E; default 0).
+
+    Returns ``(z, iterations, converged)``, ``z`` stacking the final A and E.
+    """
+    count, m, n = flat.shape
+    device = flat.device
+    # On a GPU, asking "has any matrix stopped?" waits for the device: ask every few steps. A
+    # matrix that stopped keeps iterating until then (its answer only improves) and is written
+    # out at the check; its iteration count is the one at which it met the test.
+    check_every = 1 if device.type == "cpu" else 8
+    subspace = None
+    if svt == "subspace":
+        exact = exact_svt(flat)
+        subspace = SubspaceSVT(count, m, n, flat.dtype, device,
+                               exact=lambda x, tau: singular_value_threshold(x, tau, exact))
+    if start is None:
+        a, e = torch.zeros_like(flat), torch.zeros_like(flat)
+    else:
+        a, e = start[0].clone(), start[1].clone()
+    out = torch.stack((a, e))
+    iterations = torch.zeros(count, dtype=torch.long, device=device)
+    converged = torch.zeros(count, dtype=torch.bool, device=device)
     # Only the working set -- matrices not yet stopped -- is iterated: when at most half of it is
     # still running it is compacted, so a few slow matrices do not make the whole batch pay.
-    out = torch.zeros((2, count, m, n), dtype=d.dtype, device=d.device)
-    iterations = torch.zeros(count, dtype=torch.long, device=d.device)
-    converged = torch.zeros(count, dtype=torch.bool, device=d.device)
-    index = torch.arange(count, device=d.device)  # working row -> matrix
-    work_d, z = flat, out.clone()
-    z_prev = z
-    active = torch.ones(count, dtype=torch.bool, device=d.device)
-    its = torch.zeros(count, dtype=torch.long, device=d.device)
+    index = torch.arange(count, device=device)  # working row -> matrix
+    half_d, a_prev, e_prev = 0.5 * flat, a, e
+    active = torch.ones(count, dtype=torch.bool, device=device)
+    written = torch.zeros(count, dtype=torch.bool, device=device)
+    its = torch.zeros(count, dtype=torch.long, device=device)
     t, t_prev = 1.0, 1.0  # Nesterov's sequence (shared: all matrices start together)
-    sum_mn = (-2, -1)
+    mn = (-2, -1)
 
     def retire(rows: Tensor) -> None:
-        out[:, index[rows]] = z[:, rows]
+        out[0, index[rows]], out[1, index[rows]] = a[rows], e[rows]
         iterations[index[rows]] = its[rows]
         converged[index[rows]] = ~active[rows]
 
+    # Each line below is one pass over the batch: on a CPU at 64x64 these passes, not the SVT,
+    # set the speed, so they are few (lerp for the momentum, the gradient folded into D / 2).
     for k in range(max_iter):
-        y = z + ((t_prev - 1.0) / t) * (z - z_prev) if k else z
-        w = y - 0.5 * (y.sum(0) - work_d)  # a gradient step on f = ||D - A - E||^2 (Lipschitz 2)
-        a_new = singular_value_threshold(w[0], mu_k / 2, svt)
-        e_new = soft_threshold(w[1], lam * mu_k / 2)
-        z_new = torch.stack((a_new, e_new))
-        # Lin et al.'s stopping quantity: a subgradient of the objective at z_new
-        step = y - z_new
-        s = 2.0 * step - step.sum(0)
-        residual = s.square().sum(sum_mn).sum(0).sqrt()
-        scale = 2.0 * z_new.square().sum(sum_mn).sum(0).sqrt()
-        done = (residual <= tol * scale.clamp(min=1.0)) & (mu_k[:, 0, 0] <= mu)
-
-        keep = active[:, None, None]
-        z_prev, z = torch.where(keep, z, z_prev), torch.where(keep, z_new, z)
+        if k:
+            ya = torch.lerp(a_prev, a, 1.0 + (t_prev - 1.0) / t)  # a + (t_prev - 1)/t (a - a_prev)
+            ye = torch.lerp(e_prev, e, 1.0 + (t_prev - 1.0) / t)
+        else:
+            ya, ye = a, e
+        # a gradient step on f = ||D - A - E||^2 (Lipschitz 2): W = Y - (Ya + Ye - D) / 2, i.e.
+        # Wa = (D + Ya - Ye) / 2 and We = (D - Ya + Ye) / 2
+        h = ya - ye
+        wa, we = torch.add(half_d, h, alpha=0.5), torch.add(half_d, h, alpha=-0.5)
+        a_new = subspace(wa, mu_k / 2) if subspace else singular_value_threshold(wa, mu_k / 2, svt)
+        shrink = (0.5 * lam) * mu_k
+        e_new = we - torch.clamp(we, -shrink, shrink)  # soft thresholding
+        reached = mu_k[:, 0, 0] <= mu
+        a_prev, a, e_prev, e = a, a_new, e, e_new
         its += active
-        active = active & ~done
+        if k + 1 >= max_iter or bool(reached.any()):  # no stopping test during continuation
+            # Lin et al.'s stopping quantity, a subgradient (S_A, S_E) at the new point: with one
+            # gradient step shared by both blocks, S_A = -S_E = (ya - a_new) - (ye - e_new).
+            residual = math.sqrt(2.0) * torch.linalg.vector_norm(h - (a - e), dim=mn)
+            scale = 2.0 * torch.hypot(torch.linalg.vector_norm(a, dim=mn),
+                                      torch.linalg.vector_norm(e, dim=mn))
+            active = active & ~((residual <= tol * scale.clamp(min=1.0)) & reached)
         t_prev, t = t, (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
         mu_k = torch.clamp(mu_k * eta, min=mu)
         if (k + 1) % check_every == 0:
+            stopped = ~active & ~written
+            if bool(stopped.any()):
+                retire(stopped)
+                written |= stopped
             running = int(active.sum())
             if running == 0:
                 break
             if running <= len(active) // 2:
-                retire(~active)
                 rows = active.nonzero().squeeze(1)
-                index, work_d, mu_k, its = index[rows], work_d[rows], mu_k[rows], its[rows]
-                z, z_prev, active = z[:, rows], z_prev[:, rows], active[rows]
-    retire(torch.ones_like(active))
-    return RPCAResult(out[0].view(d.shape).to(out_dtype), out[1].view(d.shape).to(out_dtype),
-                      iterations.view(batch), converged.view(batch))
+                index, half_d, mu_k, its = index[rows], half_d[rows], mu_k[rows], its[rows]
+                active, written = active[rows], written[rows]
+                a, a_prev, e, e_prev = a[rows], a_prev[rows], e[rows], e_prev[rows]
+                if subspace:
+                    subspace.select(rows)
+    retire(~written)
+    return out, iterations, converged
 
 
 class ProxRecovery(nn.Module):
