@@ -12,8 +12,9 @@ continuation: ``mu_k`` starts at ``0.99 * ||D||_2`` and shrinks by ``eta`` per i
 ``mu``; this does not change the solution, only how fast it is reached. ``eta = 1`` disables it.
 
 The same function serves activations in training (``B * channels`` maps) and images in the mu sweep.
-Each matrix stops on its own (Lin et al.'s criterion); stopped matrices are frozen, so a batch gives
-exactly the per-matrix answers.
+Each matrix stops on its own (Lin et al.'s criterion) and leaves the batch, so a batch gives exactly
+the per-matrix answers (on a GPU, up to 7 further steps of a stopped matrix: the stop is checked
+every 8 steps to spare host synchronisation).
 """
 
 from __future__ import annotations
@@ -237,7 +238,9 @@ def robust_pca(
         max_iter: iteration cap.
         tol: relative stopping tolerance on Lin et al.'s subgradient residual.
         eta: continuation factor in (0, 1]; 1 solves at fixed ``mu`` from the first iteration.
-        svt: how singular values are thresholded, see :func:`singular_value_threshold`.
+        svt: how singular values are thresholded, see :func:`singular_value_threshold`;
+            ``"subspace"`` (warm-started, :mod:`pgsl.recovery.subspace`) finishes every matrix it
+            stopped with exact steps, so its answers meet the exact stopping test too.
 
     Returns:
         :class:`RPCAResult` with ``low_rank`` and ``sparse`` in ``d``'s dtype.
