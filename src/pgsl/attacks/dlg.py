@@ -21,8 +21,10 @@ lr 0.1/0.01/0.003, 300-2,000 steps, from noise and from the auxiliary mean image
 the first FC layer's analytic leak (its weight-row / bias gradient ratio gives the pooled
 features exactly, 2e-8) matched alone or with the gradients: 0.05-0.08 -- 256 pooled numbers do
 not pin a 784-pixel image; softplus (beta 10, 50) in place of ReLU for a smooth landscape: worse.
-Started *at the victim plus noise* (MSE 0.006), signed Adam only halves the error: the matching
-objective is badly conditioned near its minimum, not only multi-modal.
+Started *at the victim plus noise* (MSE 0.006), signed Adam only halves the error and L-BFGS on
+a sigmoid-boxed image stops at once (its line search fails; MSE 0.007-0.009): the matching
+objective is non-smooth and badly conditioned near its minimum, not only multi-modal. Coarse to
+fine (7 -> 14 -> 28 pixels, Adam on a sigmoid-boxed image) from the mean image: 0.04-0.10.
 """
 
 from __future__ import annotations
