@@ -22,14 +22,13 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from pgsl.recovery.subspace import SubspaceSVT
+from pgsl.recovery.threads import threaded
 
 log = logging.getLogger(__name__)
 
@@ -43,36 +42,14 @@ class RPCAResult(NamedTuple):
     converged: Tensor
 
 
-_POOL: ThreadPoolExecutor | None = None
-_MIN_PER_THREAD = 12_544  # elements (64 maps of 14x14): below, threads cost more than they save
 SVT_METHODS = ("auto", "svd", "gram", "gesvda", "subspace")
-
-
-def _threaded(fn: Callable[[Tensor], tuple[Tensor, ...]], x: Tensor) -> tuple[Tensor, ...]:
-    """Apply a batched LAPACK call to ``x`` split over the intra-op threads (CPU only).
-
-    PyTorch's batched CPU ``svd``/``eigh`` run LAPACK one matrix after another on a single core;
-    chunking the batch over threads gives the same calls, identical results and ~1.6x on 2 cores
-    for 14x14 maps. On CUDA, or for small batches, ``fn`` gets the batch as is.
-    """
-    global _POOL
-    threads = torch.get_num_threads()
-    flat = x.reshape(-1, *x.shape[-2:])
-    chunks = min(threads, flat.shape[0])
-    if x.device.type != "cpu" or chunks < 2 or flat.numel() < chunks * _MIN_PER_THREAD:
-        return fn(x)
-    if _POOL is None or _POOL._max_workers != threads:
-        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="pgsl-linalg")
-    parts = list(_POOL.map(fn, flat.chunk(chunks)))
-    batch = x.shape[:-2]
-    return tuple(torch.cat(t).view(*batch, *t[0].shape[1:]) for t in zip(*parts, strict=True))
 
 
 def _svt_svd(x: Tensor, tau: Tensor, driver: str | None = None) -> Tensor:
     def svd(c: Tensor) -> tuple[Tensor, ...]:
         return tuple(torch.linalg.svd(c, full_matrices=False, driver=driver))
 
-    u, s, vh = _threaded(svd, x)
+    u, s, vh = threaded(svd, x)
     return (u * torch.clamp(s - tau.squeeze(-1), min=0.0).unsqueeze(-2)) @ vh
 
 
@@ -94,7 +71,7 @@ def _svt_gram(x: Tensor, tau: Tensor) -> Tensor:
     0.33 vs 0.64 us per 14x14 matrix, ``bench/svt_kernels.py``).
     """
     wide, xd, gram = _gram(x)
-    lam, vec = _threaded(lambda c: tuple(torch.linalg.eigh(c)), gram)
+    lam, vec = threaded(lambda c: tuple(torch.linalg.eigh(c)), gram)
     s = lam.clamp(min=0.0).sqrt()
     t = tau.double().squeeze(-1)
     factor = torch.where(s > t, (s - t) / s.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
@@ -329,7 +306,11 @@ def _apg(
     # Only the working set -- matrices not yet stopped -- is iterated: when at most half of it is
     # still running it is compacted, so a few slow matrices do not make the whole batch pay.
     index = torch.arange(count, device=device)  # working row -> matrix
-    half_d, a_prev, e_prev = 0.5 * flat, a, e
+    # Only the difference P = A - E enters the next step: Nesterov's extrapolation is linear, so
+    # Ya - Ye = P + c (P - P_prev), and the gradient step on f = ||D - A - E||^2 (Lipschitz 2),
+    # W = Y - (Ya + Ye - D) / 2, gives Wa = (D + Ya - Ye) / 2 and We = (D - Ya + Ye) / 2.
+    half_d, p = 0.5 * flat, a - e
+    p_prev = p
     active = torch.ones(count, dtype=torch.bool, device=device)
     written = torch.zeros(count, dtype=torch.bool, device=device)
     its = torch.zeros(count, dtype=torch.long, device=device)
@@ -342,27 +323,20 @@ def _apg(
         converged[index[rows]] = ~active[rows]
 
     # Each line below is one pass over the batch: on a CPU at 64x64 these passes, not the SVT,
-    # set the speed, so they are few (lerp for the momentum, the gradient folded into D / 2).
+    # set the speed, so there are six of them besides the SVT.
     for k in range(max_iter):
-        if k:
-            ya = torch.lerp(a_prev, a, 1.0 + (t_prev - 1.0) / t)  # a + (t_prev - 1)/t (a - a_prev)
-            ye = torch.lerp(e_prev, e, 1.0 + (t_prev - 1.0) / t)
-        else:
-            ya, ye = a, e
-        # a gradient step on f = ||D - A - E||^2 (Lipschitz 2): W = Y - (Ya + Ye - D) / 2, i.e.
-        # Wa = (D + Ya - Ye) / 2 and We = (D - Ya + Ye) / 2
-        h = ya - ye
+        h = torch.lerp(p_prev, p, 1.0 + (t_prev - 1.0) / t) if k else p  # Ya - Ye
         wa, we = torch.add(half_d, h, alpha=0.5), torch.add(half_d, h, alpha=-0.5)
-        a_new = subspace(wa, mu_k / 2) if subspace else singular_value_threshold(wa, mu_k / 2, svt)
+        a = subspace(wa, mu_k / 2) if subspace else singular_value_threshold(wa, mu_k / 2, svt)
         shrink = (0.5 * lam) * mu_k
-        e_new = we - torch.clamp(we, -shrink, shrink)  # soft thresholding
+        e = we - torch.clamp(we, -shrink, shrink)  # soft thresholding
+        p_prev, p = p, a - e
         reached = mu_k[:, 0, 0] <= mu
-        a_prev, a, e_prev, e = a, a_new, e, e_new
         its += active
         if k + 1 >= max_iter or bool(reached.any()):  # no stopping test during continuation
             # Lin et al.'s stopping quantity, a subgradient (S_A, S_E) at the new point: with one
-            # gradient step shared by both blocks, S_A = -S_E = (ya - a_new) - (ye - e_new).
-            residual = math.sqrt(2.0) * torch.linalg.vector_norm(h - (a - e), dim=mn)
+            # gradient step shared by both blocks, S_A = -S_E = (Ya - A) - (Ye - E) = h - P.
+            residual = math.sqrt(2.0) * torch.linalg.vector_norm(h - p, dim=mn)
             scale = 2.0 * torch.hypot(torch.linalg.vector_norm(a, dim=mn),
                                       torch.linalg.vector_norm(e, dim=mn))
             active = active & ~((residual <= tol * scale.clamp(min=1.0)) & reached)
@@ -380,7 +354,7 @@ def _apg(
                 rows = active.nonzero().squeeze(1)
                 index, half_d, mu_k, its = index[rows], half_d[rows], mu_k[rows], its[rows]
                 active, written = active[rows], written[rows]
-                a, a_prev, e, e_prev = a[rows], a_prev[rows], e[rows], e_prev[rows]
+                a, e, p, p_prev = a[rows], e[rows], p[rows], p_prev[rows]
                 if subspace:
                     subspace.select(rows)
     retire(~written)

@@ -34,9 +34,21 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from pgsl.recovery.threads import threaded
+
 OVERSAMPLE = 4  # spare directions kept beyond the thresholded rank: they set the convergence rate
 FIRST_Q = 4  # the first basis: continuation starts near rank 1
 FIRST_POWER_STEPS = 3  # from a random start, a few power steps before the first Ritz values
+_SMALL_PER_THREAD = 1_024  # elements: a thread pays off from ~16 thin QRs or small eighs
+
+
+def _qr(x: Tensor) -> Tensor:
+    return threaded(lambda c: (torch.linalg.qr(c).Q,), x, min_per_thread=_SMALL_PER_THREAD)[0]
+
+
+def _eigh(x: Tensor) -> tuple[Tensor, Tensor]:
+    lam, vec = threaded(lambda c: tuple(torch.linalg.eigh(c)), x, min_per_thread=_SMALL_PER_THREAD)
+    return lam, vec
 
 
 class SubspaceSVT:
@@ -83,10 +95,10 @@ class SubspaceSVT:
         number of values above tau per row)``."""
         t = tau.double().reshape(-1, 1)
         while True:
-            u = torch.linalg.qr(w @ v).Q
+            u = _qr(w @ v)
             y = w.mT @ u
             y64 = y.double()
-            lam, r = torch.linalg.eigh(y64.mT @ y64)  # ascending
+            lam, r = _eigh(y64.mT @ y64)  # ascending
             lam, r = lam.flip(-1), r.flip(-1)
             s = lam.clamp(min=0.0).sqrt()
             kept = (s > t).sum(-1)
@@ -114,7 +126,7 @@ class SubspaceSVT:
             self.v = self.v.to(w.dtype)
         if self.fresh:  # random start: sharpen the basis before the first Ritz step
             for _ in range(FIRST_POWER_STEPS - 1):
-                self.v = torch.linalg.qr(w.mT @ torch.linalg.qr(w @ self.v).Q).Q
+                self.v = _qr(w.mT @ _qr(w @ self.v))
             self.fresh = False
         small = (~self.big).nonzero().squeeze(1)
         everything = len(small) == len(w)
