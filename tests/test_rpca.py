@@ -272,3 +272,16 @@ def test_subspace_svt_tracks_a_small_basis_and_hands_full_rank_rows_to_the_exact
     assert svt.q < n // 2  # rank 4 + noise below tau: a small basis, not the whole space
     assert svt.big.tolist() == [False] * 5 + [True]  # the noise matrix went to the exact SVT
     assert calls and set(calls) == {1}  # ... alone
+
+
+def test_subspace_solver_on_device_matches_the_exact_cpu_solver(device: torch.device) -> None:
+    """The subspace path on the test device (``--device cuda`` on a GPU): the same answers."""
+    inputs = _large_adversarial_inputs()
+    x = torch.cat([inputs["low rank + spikes"], inputs["relu maps"], inputs["mixed ranks"]])
+    mu = 0.05 * float(torch.linalg.matrix_norm(x.double(), ord=2).mean())
+    exact = robust_pca(x.double(), mu=mu, max_iter=500, tol=1e-9, svt="svd")
+    fast = robust_pca(x.double().to(device), mu=mu, max_iter=500, tol=1e-9, svt="subspace")
+    low = fast.low_rank.cpu()
+    # on CUDA the polish uses gesvda (approximate) and stops are checked every 8 steps
+    assert ((low - exact.low_rank).norm() / exact.low_rank.norm()) < 1e-5
+    assert torch.equal(fast.converged.cpu(), exact.converged)
