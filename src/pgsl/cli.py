@@ -157,14 +157,18 @@ def privacy(
     victims: int = typer.Option(500, help="Victims for the learned attacks."),
     opt_victims: int = typer.Option(64, help="Victims for the optimisation attacks (>= 32)."),
     aux: int | None = typer.Option(None, help="Auxiliary images (default: half the test set)."),
-    attacks: str = typer.Option("mia,gan,activation,dlg,idlg", help="Comma-separated attacks."),
-    dlg_victims: int = typer.Option(32, help="Victims for DLG/iDLG (one L-BFGS problem each)."),
+    attacks: str = typer.Option("mia,gan,activation,dlg,idlg",
+                                help="Comma-separated attacks; also ggl (gradient matching in a "
+                                     "learned image prior's latent space)."),
+    dlg_victims: int = typer.Option(32, help="Victims for DLG/iDLG/GGL (one problem each)."),
     dlg_steps: int = typer.Option(3, help="L-BFGS steps (20 iterations each) for DLG/iDLG "
                                    "(GPU protocol: 30)."),
     mia_epochs: int = typer.Option(10, help="Training epochs of the learned inversion."),
     gan_epochs: int = typer.Option(5, help="Adversarial epochs of the GAN inversion (after "
                                     "the MIA decoder's MSE training, when both run)."),
     match_steps: int = typer.Option(300, help="Optimisation steps of activation matching."),
+    ggl_generations: int = typer.Option(40, help="GGL: evolution-strategy generations "
+                                         "(population 32)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Table I: run the adversary's inversion attacks against trained runs and score them."""
@@ -177,7 +181,7 @@ def privacy(
         pc = PrivacyConfig(victims=victims, opt_victims=opt_victims, aux=aux, mia_epochs=mia_epochs,
                            gan_epochs=gan_epochs,
                            match_steps=match_steps, dlg_victims=dlg_victims, dlg_steps=dlg_steps,
-                           seed=seed,
+                           ggl_generations=ggl_generations, seed=seed,
                            attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()))
         rows = run_privacy(runs, out, pc, device=device)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:

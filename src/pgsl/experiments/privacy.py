@@ -28,6 +28,7 @@ from torch import Tensor
 from pgsl.attacks.activation_matching import activation_matching
 from pgsl.attacks.dlg import GradientLeak, gradient_inversion
 from pgsl.attacks.gan import gan_inversion
+from pgsl.attacks.ggl import ImagePrior, ggl_inversion, train_prior
 from pgsl.attacks.mia import invert, train_decoder
 from pgsl.attacks.view import AttackerView, reconstruction_scores
 from pgsl.checkpoint import save_checkpoint, write_csv, write_json, write_text
@@ -38,12 +39,14 @@ from pgsl.layers import upsample
 
 log = logging.getLogger(__name__)
 
-ATTACKS = ("mia", "gan", "activation", "dlg", "idlg")
+ATTACKS = ("mia", "gan", "activation", "dlg", "idlg", "ggl")
+DEFAULT_ATTACKS = ("mia", "gan", "activation", "dlg", "idlg")  # ggl: on request (--attacks)
 ATTACK_NAMES = {"mean": "mean auxiliary image (trivial baseline)", "mia": "MIA (learned inversion)",
                 "gan": "GAN inversion (conditional, adversarial + MSE)",
                 "activation": "activation matching (white-box)", "dlg": "DLG (gradient matching)",
-                "idlg": "iDLG (gradient matching, analytic label)"}
-GRADIENT_ATTACKS = ("dlg", "idlg")
+                "idlg": "iDLG (gradient matching, analytic label)",
+                "ggl": "GGL (gradient matching, learned image prior)"}
+GRADIENT_ATTACKS = ("dlg", "idlg", "ggl")
 TARGETS_OF = {"none": ["none"], "noise": ["noise"], "nopeek": ["nopeek"],
               "pgsl": ["pgsl-cut", "pgsl-recovered"]}
 # Paper Table I (MSE; the paper does not state its pixel scale). Keys: (attack, target).
@@ -74,8 +77,12 @@ class PrivacyConfig:
     # cores; on our ReLU networks more steps did not lower the error (~0.31, see attacks/dlg.py).
     # The GPU protocol: --dlg-steps 30 (Zhu et al. ran 300 iterations)
     dlg_steps: int = 3
+    # GGL (attacks/ggl.py): the auxiliary-image autoencoder's epochs, the evolution strategy's size
+    prior_epochs: int = 40
+    ggl_population: int = 32
+    ggl_generations: int = 40
     seed: int = 0
-    attacks: tuple[str, ...] = ATTACKS
+    attacks: tuple[str, ...] = DEFAULT_ATTACKS
 
 
 def _batched(fn: Callable[[Tensor], Tensor], x: Tensor, size: int = 256) -> Tensor:
@@ -183,6 +190,7 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
 
     rows: list[dict[str, Any]] = []
     paper = PAPER_MSE.get(dataset.name, {})
+    prior: ImagePrior | None = None  # GGL's, trained once per run on the auxiliary images
     t_run = time.perf_counter()
     for target, view in _views(run, victims, aux).items():
         recons: dict[str, Tensor] = {"mean": aux.mean(0, keepdim=True).expand_as(victims)}
@@ -205,8 +213,15 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
                     continue
                 k = min(pc.dlg_victims, len(victims))
                 leak = _gradient_leak(run, view, victims[:k], victim_labels[:k])
-                recons[name], used = gradient_inversion(leak, view.image_shape, idlg=name == "idlg",
-                                                        steps=pc.dlg_steps, seed=pc.seed)
+                if name == "ggl":
+                    if prior is None:
+                        prior = train_prior(view.aux_images, epochs=pc.prior_epochs, seed=pc.seed)
+                    recons[name], used = ggl_inversion(
+                        leak, prior, view.aux_images, population=pc.ggl_population,
+                        generations=pc.ggl_generations, seed=pc.seed)
+                else:
+                    recons[name], used = gradient_inversion(
+                        leak, view.image_shape, idlg=name == "idlg", steps=pc.dlg_steps, seed=pc.seed)
                 label_acc[name] = float((used.cpu() == victim_labels[:k].cpu()).float().mean())
             seconds[name] = time.perf_counter() - t0
         for name, rec in recons.items():
@@ -246,7 +261,10 @@ def write_table(rows: list[dict[str, Any]], out: Path, pc: PrivacyConfig) -> Non
         f"the learned attacks (MIA {pc.mia_epochs} epochs; GAN: {pc.gan_epochs} adversarial epochs "
         "starting from the MIA decoder), the first "
         f"{pc.opt_victims} of them for activation matching ({pc.match_steps} Adam steps) and the first "
-        f"{pc.dlg_victims} for DLG/iDLG ({pc.dlg_steps} L-BFGS steps of 20 iterations, batch size 1). "
+        f"{pc.dlg_victims} for DLG/iDLG ({pc.dlg_steps} L-BFGS steps of 20 iterations, batch size 1)"
+        + (f" and GGL (autoencoder prior on the auxiliary images, {pc.prior_epochs} epochs; "
+           f"evolution strategy, population {pc.ggl_population}, {pc.ggl_generations} generations)"
+           if "ggl" in pc.attacks else "") + ". "
         f"Attacker's auxiliary data: {'the first half' if pc.aux is None else f'the first {pc.aux} images'} "
         "of the official test set "
         "(disjoint from the victims), queried "
