@@ -25,6 +25,8 @@ Started *at the victim plus noise* (MSE 0.006), signed Adam only halves the erro
 a sigmoid-boxed image stops at once (its line search fails; MSE 0.007-0.009): the matching
 objective is non-smooth and badly conditioned near its minimum, not only multi-modal. Coarse to
 fine (7 -> 14 -> 28 pixels, Adam on a sigmoid-boxed image) from the mean image: 0.04-0.10.
+What does work on these networks is searching a learned image prior's latent space instead of
+pixels: GGL, ``attacks/ggl.py``.
 """
 
 from __future__ import annotations
