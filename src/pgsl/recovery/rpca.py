@@ -192,8 +192,10 @@ def spectral_norm(x: Tensor, method: str = "svd") -> Tensor:
 
 
 def soft_threshold(x: Tensor, tau: Tensor | float) -> Tensor:
-    """The proximal operator of ``tau * ||.||_1``."""
-    return torch.sign(x) * torch.clamp(x.abs() - tau, min=0.0)
+    """The proximal operator of ``tau * ||.||_1``: ``x - clamp(x, -tau, tau)``, two passes over ``x``
+    (the same numbers as ``sign(x) * max(|x| - tau, 0)``, which takes four)."""
+    t = torch.as_tensor(tau, dtype=x.dtype, device=x.device)
+    return x - torch.clamp(x, -t, t)
 
 
 def robust_pca(
@@ -328,8 +330,7 @@ def _apg(
         h = torch.lerp(p_prev, p, 1.0 + (t_prev - 1.0) / t) if k else p  # Ya - Ye
         wa, we = torch.add(half_d, h, alpha=0.5), torch.add(half_d, h, alpha=-0.5)
         a = subspace(wa, mu_k / 2) if subspace else singular_value_threshold(wa, mu_k / 2, svt)
-        shrink = (0.5 * lam) * mu_k
-        e = we - torch.clamp(we, -shrink, shrink)  # soft thresholding
+        e = soft_threshold(we, (0.5 * lam) * mu_k)
         p_prev, p = p, a - e
         reached = mu_k[:, 0, 0] <= mu
         its += active

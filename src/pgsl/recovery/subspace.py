@@ -70,7 +70,6 @@ class SubspaceSVT:
         self.v = self._random((count, n, self.q), dtype, device)
         self.big = torch.zeros(count, dtype=torch.bool, device=device)
         self.fresh = True
-        self.grown = 0  # how many times the basis grew (for benchmarks and tests)
 
     def _random(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
         return torch.randn(shape, generator=self.generator, dtype=dtype, device=device)
@@ -87,7 +86,6 @@ class SubspaceSVT:
                              self.v.device)
         self.v = torch.cat((self.v, extra), dim=-1)
         self.q = q
-        self.grown += 1
         return True
 
     def _step(self, w: Tensor, tau: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -121,6 +119,17 @@ class SubspaceSVT:
         big = saturated if self.q < self.full else torch.zeros_like(saturated)
         return low, ritz.to(w.dtype), big, kept
 
+    def _hand_over(self, small: Tensor, big: Tensor, kept: Tensor) -> None:
+        """Mark the rows of ``small`` flagged ``big`` for the exact SVT from now on, and cut the
+        basis, which grew for them, back to what the others need (Ritz vectors come sorted, so the
+        leading columns are the ones to keep)."""
+        if not bool(big.any()):
+            return
+        self.big[small[big]] = True
+        rest = kept[~big]
+        q = min(self.q, max(FIRST_Q, int(rest.max()) + OVERSAMPLE if len(rest) else FIRST_Q))
+        self.v, self.q = self.v[..., :q].contiguous(), q
+
     def __call__(self, w: Tensor, tau: Tensor) -> Tensor:
         if self.v.dtype != w.dtype:
             self.v = self.v.to(w.dtype)
@@ -129,23 +138,16 @@ class SubspaceSVT:
                 self.v = _qr(w.mT @ _qr(w @ self.v))
             self.fresh = False
         small = (~self.big).nonzero().squeeze(1)
-        everything = len(small) == len(w)
-        low = torch.empty_like(w)
-        if len(small):
-            ws, ts = (w, tau) if everything else (w[small], tau[small])
-            low_s, ritz, big, kept = self._step(ws, ts, self.v if everything else self.v[small])
-            if everything:
-                low = low_s
-            else:
-                low[small] = low_s
-            self.v[small, :, : ritz.shape[-1]] = ritz
-            if bool(big.any()):
-                self.big[small[big]] = True
-                # the basis grew for the rows just handed over: cut it back to what the others need
-                # (Ritz vectors come sorted, so the leading columns are the ones to keep)
-                rest = kept[~big]
-                q = min(self.q, max(FIRST_Q, int(rest.max()) + OVERSAMPLE if len(rest) else FIRST_Q))
-                self.v, self.q = self.v[..., :q].contiguous(), q
+        if len(small) == len(w):  # the usual case: every row in the subspace, no gather or scatter
+            low, ritz, big, kept = self._step(w, tau, self.v)
+            self.v[..., : ritz.shape[-1]] = ritz
+            self._hand_over(small, big, kept)
+        else:
+            low = torch.empty_like(w)
+            if len(small):
+                low[small], ritz, big, kept = self._step(w[small], tau[small], self.v[small])
+                self.v[small, :, : ritz.shape[-1]] = ritz
+                self._hand_over(small, big, kept)
         if bool(self.big.any()):
             rows = self.big.nonzero().squeeze(1)
             low[rows] = self.exact(w[rows], tau[rows])
