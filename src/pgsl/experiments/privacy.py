@@ -196,6 +196,8 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
         recons: dict[str, Tensor] = {"mean": aux.mean(0, keepdim=True).expand_as(victims)}
         seconds: dict[str, float] = {"mean": 0.0}
         label_acc: dict[str, float] = {}
+        # one leak per target, shared by DLG, iDLG and GGL (the first one's seconds include it)
+        leak: GradientLeak | None = None
         for name in pc.attacks:
             t0 = time.perf_counter()
             if name == "mia":
@@ -212,7 +214,8 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
                 if target == "pgsl-recovered":  # no client gradient flows from the recovered maps
                     continue
                 k = min(pc.dlg_victims, len(victims))
-                leak = _gradient_leak(run, view, victims[:k], victim_labels[:k])
+                if leak is None:
+                    leak = _gradient_leak(run, view, victims[:k], victim_labels[:k])
                 if name == "ggl":
                     if prior is None:
                         prior = train_prior(view.aux_images, epochs=pc.prior_epochs, seed=pc.seed)
