@@ -149,6 +149,24 @@ def test_privacy_cli_writes_table_and_grids(runs: dict[str, Path], tmp_path: Pat
     assert bad.returncode == 2 and "not a trained run" in " ".join((bad.stderr + bad.stdout).split())
 
 
+def test_ggl_prior_is_trained_once_per_dataset_and_shared_by_runs(runs: dict[str, Path]) -> None:
+    """GGL's prior depends only on the auxiliary images: a second run on the same data reuses it,
+    a different number of auxiliary images gets its own."""
+    from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
+
+    pc = PrivacyConfig(victims=4, opt_victims=2, aux=64, dlg_victims=1, prior_epochs=1,
+                       ggl_population=4, ggl_generations=1, ggl_starts=4, attacks=("ggl",))
+    priors: dict = {}
+    evaluate_privacy(runs["none"], pc, priors=priors)
+    assert len(priors) == 1
+    first = next(iter(priors.values()))
+    rows = evaluate_privacy(runs["noise"], pc, priors=priors)
+    assert len(priors) == 1 and next(iter(priors.values())) is first
+    assert {r["attack"] for r in rows} == {"mean", "ggl"}
+    evaluate_privacy(runs["none"], dataclasses.replace(pc, aux=32), priors=priors)
+    assert len(priors) == 2
+
+
 def test_ggl_beats_the_mean_image_on_an_undefended_run_without_reading_victims(
         tmp_path: Path) -> None:
     """GGL's learned prior recovers victims where pixel-space DLG/iDLG do not (attacks/dlg.py).

@@ -157,8 +157,8 @@ def privacy(
     victims: int = typer.Option(500, help="Victims for the learned attacks."),
     opt_victims: int = typer.Option(64, help="Victims for the optimisation attacks (>= 32)."),
     aux: int | None = typer.Option(None, help="Auxiliary images (default: half the test set)."),
-    attacks: str = typer.Option("mia,gan,activation,dlg,idlg",
-                                help="Comma-separated attacks; also ggl (gradient matching in a "
+    attacks: str = typer.Option("mia,gan,activation,dlg,idlg,ggl",
+                                help="Comma-separated attacks (ggl: gradient matching in a "
                                      "learned image prior's latent space)."),
     dlg_victims: int = typer.Option(32, help="Victims for DLG/iDLG/GGL (one problem each)."),
     dlg_steps: int = typer.Option(3, help="L-BFGS steps (20 iterations each) for DLG/iDLG "

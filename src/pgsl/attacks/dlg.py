@@ -25,6 +25,22 @@ Started *at the victim plus noise* (MSE 0.006), signed Adam only halves the erro
 a sigmoid-boxed image stops at once (its line search fails; MSE 0.007-0.009): the matching
 objective is non-smooth and badly conditioned near its minimum, not only multi-modal. Coarse to
 fine (7 -> 14 -> 28 pixels, Adam on a sigmoid-boxed image) from the mean image: 0.04-0.10.
+
+Why, measured (session 5, same runs, float64 attacker model):
+- The leak *does* pin the image locally: the Jacobian of the per-layer-normalised leaked gradient
+  (48,490 numbers) with respect to the 784 pixels, taken at the victim, has full column rank
+  (singular values 47 ... 9e-4, no zero column), so no flat direction hides the victim.
+- But the basin is tiny and the objective jumps: ReLU' enters the gradient, so ``g(x)`` is
+  discontinuous wherever a unit changes sign. Noise of std 0.1 on the victim (MSE 0.005) already
+  makes each layer's normalised distance ~1; from there Levenberg-Marquardt with the exact
+  (finite-difference) Jacobian lowers the distance 34 -> 3 in 8 steps while the MSE *rises*
+  0.007 -> 0.019, and L-BFGS with a homotopy that smooths ReLU' to sigmoid(z/T), T = 0.1 -> 0,
+  only moves 0.0047 -> 0.0038 from that start, 0.059 -> 0.047 (SSIM 0.36, baseline 0.33) from the
+  auxiliary image with the closest gradients, and 0.26 from noise at the run's *initial* weights.
+- Wrong images match well: signed Adam on Geiping's cosine reaches distance 0.02-0.2 at MSE 0.15.
+So pixel-space matching needs a start inside a basin narrower than the 0.1-noise ball; the
+paper's own DLG MSE on the vanilla split (0.12) is also worse than the mean image (0.059-0.069)
+if its pixels are in [0, 1].
 What does work on these networks is searching a learned image prior's latent space instead of
 pixels: GGL, ``attacks/ggl.py``.
 """

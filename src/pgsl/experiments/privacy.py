@@ -40,7 +40,7 @@ from pgsl.layers import upsample
 log = logging.getLogger(__name__)
 
 ATTACKS = ("mia", "gan", "activation", "dlg", "idlg", "ggl")
-DEFAULT_ATTACKS = ("mia", "gan", "activation", "dlg", "idlg")  # ggl: on request (--attacks)
+DEFAULT_ATTACKS = ATTACKS
 ATTACK_NAMES = {"mean": "mean auxiliary image (trivial baseline)", "mia": "MIA (learned inversion)",
                 "gan": "GAN inversion (conditional, adversarial + MSE)",
                 "activation": "activation matching (white-box)", "dlg": "DLG (gradient matching)",
@@ -81,6 +81,7 @@ class PrivacyConfig:
     prior_epochs: int = 40
     ggl_population: int = 32
     ggl_generations: int = 40
+    ggl_starts: int = 256  # auxiliary images tried as the search's starting point
     seed: int = 0
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
 
@@ -168,8 +169,12 @@ def _summary(scores: dict[str, Tensor]) -> dict[str, float]:
 
 
 def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
-                     grid_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Run every attack against every target of one trained run; one row per (attack, target)."""
+                     grid_dir: Path | None = None,
+                     priors: dict[tuple[Any, ...], ImagePrior] | None = None) -> list[dict[str, Any]]:
+    """Run every attack against every target of one trained run; one row per (attack, target).
+
+    ``priors`` caches GGL's image prior across runs: it depends only on the auxiliary images, which
+    runs on the same dataset share."""
     for name in pc.attacks:
         if name not in ATTACKS:
             raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
@@ -190,7 +195,8 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
 
     rows: list[dict[str, Any]] = []
     paper = PAPER_MSE.get(dataset.name, {})
-    prior: ImagePrior | None = None  # GGL's, trained once per run on the auxiliary images
+    priors = {} if priors is None else priors
+    prior_key = (dataset.name, n_aux, tuple(aux.shape[1:]), pc.prior_epochs, pc.seed, str(dev))
     t_run = time.perf_counter()
     for target, view in _views(run, victims, aux).items():
         recons: dict[str, Tensor] = {"mean": aux.mean(0, keepdim=True).expand_as(victims)}
@@ -217,11 +223,13 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
                 if leak is None:
                     leak = _gradient_leak(run, view, victims[:k], victim_labels[:k])
                 if name == "ggl":
-                    if prior is None:
-                        prior = train_prior(view.aux_images, epochs=pc.prior_epochs, seed=pc.seed)
+                    if prior_key not in priors:
+                        priors[prior_key] = train_prior(view.aux_images, epochs=pc.prior_epochs,
+                                                        seed=pc.seed)
+                    prior = priors[prior_key]
                     recons[name], used = ggl_inversion(
                         leak, prior, view.aux_images, population=pc.ggl_population,
-                        generations=pc.ggl_generations, seed=pc.seed)
+                        generations=pc.ggl_generations, starts=pc.ggl_starts, seed=pc.seed)
                 else:
                     recons[name], used = gradient_inversion(
                         leak, view.image_shape, idlg=name == "idlg", steps=pc.dlg_steps, seed=pc.seed)
@@ -266,7 +274,8 @@ def write_table(rows: list[dict[str, Any]], out: Path, pc: PrivacyConfig) -> Non
         f"{pc.opt_victims} of them for activation matching ({pc.match_steps} Adam steps) and the first "
         f"{pc.dlg_victims} for DLG/iDLG ({pc.dlg_steps} L-BFGS steps of 20 iterations, batch size 1)"
         + (f" and GGL (autoencoder prior on the auxiliary images, {pc.prior_epochs} epochs; "
-           f"evolution strategy, population {pc.ggl_population}, {pc.ggl_generations} generations)"
+           f"evolution strategy from the best of {pc.ggl_starts} auxiliary images' codes, "
+           f"population {pc.ggl_population}, {pc.ggl_generations} generations)"
            if "ggl" in pc.attacks else "") + ". "
         f"Attacker's auxiliary data: {'the first half' if pc.aux is None else f'the first {pc.aux} images'} "
         "of the official test set "
@@ -294,8 +303,9 @@ def privacy(runs: list[Path], out: Path, pc: PrivacyConfig, device: str = "cpu")
     """Evaluate every run, then write the table and the grids into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    priors: dict[tuple[Any, ...], ImagePrior] = {}  # GGL's image prior, once per dataset
     for run_dir in runs:
-        rows.extend(evaluate_privacy(run_dir, pc, device, grid_dir=out))
+        rows.extend(evaluate_privacy(run_dir, pc, device, grid_dir=out, priors=priors))
         write_table(rows, out, pc)  # a kill later keeps the runs already scored
     if not math.isfinite(sum(r["mse_mean"] for r in rows)):
         raise RuntimeError("a reconstruction score is not finite")

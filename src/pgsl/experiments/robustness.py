@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 ATTACKS = ("jsma", "cw", "bim", "fgsm")
 ATTACK_NAMES = {"jsma": "JSMA", "cw": "C&W-L2", "bim": "BIM", "fgsm": "FGSM"}
-RECON_ATTACKS = {"dlg": "DLG", "idlg": "iDLG", "gan": "GAN (DCGAN)", "mia": "MIA"}
+RECON_ATTACKS = {"dlg": "DLG", "idlg": "iDLG", "ggl": "GGL", "gan": "GAN (DCGAN)", "mia": "MIA"}
 # Paper Table II (accuracy %). Its protocol is not stated; we attach each figure to our closest row.
 PAPER = {
     "mnist": {"jsma": 65.4, "cw": 58.6, "bim": 81.2, "fgsm": 83.8, "dlg": 88.3, "idlg": 95.4,
