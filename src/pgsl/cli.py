@@ -161,8 +161,8 @@ def privacy(
                                 help="Comma-separated attacks (ggl: gradient matching in a "
                                      "learned image prior's latent space)."),
     dlg_victims: int = typer.Option(32, help="Victims for DLG/iDLG/GGL (one problem each)."),
-    dlg_steps: int = typer.Option(3, help="L-BFGS steps (20 iterations each) for DLG/iDLG "
-                                   "(GPU protocol: 30)."),
+    dlg_iterations: int = typer.Option(150, help="DLG/iDLG: L-BFGS-B iterations per stage of the "
+                                       "layer-wise continuation (6 stages)."),
     mia_epochs: int = typer.Option(10, help="Training epochs of the learned inversion."),
     gan_epochs: int = typer.Option(5, help="Adversarial epochs of the GAN inversion (after "
                                     "the MIA decoder's MSE training, when both run)."),
@@ -180,7 +180,7 @@ def privacy(
             raise ValueError("--victims and --opt-victims must be >= 1")
         pc = PrivacyConfig(victims=victims, opt_victims=opt_victims, aux=aux, mia_epochs=mia_epochs,
                            gan_epochs=gan_epochs,
-                           match_steps=match_steps, dlg_victims=dlg_victims, dlg_steps=dlg_steps,
+                           match_steps=match_steps, dlg_victims=dlg_victims, dlg_iterations=dlg_iterations,
                            ggl_generations=ggl_generations, seed=seed,
                            attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()))
         rows = run_privacy(runs, out, pc, device=device)

@@ -2,47 +2,50 @@
 
 The leak: the parameter gradients of one victim's training step -- the client segment's (shared
 when client weights are aggregated across sites) and the server stream's own (the attacker *is* the
-server). The attacker knows the architecture and the weights; it optimises a dummy image (and, in
-DLG, a soft label) with L-BFGS so that its gradients match the leaked ones. iDLG first reads the
-label off the last layer: with cross-entropy after a ReLU layer, ``dL/dW_k = (p_k - [k = y]) h``
-with ``h >= 0``, so only the true class's row sums to a negative number.
+server). The attacker knows the architecture and the weights and optimises a dummy image with
+L-BFGS so that its gradients match the leaked ones; DLG also optimises the dummy's label, iDLG reads
+it off the last layer: with cross-entropy after a ReLU layer, ``dL/dW_k = (p_k - [k = y]) h`` with
+``h >= 0``, so only the true class's row sums to a negative number.
 
-One victim per optimisation, as in both papers (batch size 1). Both papers attack LeNets with
-sigmoid activations (DLG replaces ReLU "because it needs twice-differentiable models"); there a
-victim is recovered almost exactly (our test). On ReLU networks with BatchNorm and max-pooling --
-PGSL's, and the vanilla split's -- the matching landscape is full of poor local minima: we
-measured gradient distances that stall far above zero while the dummy image drifts away from the
-victim, with L-BFGS, with Adam, and with the cosine distance of Geiping et al. (2020), at the
-trained and at the initial weights. The table reports what the published attack achieves there.
+Both papers attack sigmoid LeNets, where the literal recipe (squared distance over every gradient,
+cross-entropy through the dummy's soft label, L-BFGS from noise) recovers a victim almost exactly
+(our test). On PGSL's ReLU + BatchNorm network it ends *worse than the mean image* (MSE ~0.31 vs
+0.06-0.07 on the quick vanilla split, sessions 2-4), and so did Geiping et al.'s cosine + TV + signed
+Adam, softplus for ReLU, coarse-to-fine, and a ReLU' -> sigmoid(z/T) homotopy (all measured). What we
+measured about why, on the quick vanilla split (float64 attacker model):
 
-Also measured (quick MNIST vanilla split, 4 victims, mean-image baseline MSE 0.05-0.07), none
-better than the baseline: Geiping's recipe (signed Adam, per-layer cosine, TV 1e-4, step decay;
-lr 0.1/0.01/0.003, 300-2,000 steps, from noise and from the auxiliary mean image): MSE 0.05-0.25;
-the first FC layer's analytic leak (its weight-row / bias gradient ratio gives the pooled
-features exactly, 2e-8) matched alone or with the gradients: 0.05-0.08 -- 256 pooled numbers do
-not pin a 784-pixel image; softplus (beta 10, 50) in place of ReLU for a smooth landscape: worse.
-Started *at the victim plus noise* (MSE 0.006), signed Adam only halves the error and L-BFGS on
-a sigmoid-boxed image stops at once (its line search fails; MSE 0.007-0.009): the matching
-objective is non-smooth and badly conditioned near its minimum, not only multi-modal. Coarse to
-fine (7 -> 14 -> 28 pixels, Adam on a sigmoid-boxed image) from the mean image: 0.04-0.10.
+- The leak pins the image locally: the Jacobian of the 48,490 leaked numbers (each tensor normalised)
+  with respect to the 784 pixels has full column rank at the victim (singular values 47 ... 9e-4).
+- ReLU' enters the gradient, so each tensor's gradient *jumps* when a unit changes sign. Along a
+  random direction the distance grows quadratically up to a per-pixel step of 1e-5, then jumps
+  (x1,000 at 1e-4) and saturates (~0.01 from 3e-3 on): conv1/conv2 and every bias and BatchNorm
+  parameter go first (their gradients sum over all positions), the last conv and FC weights stay
+  quadratic to 1e-2. From the victim plus noise of std 0.01 (MSE 6e-5), L-BFGS on the full distance
+  stops at once (its line search fails) without lowering the error.
+- Through the softmax, the dummy's non-true class probabilities move exponentially with its logits,
+  and with them the direction of every gradient: noise of std 0.1 made each tensor's normalised
+  distance ~1 under cross-entropy, ~0.3 with the output gradient held fixed.
 
-Why, measured (session 5, same runs, float64 attacker model):
-- The leak *does* pin the image locally: the Jacobian of the per-layer-normalised leaked gradient
-  (48,490 numbers) with respect to the 784 pixels, taken at the victim, has full column rank
-  (singular values 47 ... 9e-4, no zero column), so no flat direction hides the victim.
-- But the basin is tiny and the objective jumps: ReLU' enters the gradient, so ``g(x)`` is
-  discontinuous wherever a unit changes sign. Noise of std 0.1 on the victim (MSE 0.005) already
-  makes each layer's normalised distance ~1; from there Levenberg-Marquardt with the exact
-  (finite-difference) Jacobian lowers the distance 34 -> 3 in 8 steps while the MSE *rises*
-  0.007 -> 0.019, and L-BFGS with a homotopy that smooths ReLU' to sigmoid(z/T), T = 0.1 -> 0,
-  only moves 0.0047 -> 0.0038 from that start, 0.059 -> 0.047 (SSIM 0.36, baseline 0.33) from the
-  auxiliary image with the closest gradients, and 0.26 from noise at the run's *initial* weights.
-- Wrong images match well: signed Adam on Geiping's cosine reaches distance 0.02-0.2 at MSE 0.15.
-So pixel-space matching needs a start inside a basin narrower than the 0.1-noise ball; the
-paper's own DLG MSE on the vanilla split (0.12) is also worse than the mean image (0.059-0.069)
-if its pixels are in [0, 1].
-What does work on these networks is searching a learned image prior's latent space instead of
-pixels: GGL, ``attacks/ggl.py``.
+What we run instead, keeping both attacks' definitions (gradient matching, dummy input, L-BFGS; DLG
+learns its label by matching, iDLG reads it off the leak):
+
+1. **The output gradient, not a label.** The leak is ``J_theta(x)^T d`` with ``d = dL/dlogits``.
+   iDLG reads ``d`` exactly off the final layer's bias gradient (batch size 1; its label is the only
+   negative entry), or, without a bias, uses cross-entropy with its analytic label; DLG optimises
+   ``d`` (its dummy label, in [-1, 1]) by matching, first alone, then jointly with the image.
+2. **Layer-wise continuation.** Stage k matches the last k weight tensors (normalised squared
+   distance, mean over tensors), then earlier ones are added (:data:`STAGES`). Every stage's
+   objective is zero at the victim, so only the path changes, through the tensors that stay smooth
+   first. Biases and BatchNorm parameters are left out (see above).
+3. **The box.** L-BFGS-B (scipy) on pixels in [0, 1]: MNIST's background sits on the bound.
+4. **A start from the auxiliary data.** The mean of the ``blend`` auxiliary images whose gradients
+   are closest to the leak (over the last ``select`` weight tensors) -- the attacker's own images;
+   from noise, no variant above reached the basin. Without auxiliary images: uniform noise, as DLG.
+
+Measured (quick vanilla split, 8 victims, mean image MSE 0.0696 / SSIM 0.337): iDLG 0.035 / 0.52 in
+float32, ~3 s per victim on one CPU thread; from the single closest auxiliary image 0.040 / 0.50;
+float64 0.031 / 0.53. What fails still: victims whose closest auxiliary images are far (a start at
+MSE 0.12 ends at 0.095). GGL (``attacks/ggl.py``) searches a learned prior's latent space instead.
 """
 
 from __future__ import annotations
@@ -50,9 +53,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.optimize import minimize
 from torch import Tensor
+
+# Stage k matches the last k weight tensors of the leak; 0 (or k beyond their number): all of them.
+STAGES = (2, 4, 5, 6, 7, 0)
 
 
 @dataclass(frozen=True)
@@ -61,17 +69,31 @@ class GradientLeak:
 
     Attributes:
         gradients: per victim, the leaked gradients, in the order of ``params``.
-        params: the parameters those gradients belong to; the last one is the final layer's weight.
+        params: the parameters those gradients belong to, input side first; the last one is the
+            final layer's weight.
         logits: a differentiable map from an image ``(1, C, H, W)`` to the logits whose
             cross-entropy produced the leak (the client's discrete pixel attack left out). It may
             raise ``FloatingPointError`` when an iterate drives it out of the finite range.
         num_classes: number of classes of that loss.
+        output_bias: the index in ``params`` of the final layer's bias, if it has one: at batch size
+            1 its gradient is ``dL/dlogits``.
     """
 
     gradients: Sequence[Sequence[Tensor]]
     params: Sequence[Tensor]
     logits: Callable[[Tensor], Tensor]
     num_classes: int
+    output_bias: int | None = None
+
+    @property
+    def weights(self) -> list[int]:
+        """Indices of the weight tensors (matrices and kernels) among ``params``, input side first."""
+        return [i for i, p in enumerate(self.params) if p.ndim > 1]
+
+    def trailing(self, k: int) -> list[int]:
+        """The last ``k`` weight tensors (all of them for ``k = 0`` or beyond their number)."""
+        w = self.weights
+        return w if k <= 0 or k >= len(w) else w[-k:]
 
 
 def idlg_label(last_weight_grad: Tensor) -> int:
@@ -79,60 +101,121 @@ def idlg_label(last_weight_grad: Tensor) -> int:
     return int(last_weight_grad.sum(dim=-1).argmin())
 
 
-def _match(leak: GradientLeak, target: Sequence[Tensor], x: Tensor, label: Tensor | None,
-           soft: Tensor | None) -> Tensor:
-    logits = leak.logits(x)
-    if label is not None:
-        loss = F.cross_entropy(logits, label)
-    else:
-        assert soft is not None
-        loss = torch.sum(-F.softmax(soft, -1) * F.log_softmax(logits, -1))
-    grads = torch.autograd.grad(loss, leak.params, create_graph=True)
-    # DLG's squared distance, divided by the leak's own squared norm: a trained model's gradients
-    # are tiny, and an unscaled distance stops L-BFGS on its tolerances at the first step
-    dist = sum(((g - t) ** 2).sum() for g, t in zip(grads, target, strict=True))
-    return dist / sum((t ** 2).sum() for t in target).clamp(min=1e-30)  # type: ignore[union-attr, return-value]
+class _Matching:
+    """The distance between a dummy's gradients and one victim's leak, over chosen tensors."""
+
+    def __init__(self, leak: GradientLeak, target: Sequence[Tensor], label: int) -> None:
+        self.leak, self.target = leak, target
+        self.norm2 = [(t.double() ** 2).sum().clamp(min=1e-30).to(t.dtype) for t in target]
+        self.label = torch.tensor([label], device=target[0].device)
+
+    def __call__(self, x: Tensor, d: Tensor | None, layers: Sequence[int],
+                 create_graph: bool = True) -> Tensor:
+        logits = self.leak.logits(x)
+        # with d = dL/dlogits given, the loss is linear in the logits; else iDLG's cross-entropy
+        loss = (logits * d).sum() if d is not None else F.cross_entropy(logits, self.label)
+        params = [self.leak.params[i] for i in layers]
+        grads = torch.autograd.grad(loss, params, create_graph=create_graph)
+        return torch.stack([((g - self.target[i]) ** 2).sum() / self.norm2[i]
+                            for g, i in zip(grads, layers, strict=True)]).mean()
+
+
+def _lbfgsb(fun: Callable[[Tensor], Tensor], v0: Tensor, bounds: list[tuple[float, float]],
+            iterations: int) -> Tensor:
+    """scipy's L-BFGS-B on a torch objective of one flat vector; returns the last iterate.
+
+    A line search that fails at a jump of the objective ends the run (scipy: ABNORMAL) -- expected
+    here; the iterate it returns is the best one it accepted."""
+    device, dtype = v0.device, v0.dtype
+
+    def value_and_grad(v: np.ndarray) -> tuple[float, np.ndarray]:
+        t = torch.from_numpy(v).to(device, dtype).requires_grad_(True)
+        try:
+            value = fun(t)
+        except FloatingPointError:
+            return float("inf"), np.zeros_like(v)
+        if not torch.isfinite(value):
+            return float("inf"), np.zeros_like(v)
+        (grad,) = torch.autograd.grad(value, t)
+        return float(value.detach()), grad.detach().double().cpu().numpy()
+
+    res = minimize(value_and_grad, v0.detach().double().cpu().numpy(), jac=True, method="L-BFGS-B",
+                   bounds=bounds, options={"maxiter": iterations, "maxfun": 2 * iterations,
+                                           "maxcor": 50, "ftol": 1e-16, "gtol": 1e-14})
+    return torch.from_numpy(res.x).to(device, dtype)
+
+
+def _start(match: _Matching, d: Tensor | None, aux: Tensor, layers: Sequence[int], blend: int) -> Tensor:
+    """The mean of the ``blend`` auxiliary images whose gradients are closest to the leak."""
+    dist = torch.stack([match(a[None], d, layers, create_graph=False).detach() for a in aux])
+    return aux[dist.argsort()[:blend].to(aux.device)].mean(0, keepdim=True)
 
 
 def _invert_one(leak: GradientLeak, target: Sequence[Tensor], image_shape: tuple[int, int, int],
-                idlg: bool, steps: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
-    device = leak.params[0].device
-    x = torch.rand((1, *image_shape), generator=g).to(device).requires_grad_(True)
-    label: Tensor | None = None
-    soft: Tensor | None = None
-    if idlg:
-        label = torch.tensor([idlg_label(target[-1])], device=device)
-        variables = [x]
+                idlg: bool, aux: Tensor | None, iterations: int, stages: Sequence[int], select: int,
+                blend: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    device, dtype = target[0].device, target[0].dtype
+    n, k = int(np.prod(image_shape)), leak.num_classes
+    label = idlg_label(target[-1])
+    match = _Matching(leak, target, label)
+    x_box, d_box = [(0.0, 1.0)] * n, [(-1.0, 1.0)] * k
+    d: Tensor | None = None
+    if idlg and leak.output_bias is not None:
+        d = target[leak.output_bias].reshape(1, k).detach()
+    elif not idlg:  # DLG: a random dummy label, learned by matching
+        d = (1e-3 * torch.randn((1, k), generator=g)).to(device, dtype)
+
+    if aux is not None:
+        if not idlg:  # DLG learns its label first, on the auxiliary images' mean and the last layer
+            # (whose gradient d h^T with h >= 0 gives d's direction for any image: measured better
+            # than over the last `select` tensors, MSE 0.041 vs 0.051 on 8 quick vanilla victims)
+            x_mean = aux.mean(0, keepdim=True)
+            d = _lbfgsb(lambda v: match(x_mean, v.view(1, k), leak.trailing(1)), d.flatten(),  # type: ignore[union-attr]
+                        d_box, 50).view(1, k)
+        x = _start(match, d, aux, leak.trailing(select), blend)
     else:
-        soft = torch.randn((1, leak.num_classes), generator=g).to(device).requires_grad_(True)
-        variables = [x, soft]
-    opt = torch.optim.LBFGS(variables, lr=1.0, max_iter=20, history_size=100,
-                            line_search_fn="strong_wolfe")
+        x = torch.rand((1, *image_shape), generator=g).to(device, dtype)
 
-    def closure() -> Tensor:
-        opt.zero_grad(set_to_none=True)
-        dist = _match(leak, target, x, label, soft)
-        dist.backward()
-        return dist.detach()  # L-BFGS needs only the value; the gradient is in .grad
-
-    best, best_loss = x.detach().clone(), float("inf")
-    for _ in range(steps):
-        try:
-            loss = float(opt.step(closure))  # type: ignore[no-untyped-call]
-        except FloatingPointError:
-            break  # a line-search trial point left the finite range: keep the best iterate
-        if not (torch.isfinite(x).all() and loss == loss and loss < float("inf")):
-            break  # L-BFGS diverged (seen on CUDA): keep the best finite iterate
-        if loss < best_loss:
-            best, best_loss = x.detach().clone(), loss
-    used = label if label is not None else soft.detach().argmax(-1)  # type: ignore[union-attr]
-    return best.clamp(0, 1), used
+    for stage in stages:
+        layers = leak.trailing(stage)
+        if idlg:
+            def objective(v: Tensor, layers: list[int] = layers, d: Tensor | None = d) -> Tensor:
+                return match(v.view(1, *image_shape), d, layers)
+            x = _lbfgsb(objective, x.flatten(), x_box, iterations).view(1, *image_shape)
+        else:  # the image and the dummy output gradient together
+            def joint(v: Tensor, layers: list[int] = layers) -> Tensor:
+                return match(v[:n].view(1, *image_shape), v[n:].view(1, k), layers)
+            v = _lbfgsb(joint, torch.cat([x.flatten(), d.flatten()]), x_box + d_box, iterations)  # type: ignore[union-attr]
+            x, d = v[:n].view(1, *image_shape), v[n:].view(1, k)
+    used = label if idlg else int(d.argmin())  # type: ignore[union-attr]
+    return x.clamp(0, 1), torch.tensor([used], device=device)
 
 
 def gradient_inversion(leak: GradientLeak, image_shape: tuple[int, int, int], *, idlg: bool,
-                       steps: int = 30, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Reconstruct every victim of ``leak``; returns images ``(N, C, H, W)`` clamped to [0, 1] and
-    the labels used (iDLG: recovered; DLG: the argmax of the optimised soft label)."""
+                       aux_images: Tensor | None = None, iterations: int = 150,
+                       stages: Sequence[int] = STAGES, starts: int = 256, select: int = 4,
+                       blend: int = 4, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Reconstruct every victim of ``leak`` (see the module's text for the method).
+
+    Args:
+        aux_images: the attacker's own images ``(M, C, H, W)`` in [0, 1]; ``starts`` of them (a
+            seeded sample) are scored for the start. None: start from uniform noise.
+        iterations: L-BFGS-B iterations per stage.
+        stages: trailing weight tensors matched in each stage (:data:`STAGES`).
+        select, blend: the start is the mean of the ``blend`` auxiliary images closest to the leak
+            over the last ``select`` weight tensors.
+
+    Returns:
+        images ``(N, C, H, W)`` in [0, 1] and the labels used (iDLG: recovered analytically; DLG:
+        the most negative entry of its learned output gradient).
+    """
+    if iterations < 1 or not stages or blend < 1 or starts < 1:
+        raise ValueError("iterations, starts and blend must be >= 1 and stages non-empty")
     g = torch.Generator().manual_seed(seed)
-    out = [_invert_one(leak, t, image_shape, idlg, steps, g) for t in leak.gradients]
+    aux = None
+    if aux_images is not None:
+        aux = aux_images[torch.randperm(len(aux_images), generator=g)[:starts].to(aux_images.device)]
+        blend = min(blend, len(aux))
+    out = [_invert_one(leak, t, image_shape, idlg, aux, iterations, stages, select, blend, g)
+           for t in leak.gradients]
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])

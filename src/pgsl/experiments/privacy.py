@@ -72,11 +72,10 @@ class PrivacyConfig:
     mia_epochs: int = 10
     gan_epochs: int = 5  # adversarial epochs after the MIA decoder's MSE pre-training
     match_steps: int = 300
-    dlg_victims: int = 32  # DLG/iDLG: one L-BFGS problem per victim
-    # L-BFGS steps of 20 iterations each. 3 keeps a quick run's Table I within 30 minutes on two CPU
-    # cores; on our ReLU networks more steps did not lower the error (~0.31, see attacks/dlg.py).
-    # The GPU protocol: --dlg-steps 30 (Zhu et al. ran 300 iterations)
-    dlg_steps: int = 3
+    dlg_victims: int = 32  # DLG/iDLG/GGL: one problem per victim
+    # DLG/iDLG: L-BFGS-B iterations per stage of the layer-wise continuation (attacks/dlg.py);
+    # ~3-5 s per victim on one CPU core at 150
+    dlg_iterations: int = 150
     # GGL (attacks/ggl.py): the auxiliary-image autoencoder's epochs, the evolution strategy's size
     prior_epochs: int = 40
     ggl_population: int = 32
@@ -157,7 +156,9 @@ def _gradient_leak(run: Run, view: AttackerView, x: Tensor, y: Tensor) -> Gradie
         if not torch.isfinite(a).all():  # an L-BFGS trial point far outside the image range
             raise FloatingPointError("the dummy image's activations are not finite")
         return server_path(a)
-    return GradientLeak(grads, params, logits, model.num_classes)
+    bias = model.s_f.classifier[-1].bias
+    output_bias = next((i for i, p in enumerate(params) if p is bias), None)
+    return GradientLeak(grads, params, logits, model.num_classes, output_bias)
 
 
 def _summary(scores: dict[str, Tensor]) -> dict[str, float]:
@@ -232,7 +233,8 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
                         generations=pc.ggl_generations, starts=pc.ggl_starts, seed=pc.seed)
                 else:
                     recons[name], used = gradient_inversion(
-                        leak, view.image_shape, idlg=name == "idlg", steps=pc.dlg_steps, seed=pc.seed)
+                        leak, view.image_shape, idlg=name == "idlg", aux_images=view.aux_images,
+                        iterations=pc.dlg_iterations, seed=pc.seed)
                 label_acc[name] = float((used.cpu() == victim_labels[:k].cpu()).float().mean())
             seconds[name] = time.perf_counter() - t0
         for name, rec in recons.items():
@@ -272,7 +274,10 @@ def write_table(rows: list[dict[str, Any]], out: Path, pc: PrivacyConfig) -> Non
         f"the learned attacks (MIA {pc.mia_epochs} epochs; GAN: {pc.gan_epochs} adversarial epochs "
         "starting from the MIA decoder), the first "
         f"{pc.opt_victims} of them for activation matching ({pc.match_steps} Adam steps) and the first "
-        f"{pc.dlg_victims} for DLG/iDLG ({pc.dlg_steps} L-BFGS steps of 20 iterations, batch size 1)"
+        f"{pc.dlg_victims} for DLG/iDLG (batch size 1; L-BFGS-B on [0, 1] pixels, {pc.dlg_iterations} "
+        "iterations per stage, matching the last 2, 4, 5, 6, 7 and then all weight tensors; start: the "
+        "mean of the 4 auxiliary images with the closest gradients; iDLG reads dL/dlogits off the last "
+        "bias's gradient, DLG learns it by matching)"
         + (f" and GGL (autoencoder prior on the auxiliary images, {pc.prior_epochs} epochs; "
            f"evolution strategy from the best of {pc.ggl_starts} auxiliary images' codes, "
            f"population {pc.ggl_population}, {pc.ggl_generations} generations)"

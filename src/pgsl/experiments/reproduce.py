@@ -60,10 +60,9 @@ PLANS = {
     # attacks at the DESIGN §3 minimums (>= 32 optimisation victims, >= 1,000 robustness images)
     "quick": Plan(
         train={"data": {"limit_train": 6000, "limit_test": 2000}},
-        # DLG/iDLG: one L-BFGS step (20 iterations) per victim; measured on this plan, 3 steps
-        # cost 11 of the 18 minutes of Table I and reached the same MSE (~0.31, failing either way)
+        # DLG/iDLG: 16 victims at 100 iterations per stage (~2 s each on 2 cores)
         privacy=PrivacyConfig(victims=500, opt_victims=32, aux=1500, mia_epochs=5, gan_epochs=2,
-                              match_steps=200, dlg_victims=32, dlg_steps=1,
+                              match_steps=200, dlg_victims=16, dlg_iterations=100,
                               ggl_generations=20, ggl_starts=128),
         robustness=RobustnessConfig(n_test=1000, cw_steps=50, bim_steps=10, recon_epochs=5),
         sweep=SweepConfig(images=200),
@@ -73,7 +72,7 @@ PLANS = {
     "tiny": Plan(
         train={"data": {"limit_train": 512, "limit_test": 128}},
         privacy=PrivacyConfig(victims=32, opt_victims=4, aux=200, mia_epochs=1, gan_epochs=1,
-                              match_steps=10, dlg_victims=2, dlg_steps=1, prior_epochs=2,
+                              match_steps=10, dlg_victims=2, dlg_iterations=5, prior_epochs=2,
                               ggl_population=8, ggl_generations=2, ggl_starts=16),
         robustness=RobustnessConfig(n_test=32, cw_steps=3, bim_steps=2, recon_epochs=1),
         sweep=SweepConfig(images=8, mus=(0.15, 0.55), max_iter=50),
