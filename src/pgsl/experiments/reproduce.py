@@ -60,9 +60,9 @@ PLANS = {
     # attacks at the DESIGN §3 minimums (>= 32 optimisation victims, >= 1,000 robustness images)
     "quick": Plan(
         train={"data": {"limit_train": 6000, "limit_test": 2000}},
-        # DLG/iDLG: 16 victims at 100 iterations per stage (~2 s each on 2 cores)
+        # DLG/iDLG: 60 L-BFGS-B iterations per stage (the default 150 for pgsl privacy)
         privacy=PrivacyConfig(victims=500, opt_victims=32, aux=1500, mia_epochs=5, gan_epochs=2,
-                              match_steps=200, dlg_victims=16, dlg_iterations=100,
+                              match_steps=200, dlg_victims=32, dlg_iterations=60,
                               ggl_generations=20, ggl_starts=128),
         robustness=RobustnessConfig(n_test=1000, cw_steps=50, bim_steps=10, recon_epochs=5),
         sweep=SweepConfig(images=200),
