@@ -76,6 +76,7 @@ class PrivacyConfig:
     # DLG/iDLG: L-BFGS-B iterations per stage of the layer-wise continuation (attacks/dlg.py);
     # ~3-5 s per victim on one CPU core at 150
     dlg_iterations: int = 150
+    dlg_starts: int = 256  # auxiliary images scored for DLG/iDLG's start (~1.5 s per victim at 256)
     # GGL (attacks/ggl.py): the auxiliary-image autoencoder's epochs, the evolution strategy's size
     prior_epochs: int = 40
     ggl_population: int = 32
@@ -234,7 +235,7 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
                 else:
                     recons[name], used = gradient_inversion(
                         leak, view.image_shape, idlg=name == "idlg", aux_images=view.aux_images,
-                        iterations=pc.dlg_iterations, seed=pc.seed)
+                        iterations=pc.dlg_iterations, starts=pc.dlg_starts, seed=pc.seed)
                 label_acc[name] = float((used.cpu() == victim_labels[:k].cpu()).float().mean())
             seconds[name] = time.perf_counter() - t0
         for name, rec in recons.items():
@@ -276,7 +277,7 @@ def write_table(rows: list[dict[str, Any]], out: Path, pc: PrivacyConfig) -> Non
         f"{pc.opt_victims} of them for activation matching ({pc.match_steps} Adam steps) and the first "
         f"{pc.dlg_victims} for DLG/iDLG (batch size 1; L-BFGS-B on [0, 1] pixels, {pc.dlg_iterations} "
         "iterations per stage, matching the last 2, 4, 5, 6, 7 and then all weight tensors; start: the "
-        "mean of the 4 auxiliary images with the closest gradients; iDLG reads dL/dlogits off the last "
+        f"mean of the 4 of {pc.dlg_starts} auxiliary images with the closest gradients; iDLG reads dL/dlogits off the last "
         "bias's gradient, DLG learns it by matching)"
         + (f" and GGL (autoencoder prior on the auxiliary images, {pc.prior_epochs} epochs; "
            f"evolution strategy from the best of {pc.ggl_starts} auxiliary images' codes, "
