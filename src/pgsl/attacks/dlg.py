@@ -42,10 +42,13 @@ learns its label by matching, iDLG reads it off the leak):
    are closest to the leak (over the last ``select`` weight tensors) -- the attacker's own images;
    from noise, no variant above reached the basin. Without auxiliary images: uniform noise, as DLG.
 
-Measured (quick vanilla split, 8 victims, mean image MSE 0.0696 / SSIM 0.337): iDLG 0.035 / 0.52 in
-float32, ~3 s per victim on one CPU thread; from the single closest auxiliary image 0.040 / 0.50;
-float64 0.031 / 0.53. What fails still: victims whose closest auxiliary images are far (a start at
-MSE 0.12 ends at 0.095). GGL (``attacks/ggl.py``) searches a learned prior's latent space instead.
+Measured (quick vanilla split, mean image MSE 0.0698 / SSIM 0.337 on 8 victims): iDLG 0.034 / 0.53,
+DLG 0.041 / 0.50 at 150 iterations per stage (~6 s per victim on 2 CPU cores); on 32 victims at 60
+iterations iDLG 0.032 / 0.54, DLG 0.045 / 0.49 (mean 0.069 / 0.34); labels exact. Before the start
+was a blend, from the single closest auxiliary image: 0.040 / 0.50 (iDLG, float32, 8 victims); a
+float64 attacker model: 0.031 / 0.53. What fails still: victims whose closest auxiliary images are
+far (a start at MSE 0.12 ends at 0.095). GGL (``attacks/ggl.py``) searches a learned prior's latent
+space instead.
 """
 
 from __future__ import annotations
