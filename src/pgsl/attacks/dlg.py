@@ -64,6 +64,7 @@ from torch import Tensor
 
 # Stage k matches the last k weight tensors of the leak; 0 (or k beyond their number): all of them.
 STAGES = (2, 4, 5, 6, 7, 0)
+BLEND = 4  # the start is the mean of this many closest auxiliary images
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ def _invert_one(leak: GradientLeak, target: Sequence[Tensor], image_shape: tuple
 def gradient_inversion(leak: GradientLeak, image_shape: tuple[int, int, int], *, idlg: bool,
                        aux_images: Tensor | None = None, iterations: int = 150,
                        stages: Sequence[int] = STAGES, starts: int = 256, select: int = 4,
-                       blend: int = 4, seed: int = 0) -> tuple[Tensor, Tensor]:
+                       blend: int = BLEND, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Reconstruct every victim of ``leak`` (see the module's text for the method).
 
     Args:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pgsl.attacks.activation_matching import activation_matching
-from pgsl.attacks.dlg import GradientLeak, gradient_inversion
+from pgsl.attacks.dlg import BLEND, STAGES, GradientLeak, gradient_inversion
 from pgsl.attacks.gan import gan_inversion
 from pgsl.attacks.ggl import ImagePrior, ggl_inversion, train_prior
 from pgsl.attacks.mia import invert, train_decoder
@@ -74,9 +74,10 @@ class PrivacyConfig:
     match_steps: int = 300
     dlg_victims: int = 32  # DLG/iDLG/GGL: one problem per victim
     # DLG/iDLG: L-BFGS-B iterations per stage of the layer-wise continuation (attacks/dlg.py);
-    # ~3-5 s per victim on one CPU core at 150
+    # at 150, ~6 s per victim on 2 CPU cores (8 quick vanilla victims: 51 s with the leak)
     dlg_iterations: int = 150
-    dlg_starts: int = 256  # auxiliary images scored for DLG/iDLG's start (~1.5 s per victim at 256)
+    # auxiliary images scored for DLG/iDLG's start (256 per victim: 0.2 s vanilla, 1.4 s PGSL's cut)
+    dlg_starts: int = 256
     # GGL (attacks/ggl.py): the auxiliary-image autoencoder's epochs, the evolution strategy's size
     prior_epochs: int = 40
     ggl_population: int = 32
@@ -276,8 +277,9 @@ def write_table(rows: list[dict[str, Any]], out: Path, pc: PrivacyConfig) -> Non
         "starting from the MIA decoder), the first "
         f"{pc.opt_victims} of them for activation matching ({pc.match_steps} Adam steps) and the first "
         f"{pc.dlg_victims} for DLG/iDLG (batch size 1; L-BFGS-B on [0, 1] pixels, {pc.dlg_iterations} "
-        "iterations per stage, matching the last 2, 4, 5, 6, 7 and then all weight tensors; start: the "
-        f"mean of the 4 of {pc.dlg_starts} auxiliary images with the closest gradients; iDLG reads "
+        f"iterations per stage, matching the last {', '.join(str(k) for k in STAGES if k)} and then all "
+        f"weight tensors; start: the mean of the {BLEND} of {pc.dlg_starts} auxiliary images with the "
+        "closest gradients; iDLG reads "
         "dL/dlogits off the last bias's gradient, DLG learns it by matching)"
         + (f" and GGL (autoencoder prior on the auxiliary images, {pc.prior_epochs} epochs; "
            f"evolution strategy from the best of {pc.ggl_starts} auxiliary images' codes, "
