@@ -41,7 +41,7 @@ def relu_maps(n: int, count: int, device: torch.device) -> torch.Tensor:
 
 
 def kernels(x: torch.Tensor, tau: float, device: torch.device) -> dict[str, Callable[[], object]]:
-    from pgsl.recovery.rpca import singular_value_threshold as svt
+    from pgsl.recovery.svt import singular_value_threshold as svt
 
     cases: dict[str, Callable[[], object]] = {
         "bmm": lambda: x @ x.mT,
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=None)
     args = ap.parse_args()
     device = torch.device(args.device)
-    from pgsl.recovery.rpca import singular_value_threshold as svt
+    from pgsl.recovery.svt import singular_value_threshold as svt
 
     print(f"device {device} torch {torch.__version__}"
           + (f" {torch.cuda.get_device_name()}" if device.type == "cuda" else ""))

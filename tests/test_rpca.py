@@ -120,7 +120,7 @@ def _adversarial_inputs() -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("name", list(_adversarial_inputs()))
 def test_gram_svt_agrees_with_svd(name: str) -> None:
-    from pgsl.recovery.rpca import singular_value_threshold
+    from pgsl.recovery.svt import singular_value_threshold
 
     x = _adversarial_inputs()[name]
     scale = float(x.abs().max()) or 1.0
@@ -160,7 +160,7 @@ def test_stopped_matrices_leave_the_working_set_without_changing_answers() -> No
 
 
 def test_spectral_norm_routes_agree(device: torch.device) -> None:
-    from pgsl.recovery.rpca import spectral_norm
+    from pgsl.recovery.svt import spectral_norm
 
     x = _adversarial_inputs()["relu maps"].to(device)
     ref = torch.linalg.svdvals(x.double().cpu())[..., 0]
@@ -172,7 +172,7 @@ def test_spectral_norm_routes_agree(device: torch.device) -> None:
 @pytest.mark.parametrize("n", [14, 48])
 def test_fast_svt_paths_agree_with_exact_svd_on_device(device: torch.device, n: int) -> None:
     """``gesvda`` (CUDA's batched SVD; the exact SVD on a CPU) and ``auto`` on relu maps."""
-    from pgsl.recovery.rpca import singular_value_threshold
+    from pgsl.recovery.svt import singular_value_threshold
 
     g = torch.Generator().manual_seed(n)
     x = torch.relu(torch.randn(64, n, 3, generator=g) @ torch.randn(64, 3, n, generator=g)
@@ -226,7 +226,7 @@ def test_subspace_solver_matches_exact_solver(name: str) -> None:
 
 
 def test_auto_takes_the_subspace_path_above_16_on_a_cpu() -> None:
-    from pgsl.recovery.rpca import resolve_svt
+    from pgsl.recovery.svt import resolve_svt
 
     assert resolve_svt("auto", torch.zeros(2, 64, 64)) == "subspace"
     assert resolve_svt("auto", torch.zeros(2, 28, 28)) == "subspace"
@@ -248,8 +248,8 @@ def test_short_subspace_solves_end_as_close_to_the_answer_as_exact_ones() -> Non
 
 
 def test_subspace_svt_tracks_a_small_basis_and_hands_full_rank_rows_to_the_exact_svt() -> None:
-    from pgsl.recovery.rpca import singular_value_threshold
     from pgsl.recovery.subspace import SubspaceSVT
+    from pgsl.recovery.svt import singular_value_threshold
 
     g = torch.Generator().manual_seed(0)
     n = 64

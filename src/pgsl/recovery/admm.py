@@ -1,0 +1,127 @@
+"""Batched robust PCA by ADMM: the same problem as the APG of :mod:`pgsl.recovery.rpca`, solved to
+high accuracy in several times fewer iterations.
+
+For every ``m x n`` matrix ``D`` of the batch it solves APG's problem
+
+    min_{A, E}  mu * ||A||_*  +  mu * lam * ||E||_1  +  1/2 * ||D - A - E||_F^2
+
+(stable principal component pursuit; Zhou, Li, Wright, Candes & Ma 2010), written with a residual
+``R = D - A - E`` and a copy ``B = E + R`` so that ADMM (Boyd et al. 2011) has two blocks, each
+with a closed-form step:
+
+    A     = SVT(D - B - U, mu / rho)                                the nuclear-norm block
+    W     = D - A - U
+    E     = soft(W, mu * lam * (1 + rho) / rho),  R = rho / (1 + rho) * (W - E)     per entry
+    B     = E + R,   U += A + B - D                               (scaled dual)
+
+(``min_{e, r} mu*lam*|e| + r^2/2 + rho/2 (e + r - w)^2`` is solved exactly: ``r`` in closed form
+for any ``e``, which leaves a soft threshold for ``e``). It stops when both the primal residual
+``||A + B - D||`` and the dual residual ``rho ||B - B_prev||`` are below ``tol * max(||D||_F, 1)``.
+
+The penalty ``rho`` starts at ``1.25 mu / ||D||_2`` (the first threshold is ``0.8 ||D||_2``, as in
+the inexact ALM of Lin, Chen & Ma 2010 and APG's continuation) and is balanced per matrix: x1.3
+while the primal residual is 10x the dual one, /1.3 in the opposite case (Boyd et al. §3.4.1).
+Faster growth (x1.5, x2) stops on wrong splits of planted data at mu = 1e-6 (measured). On planted
+low-rank + sparse data and on relu activation maps this reaches a given accuracy in 3-8x fewer
+iterations than APG (``bench/solver.py``).
+
+Why it is not PGSL's solver: the paper and DESIGN §2.4 name APG, and training stops the solver
+after 5-50 iterations, where APG's continuation iterate (not the minimiser) is what the server's
+streams learn from. This is for solves run to convergence.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from pgsl.recovery.svt import BatchSVT, exact_svt, soft_threshold, spectral_norm
+
+GROWTH = 1.15  # rho's balancing factor
+BALANCE = 10.0  # residual ratio that triggers it
+RHO_SPAN = 1e8  # rho stays within [rho_min, RHO_SPAN * rho_min]
+
+
+class ADMMState(NamedTuple):
+    """Where ADMM stands for each matrix: ``b`` (= E + R), the scaled dual ``u``, ``rho``."""
+
+    b: Tensor
+    u: Tensor
+    rho: Tensor
+
+
+def admm(
+    flat: Tensor, *, mu: float, lam: float, max_iter: int, tol: float, svt: str,
+    start: ADMMState | None = None,
+) -> tuple[Tensor, Tensor, Tensor, ADMMState]:
+    """ADMM on a ``(count, m, n)`` batch with the resolved SVT method ``svt``, from ``start``.
+
+    Returns ``(z, iterations, converged, state)``: ``z`` stacks the final A and E, ``state`` is
+    where every matrix stopped (to continue it, e.g. with exact steps after inexact ones).
+    """
+    count, m, n = flat.shape
+    device = flat.device
+    mn = (-2, -1)
+    check_every = 1 if device.type == "cpu" else 8  # on a GPU a check waits for the device
+    size = torch.linalg.vector_norm(flat, dim=mn)[:, None, None]
+    scale = tol * size.clamp(min=1.0)[:, 0, 0]
+    rho_min = 1.25 * mu / size.clamp(min=mu)  # ||D||_F >= ||D||_2
+    if start is None:
+        norm2 = spectral_norm(flat, exact_svt(flat) if svt == "subspace" else svt)
+        rho = 1.25 * mu / norm2.clamp(min=mu)[:, None, None]
+        b, u = torch.zeros_like(flat), torch.zeros_like(flat)
+    else:
+        b, u, rho = (t.clone() for t in start)
+    rho_max = RHO_SPAN * rho_min
+    op = BatchSVT(svt, count, m, n, flat.dtype, device)
+    a, e = torch.zeros_like(flat), torch.zeros_like(flat)
+    out = torch.zeros(2, count, m, n, dtype=flat.dtype, device=device)
+    final = ADMMState(b.clone(), u.clone(), rho.clone())
+    iterations = torch.zeros(count, dtype=torch.long, device=device)
+    converged = torch.zeros(count, dtype=torch.bool, device=device)
+    index = torch.arange(count, device=device)  # working row -> matrix
+    active = torch.ones(count, dtype=torch.bool, device=device)
+    written = torch.zeros(count, dtype=torch.bool, device=device)
+    its = torch.zeros(count, dtype=torch.long, device=device)
+    d = flat
+
+    def retire(rows: Tensor) -> None:
+        where = index[rows]
+        out[0, where], out[1, where] = a[rows], e[rows]
+        final.b[where], final.u[where], final.rho[where] = b[rows], u[rows], rho[rows]
+        iterations[where] = its[rows]
+        converged[where] = ~active[rows]
+
+    for k in range(max_iter):
+        a = op(d - b - u, mu / rho)
+        w = d - a - u
+        e = soft_threshold(w, (mu * lam) * (1.0 + rho) / rho)
+        b_prev, b = b, torch.lerp(e, w, rho / (1.0 + rho))  # E + R
+        r = a + b - d
+        u = u + r
+        primal = torch.linalg.vector_norm(r, dim=mn)
+        dual = rho[:, 0, 0] * torch.linalg.vector_norm(b - b_prev, dim=mn)
+        its += active
+        active = active & ~((primal <= scale) & (dual <= scale))
+        factor = torch.where(primal > BALANCE * dual, GROWTH,
+                             torch.where(dual > BALANCE * primal, 1.0 / GROWTH, 1.0))[:, None, None]
+        rho_next = torch.minimum(torch.maximum(rho * factor, rho_min), rho_max)
+        u, rho = u * (rho / rho_next), rho_next
+        if (k + 1) % check_every == 0 or k + 1 == max_iter:
+            stopped = ~active & ~written
+            if bool(stopped.any()):
+                retire(stopped)
+                written |= stopped
+            running = int(active.sum())
+            if running == 0:
+                break
+            if running <= len(active) // 2:  # compact the working set, as APG does
+                rows = active.nonzero().squeeze(1)
+                index, d, its, active, written = index[rows], d[rows], its[rows], active[rows], written[rows]
+                a, e, b, u, rho = a[rows], e[rows], b[rows], u[rows], rho[rows]
+                scale, rho_min, rho_max = scale[rows], rho_min[rows], rho_max[rows]
+                op.select(rows)
+    retire(~written)
+    return out, iterations, converged, final
