@@ -55,7 +55,10 @@ def kernels(x: torch.Tensor, tau: float, device: torch.device) -> dict[str, Call
     }
     if device.type == "cuda":
         for drv in ("gesvdj", "gesvda", "gesvd"):
-            cases[f"svd:{drv}"] = (lambda drv=drv: torch.linalg.svd(x, full_matrices=False, driver=drv))
+            def svd_driver(drv: str = drv) -> object:
+                return torch.linalg.svd(x, full_matrices=False, driver=drv)
+
+            cases[f"svd:{drv}"] = svd_driver
     return cases
 
 
