@@ -31,6 +31,18 @@ def test_mu_sweep_cli_writes_curve_and_reports_the_attacked_reference(tmp_path: 
     assert (out / "mu_sweep.png").read_bytes()[:4] == b"\x89PNG"
     bad = subprocess.run(cmd[:-1] + ["0,0.5"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "positive" in bad.stderr
+    # ADMM solves the same problem: the same curve, in fewer iterations
+    out_admm = tmp_path / "mu_admm"
+    r = subprocess.run(cmd[:4] + ["--out", str(out_admm)] + cmd[6:] + ["--solver", "admm"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    admm_rows = list(csv.DictReader((out_admm / "mu_sweep.csv").open()))
+    assert [row["solver"] for row in admm_rows] == ["admm"] * 3 and rows[1]["solver"] == "apg"
+    for apg_row, admm_row in zip(rows[1:], admm_rows[1:], strict=True):
+        assert abs(float(apg_row["mse_mean"]) - float(admm_row["mse_mean"])) < 1e-5
+        assert float(admm_row["iterations"]) < float(apg_row["iterations"])
+    bad = subprocess.run(cmd + ["--solver", "alm"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "apg or admm" in bad.stderr
 
 
 class _Balanced(HTMLParser):
