@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from pgsl.recovery.svt import BatchSVT, exact_svt, soft_threshold, spectral_norm
+from pgsl.recovery.working_set import WorkingSet
 
 GROWTH = 1.15  # rho's balancing factor
 BALANCE = 10.0  # residual ratio that triggers it
@@ -82,20 +83,12 @@ def admm(
     a, e = torch.zeros_like(flat), torch.zeros_like(flat)
     out = torch.zeros(2, count, m, n, dtype=flat.dtype, device=device)
     final = ADMMState(b.clone(), u.clone(), rho.clone())
-    iterations = torch.zeros(count, dtype=torch.long, device=device)
-    converged = torch.zeros(count, dtype=torch.bool, device=device)
-    index = torch.arange(count, device=device)  # working row -> matrix
-    active = torch.ones(count, dtype=torch.bool, device=device)
-    written = torch.zeros(count, dtype=torch.bool, device=device)
-    its = torch.zeros(count, dtype=torch.long, device=device)
+    ws = WorkingSet(count, device)
     d = flat
 
-    def retire(rows: Tensor) -> None:
-        where = index[rows]
+    def write(rows: Tensor, where: Tensor) -> None:
         out[0, where], out[1, where] = a[rows], e[rows]
         final.b[where], final.u[where], final.rho[where] = b[rows], u[rows], rho[rows]
-        iterations[where] = its[rows]
-        converged[where] = ~active[rows]
 
     for k in range(max_iter):
         a = op(d - b - u, mu / rho)
@@ -103,29 +96,21 @@ def admm(
         w = d - ah - u
         e = soft_threshold(w, (mu * lam) * (1.0 + rho) / rho)
         b_prev, b = b, torch.lerp(e, w, rho / (1.0 + rho))  # E + R
-        r = a + b - d
+        primal = torch.linalg.vector_norm(a + b - d, dim=mn)
         u = u + (ah + b - d)
-        primal = torch.linalg.vector_norm(r, dim=mn)
         dual = rho[:, 0, 0] * torch.linalg.vector_norm(b - b_prev, dim=mn)
-        its += active
-        active = active & ~((primal <= scale) & (dual <= scale))
+        ws.step((primal <= scale) & (dual <= scale))
         factor = torch.where(primal > BALANCE * dual, GROWTH,
                              torch.where(dual > BALANCE * primal, 1.0 / GROWTH, 1.0))[:, None, None]
         rho_next = torch.minimum(torch.maximum(rho * factor, rho_min), rho_max)
         u, rho = u * (rho / rho_next), rho_next
-        if (k + 1) % check_every == 0 or k + 1 == max_iter:
-            stopped = ~active & ~written
-            if bool(stopped.any()):
-                retire(stopped)
-                written |= stopped
-            running = int(active.sum())
-            if running == 0:
+        if (k + 1) % check_every == 0:
+            finished, keep = ws.check(write)
+            if finished:
                 break
-            if running <= len(active) // 2:  # compact the working set, as APG does
-                rows = active.nonzero().squeeze(1)
-                index, d, its, active, written = index[rows], d[rows], its[rows], active[rows], written[rows]
-                a, e, b, u, rho = a[rows], e[rows], b[rows], u[rows], rho[rows]
-                scale, rho_min, rho_max = scale[rows], rho_min[rows], rho_max[rows]
-                op.select(rows)
-    retire(~written)
-    return out, iterations, converged, final
+            if keep is not None:
+                d, a, e, b, u, rho = d[keep], a[keep], e[keep], b[keep], u[keep], rho[keep]
+                scale, rho_min, rho_max = scale[keep], rho_min[keep], rho_max[keep]
+                op.select(keep)
+    ws.finish(write)
+    return out, ws.iterations, ws.converged, final

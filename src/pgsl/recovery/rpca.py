@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from pgsl.recovery.admm import ADMMState, admm
 from pgsl.recovery.svt import SVT_METHODS, BatchSVT, exact_svt, resolve_svt, soft_threshold, spectral_norm
+from pgsl.recovery.working_set import WorkingSet
 
 SOLVERS = ("apg", "admm")
 
@@ -175,26 +176,17 @@ def _apg(
     else:
         a, e = start[0].clone(), start[1].clone()
     out = torch.stack((a, e))
-    iterations = torch.zeros(count, dtype=torch.long, device=device)
-    converged = torch.zeros(count, dtype=torch.bool, device=device)
-    # Only the working set -- matrices not yet stopped -- is iterated: when at most half of it is
-    # still running it is compacted, so a few slow matrices do not make the whole batch pay.
-    index = torch.arange(count, device=device)  # working row -> matrix
+    ws = WorkingSet(count, device)
     # Only the difference P = A - E enters the next step: Nesterov's extrapolation is linear, so
     # Ya - Ye = P + c (P - P_prev), and the gradient step on f = ||D - A - E||^2 (Lipschitz 2),
     # W = Y - (Ya + Ye - D) / 2, gives Wa = (D + Ya - Ye) / 2 and We = (D - Ya + Ye) / 2.
     half_d, p = 0.5 * flat, a - e
     p_prev = p
-    active = torch.ones(count, dtype=torch.bool, device=device)
-    written = torch.zeros(count, dtype=torch.bool, device=device)
-    its = torch.zeros(count, dtype=torch.long, device=device)
     t, t_prev = 1.0, 1.0  # Nesterov's sequence (shared: all matrices start together)
     mn = (-2, -1)
 
-    def retire(rows: Tensor) -> None:
-        out[0, index[rows]], out[1, index[rows]] = a[rows], e[rows]
-        iterations[index[rows]] = its[rows]
-        converged[index[rows]] = ~active[rows]
+    def write(rows: Tensor, where: Tensor) -> None:
+        out[0, where], out[1, where] = a[rows], e[rows]
 
     # Each line below is one pass over the batch: on a CPU at 64x64 these passes, not the SVT,
     # set the speed, so there are six of them besides the SVT.
@@ -205,32 +197,27 @@ def _apg(
         e = soft_threshold(we, (0.5 * lam) * mu_k)
         p_prev, p = p, a - e
         reached = mu_k[:, 0, 0] <= mu
-        its += active
         if k + 1 >= max_iter or bool(reached.any()):  # no stopping test during continuation
             # Lin et al.'s stopping quantity, a subgradient (S_A, S_E) at the new point: with one
             # gradient step shared by both blocks, S_A = -S_E = (Ya - A) - (Ye - E) = h - P.
             residual = math.sqrt(2.0) * torch.linalg.vector_norm(h - p, dim=mn)
             scale = 2.0 * torch.hypot(torch.linalg.vector_norm(a, dim=mn),
                                       torch.linalg.vector_norm(e, dim=mn))
-            active = active & ~((residual <= tol * scale.clamp(min=1.0)) & reached)
+            ws.step((residual <= tol * scale.clamp(min=1.0)) & reached)
+        else:
+            ws.step()
         t_prev, t = t, (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
         mu_k = torch.clamp(mu_k * eta, min=mu)
         if (k + 1) % check_every == 0:
-            stopped = ~active & ~written
-            if bool(stopped.any()):
-                retire(stopped)
-                written |= stopped
-            running = int(active.sum())
-            if running == 0:
+            finished, keep = ws.check(write)
+            if finished:
                 break
-            if running <= len(active) // 2:
-                rows = active.nonzero().squeeze(1)
-                index, half_d, mu_k, its = index[rows], half_d[rows], mu_k[rows], its[rows]
-                active, written = active[rows], written[rows]
-                a, e, p, p_prev = a[rows], e[rows], p[rows], p_prev[rows]
-                op.select(rows)
-    retire(~written)
-    return out, iterations, converged
+            if keep is not None:
+                half_d, mu_k = half_d[keep], mu_k[keep]
+                a, e, p, p_prev = a[keep], e[keep], p[keep], p_prev[keep]
+                op.select(keep)
+    ws.finish(write)
+    return out, ws.iterations, ws.converged
 
 
 class ProxRecovery(nn.Module):
