@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -9,6 +10,24 @@ from torch import Tensor, nn
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:
     """Conv3x3 -> ReLU -> BatchNorm, the paper's layer (§IV-F), in that order."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(c_out))
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with a faster mask on a CPU; the same distribution and scaling.
+
+    PyTorch's CPU dropout draws its mask with ``bernoulli_``, which is slow: forward + backward of
+    a 128x16x28x28 batch took 11.5 ms against 5.5 ms for a uniform draw, a compare and a multiply
+    (44 vs 19 ms at 64 channels; 2 threads, torch 2.13). In PGSL's CPU training step dropout was
+    23% of the time (``bench/train.py --profile``). Each element is kept with probability
+    ``1 - p`` and scaled by ``1 / (1 - p)``, as ``nn.Dropout``; on CUDA it is ``nn.Dropout``
+    (a fused kernel).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or x.device.type != "cpu" or not 0.0 < self.p < 1.0:
+            return super().forward(x)
+        mask = torch.empty_like(x).uniform_().ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x.mul_(mask) if self.inplace else x * mask
 
 
 def upsample(maps: Tensor) -> Tensor:

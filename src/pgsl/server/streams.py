@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from pgsl.layers import conv_block
+from pgsl.layers import Dropout, conv_block
 
 FIRST_SERVER_CONV = 3
 LAST_CONV = 7
@@ -29,7 +29,7 @@ class StreamTail(nn.Module):
         for index in range(FIRST_SERVER_CONV, LAST_CONV + 1):
             layers.append(conv_block(c, width))
             if index % 3 == 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             c = width
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(pool), nn.Flatten())
         self.classifier = nn.Sequential(
