@@ -14,7 +14,9 @@ continuation: ``mu_k`` starts at ``0.99 * ||D||_2`` and shrinks by ``eta`` per i
 The same function serves activations in training (``B * channels`` maps) and images in the mu sweep.
 Each matrix stops on its own (Lin et al.'s criterion) and leaves the batch, so a batch gives exactly
 the per-matrix answers (on a GPU, up to 7 further steps of a stopped matrix: the stop is checked
-every 8 steps to spare host synchronisation).
+every 8 steps to spare host synchronisation). ``solver="admm"`` solves the same problem by ADMM
+(:mod:`pgsl.recovery.admm`), for solves run to convergence; the SVT routes live in
+:mod:`pgsl.recovery.svt`.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def robust_pca(
             :mod:`pgsl.recovery.subspace`) finishes every matrix it stopped with exact steps, so
             its answers meet the exact stopping test too.
         solver: ``"apg"`` (the paper's, DESIGN §2.4: what training and the mu sweep use) or
-            ``"admm"`` (:mod:`pgsl.recovery.admm`: the same minimiser in 3-8x fewer iterations,
+            ``"admm"`` (:mod:`pgsl.recovery.admm`: the same minimiser in 3-10x fewer iterations,
             for solves run to convergence; its truncated iterates are not APG's).
 
     Returns:
