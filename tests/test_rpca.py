@@ -285,3 +285,22 @@ def test_subspace_solver_on_device_matches_the_exact_cpu_solver(device: torch.de
     # on CUDA the polish uses gesvda (approximate) and stops are checked every 8 steps
     assert ((low - exact.low_rank).norm() / exact.low_rank.norm()) < 1e-5
     assert torch.equal(fast.converged.cpu(), exact.converged)
+
+
+def test_a_failing_exact_svd_falls_back_to_the_gram_path(monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """LAPACK's gesdd can fail to converge on finite input; the solve must go on, not crash."""
+    from pgsl.recovery import svt as svt_module
+
+    x = _adversarial_inputs()["relu maps"].double()
+    expected = robust_pca(x, mu=0.55, max_iter=40, tol=1e-9, svt="svd")
+
+    def refuse(*args: object, **kwargs: object) -> None:  # fault injection: gesdd's failure
+        raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+
+    monkeypatch.setattr(svt_module.torch.linalg, "svd", refuse)
+    with caplog.at_level("WARNING", logger="pgsl.recovery.svt"):
+        got = robust_pca(x, mu=0.55, max_iter=40, tol=1e-9, svt="svd")
+    assert "falling back to the float64 Gram path" in caplog.text
+    torch.testing.assert_close(got.low_rank, expected.low_rank, atol=1e-8, rtol=0)
+    assert torch.equal(got.iterations, expected.iterations)

@@ -154,7 +154,13 @@ def singular_value_threshold(x: Tensor, tau: Tensor | float, method: str = "svd"
             return _svt_gesvda(x, tau_t)
     except torch.linalg.LinAlgError as exc:
         log.warning("%s SVT failed (%s); falling back to the exact SVD", method, exc)
-    return _svt_svd(x, tau_t)
+    try:
+        return _svt_svd(x, tau_t)
+    except torch.linalg.LinAlgError as exc:  # LAPACK's gesdd can fail to converge on finite input
+        if method == "gram":
+            raise
+        log.warning("the exact SVD failed (%s); falling back to the float64 Gram path", exc)
+        return _svt_gram(x, tau_t)
 
 
 def spectral_norm(x: Tensor, method: str = "svd") -> Tensor:
