@@ -85,32 +85,38 @@ def admm(
     final = ADMMState(b.clone(), u.clone(), rho.clone())
     ws = WorkingSet(count, device)
     d = flat
+    # The loop carries Y = D - U and DB = D - B besides B: each line below is then one pass over
+    # the batch, eleven besides the SVT and two norms (seventeen with U itself).
+    y, db = d - u, d - b
 
     def write(rows: Tensor, where: Tensor) -> None:
         out[0, where], out[1, where] = a[rows], e[rows]
-        final.b[where], final.u[where], final.rho[where] = b[rows], u[rows], rho[rows]
+        final.b[where], final.u[where], final.rho[where] = b[rows], d[rows] - y[rows], rho[rows]
 
     for k in range(max_iter):
-        a = op(d - b - u, mu / rho)
-        ah = torch.lerp(d - b, a, RELAX)  # the relaxed A: RELAX * A + (1 - RELAX) * (D - B_prev)
-        w = d - ah - u
+        a = op(y - b, mu / rho)
+        ah = torch.lerp(db, a, RELAX)  # the relaxed A: RELAX * A + (1 - RELAX) * (D - B_prev)
+        w = y - ah
         e = soft_threshold(w, (mu * lam) * (1.0 + rho) / rho)
-        b_prev, b = b, torch.lerp(e, w, rho / (1.0 + rho))  # E + R
-        primal = torch.linalg.vector_norm(a + b - d, dim=mn)
-        u = u + (ah + b - d)
-        dual = rho[:, 0, 0] * torch.linalg.vector_norm(b - b_prev, dim=mn)
+        b = torch.lerp(e, w, rho / (1.0 + rho))  # E + R
+        db_prev, db = db, d - b
+        primal = torch.linalg.vector_norm(a - db, dim=mn)  # ||A + B - D||
+        dual = rho[:, 0, 0] * torch.linalg.vector_norm(db_prev - db, dim=mn)  # rho ||B - B_prev||
+        y = w + db  # D - U_next, U_next = U + A' + B - D
         ws.step((primal <= scale) & (dual <= scale))
         factor = torch.where(primal > BALANCE * dual, GROWTH,
                              torch.where(dual > BALANCE * primal, 1.0 / GROWTH, 1.0))[:, None, None]
         rho_next = torch.minimum(torch.maximum(rho * factor, rho_min), rho_max)
-        u, rho = u * (rho / rho_next), rho_next
+        if device.type != "cpu" or bool((rho_next != rho).any()):  # (no host sync on a GPU)
+            y = torch.lerp(d, y, rho / rho_next)  # the scaled dual follows rho: U *= rho / rho_next
+        rho = rho_next
         if (k + 1) % check_every == 0:
             finished, keep = ws.check(write)
             if finished:
                 break
             if keep is not None:
-                d, a, e, b, u, rho = d[keep], a[keep], e[keep], b[keep], u[keep], rho[keep]
-                scale, rho_min, rho_max = scale[keep], rho_min[keep], rho_max[keep]
+                d, a, e, b, db, y = d[keep], a[keep], e[keep], b[keep], db[keep], y[keep]
+                rho, scale, rho_min, rho_max = rho[keep], scale[keep], rho_min[keep], rho_max[keep]
                 op.select(keep)
     ws.finish(write)
     return out, ws.iterations, ws.converged, final
