@@ -271,6 +271,7 @@ def mu_sweep(
     from pgsl.experiments.mu_sweep import SweepConfig, best_mu
     from pgsl.experiments.mu_sweep import mu_sweep as run_sweep
     from pgsl.experiments.train import resolve_device
+    from pgsl.recovery.rpca import SOLVERS
 
     try:
         values = tuple(_floats(mus, "--mus"))
@@ -278,8 +279,8 @@ def mu_sweep(
             raise ValueError("--mus needs positive values")
         if images < 1:
             raise ValueError("--images must be >= 1")
-        if solver not in ("apg", "admm"):
-            raise ValueError(f"--solver must be apg or admm, got {solver!r}")
+        if solver not in SOLVERS:
+            raise ValueError(f"--solver must be {' or '.join(SOLVERS)}, got {solver!r}")
         base = load_preset(preset)
         configs = [_overrides(base, name, data_dir if name == "mias" else None, limit_train, None)
                    for name in dataset]

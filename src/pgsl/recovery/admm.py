@@ -39,7 +39,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from pgsl.recovery.svt import BatchSVT, exact_svt, soft_threshold, spectral_norm
+from pgsl.recovery.svt import BatchSVT, soft_threshold, spectral_norm
 from pgsl.recovery.working_set import WorkingSet
 
 GROWTH = 1.15  # rho's balancing factor
@@ -73,7 +73,7 @@ def admm(
     scale = tol * size.clamp(min=1.0)[:, 0, 0]
     rho_min = 1.25 * mu / size.clamp(min=mu)  # ||D||_F >= ||D||_2
     if start is None:
-        norm2 = spectral_norm(flat, exact_svt(flat) if svt == "subspace" else svt)
+        norm2 = spectral_norm(flat, svt)
         rho = 1.25 * mu / norm2.clamp(min=mu)[:, None, None]
         b, u = torch.zeros_like(flat), torch.zeros_like(flat)
     else:

@@ -22,6 +22,7 @@ every 8 steps to spare host synchronisation). ``solver="admm"`` solves the same 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -123,39 +124,41 @@ def _apg_solve(flat: Tensor, *, mu: float, lam: float, max_iter: int, tol: float
                svt: str) -> tuple[Tensor, Tensor, Tensor]:
     # per-matrix continuation schedule: mu_k = max(eta^k * mu_0, mu), mu_0 = 0.99 ||D||_2
     if eta < 1.0:
-        mu_0 = (0.99 * spectral_norm(flat, exact_svt(flat) if svt == "subspace" else svt)
-                ).clamp(min=mu)[:, None, None]
+        mu_0 = (0.99 * spectral_norm(flat, svt)).clamp(min=mu)[:, None, None]
     else:
         mu_0 = torch.full((flat.shape[0], 1, 1), mu, dtype=flat.dtype, device=flat.device)
     z, iterations, converged = _apg(flat, mu_0, mu=mu, lam=lam, max_iter=max_iter, tol=tol, eta=eta,
                                     svt=svt)
     if svt == "subspace":
-        # The subspace steps are inexact while the basis settles: every matrix they stopped is
-        # finished by exact APG steps from where it stopped. At the exact fixed point (the usual
-        # case) that is one SVD, which finds the stopping test met at once.
-        rows = converged.nonzero().squeeze(1)
-        if len(rows):
-            budget = max(1, max_iter - int(iterations[rows].max()))
-            polish, more, done = _apg(flat[rows], torch.full((len(rows), 1, 1), mu, dtype=flat.dtype,
-                                                             device=flat.device),
-                                      mu=mu, lam=lam, max_iter=budget, tol=tol, eta=1.0,
-                                      svt=exact_svt(flat), start=z[:, rows])
-            z[:, rows], iterations[rows], converged[rows] = polish, iterations[rows] + more, done
+        def finish(rows: Tensor, budget: int) -> tuple[Tensor, Tensor, Tensor]:
+            fixed_mu = torch.full((len(rows), 1, 1), mu, dtype=flat.dtype, device=flat.device)
+            return _apg(flat[rows], fixed_mu, mu=mu, lam=lam, max_iter=budget, tol=tol, eta=1.0,
+                        svt=exact_svt(flat), start=z[:, rows])
+        _finish_exactly(z, iterations, converged, max_iter, finish)
     return z, iterations, converged
 
 
 def _admm_solve(flat: Tensor, *, mu: float, lam: float, max_iter: int, tol: float,
                 svt: str) -> tuple[Tensor, Tensor, Tensor]:
     z, iterations, converged, state = admm(flat, mu=mu, lam=lam, max_iter=max_iter, tol=tol, svt=svt)
-    if svt == "subspace":  # finish with exact steps, as APG does (see _apg_solve)
-        rows = converged.nonzero().squeeze(1)
-        if len(rows):
-            budget = max(1, max_iter - int(iterations[rows].max()))
-            polish, more, done, _ = admm(flat[rows], mu=mu, lam=lam, max_iter=budget, tol=tol,
-                                         svt=exact_svt(flat),
-                                         start=ADMMState(*(t[rows] for t in state)))
-            z[:, rows], iterations[rows], converged[rows] = polish, iterations[rows] + more, done
+    if svt == "subspace":
+        def finish(rows: Tensor, budget: int) -> tuple[Tensor, Tensor, Tensor]:
+            return admm(flat[rows], mu=mu, lam=lam, max_iter=budget, tol=tol, svt=exact_svt(flat),
+                        start=ADMMState(*(t[rows] for t in state)))[:3]
+        _finish_exactly(z, iterations, converged, max_iter, finish)
     return z, iterations, converged
+
+
+def _finish_exactly(z: Tensor, iterations: Tensor, converged: Tensor, max_iter: int,
+                    finish: Callable[[Tensor, int], tuple[Tensor, Tensor, Tensor]]) -> None:
+    """The subspace steps are inexact while the basis settles: every matrix they stopped is
+    finished by exact steps from where it stopped (``finish(rows, budget)``), in place. At the exact
+    fixed point (the usual case) that is one SVD, which finds the stopping test met at once."""
+    rows = converged.nonzero().squeeze(1)
+    if len(rows):
+        budget = max(1, max_iter - int(iterations[rows].max()))
+        polish, more, done = finish(rows, budget)
+        z[:, rows], iterations[rows], converged[rows] = polish, iterations[rows] + more, done
 
 
 def _apg(

@@ -164,8 +164,11 @@ def singular_value_threshold(x: Tensor, tau: Tensor | float, method: str = "svd"
 
 
 def spectral_norm(x: Tensor, method: str = "svd") -> Tensor:
-    """Largest singular value of every matrix, by the same route as ``method`` (see above)."""
+    """Largest singular value of every matrix, by the same route as ``method`` (see above; for
+    ``"subspace"``, which needs a basis from earlier calls, the exact route)."""
     method = resolve_svt(method, x)
+    if method == "subspace":
+        method = exact_svt(x)
     if method == "gram":
         gram = _gram(x)[2]
         return torch.linalg.eigvalsh(gram)[..., -1].clamp(min=0.0).sqrt().to(x.dtype)
