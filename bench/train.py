@@ -126,7 +126,8 @@ def accuracy(preset: str, svt: str, out: Path, device: str, seeds: int = 1) -> N
     """
     from pgsl.experiments.train import train_run
 
-    diffs, fused = [], {"svd": [], svt: []}
+    diffs: list[float] = []
+    fused: dict[str, list[float]] = {"svd": [], svt: []}
     for seed in range(seeds):
         scores = {}
         for method in ("svd", svt):
