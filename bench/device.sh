@@ -8,7 +8,7 @@
 # Then, from the session:
 #     run(command="bash bench/device.sh", carry=[".dev"], timeout_s=570)
 # Logs land in $OUT (default ./device-out), one file per step; each step has its own time limit,
-# so one slow step cannot starve the rest. SMOKE=1 shrinks every step to seconds, on any device
+# so one slow step cannot starve the rest (the limits add up to 545 s). SMOKE=1 shrinks every step to seconds, on any device
 # (DEVICE=cpu SMOKE=1 bash bench/device.sh checks the script itself on a CPU machine).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -61,13 +61,13 @@ else
     sizes=(14 28 64 128 256) acc=(--accuracy "$OUT/acc-runs" --seeds 2)
 fi
 
-step env 30 bash -c "nvidia-smi -L 2>/dev/null; $PY -c 'import torch; print(torch.__version__, torch.cuda.is_available())'"
-step tests 120 $PY -m pytest -q -x --device "$DEVICE" "${tests[@]}"
-step train-quick 90 $PY bench/train.py --device "$DEVICE" --preset quick --batch 128 "${train_quick[@]}"
-step train-paper 90 $PY bench/train.py --device "$DEVICE" --preset paper --batch 128 "${train_paper[@]}"
-step solver 180 $PY bench/solver.py --device "$DEVICE" --sizes "${sizes[@]}" --reference-tols 1e-6 \
+step env 20 bash -c "nvidia-smi -L 2>/dev/null; $PY -c 'import torch; print(torch.__version__, torch.cuda.is_available())'"
+step tests 90 $PY -m pytest -q -x --device "$DEVICE" "${tests[@]}"
+step train-quick 60 $PY bench/train.py --device "$DEVICE" --preset quick --batch 128 "${train_quick[@]}"
+step train-paper 75 $PY bench/train.py --device "$DEVICE" --preset paper --batch 128 "${train_paper[@]}"
+step solver 170 $PY bench/solver.py --device "$DEVICE" --sizes "${sizes[@]}" --reference-tols 1e-6 \
     --our-tols 1e-5 1e-7 5e-8
 if [ ${#acc[@]} -gt 0 ]; then
-    step accuracy 150 $PY bench/train.py --device "$DEVICE" --preset quick --steps 1 --warmup 1 "${acc[@]}"
+    step accuracy 130 $PY bench/train.py --device "$DEVICE" --preset quick --steps 1 --warmup 1 "${acc[@]}"
     rm -rf "$OUT/acc-runs"  # checkpoints: too big to bring back, the log has the numbers
 fi
