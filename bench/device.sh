@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Issue 7's GPU checks in one prepared run, for a session that is lent a device machine (the
 # device tool's `run`): correctness of the solvers on CUDA, PGSL/plain training throughput, the
-# solver benchmark on CUDA against all CPU cores, and the fused-accuracy check over seeds.
+# SVT kernels (with the eigensolver-free candidate svt:ns, plain and as a CUDA graph), the solver
+# benchmark on CUDA against all CPU cores, and the fused-accuracy check over seeds.
 #
 # Here, once (needs the package registry; the device machine reaches nothing):
 #     bash bench/device.sh --fetch          # wheels the device image lacks -> .dev/ (git-ignored)
 # Then, from the session:
-#     run(command="bash bench/device.sh", carry=[".dev"], timeout_s=570)
+#     run(command="bash bench/device.sh", carry=[".dev"], timeout_s=600)
 # Logs land in $OUT (default ./device-out), one file per step; each step has its own time limit,
-# so one slow step cannot starve the rest (the limits add up to 545 s). SMOKE=1 shrinks every step to seconds, on any device
+# so one slow step cannot starve the rest (the limits add up to 565 s). SMOKE=1 shrinks every step to seconds, on any device
 # (DEVICE=cpu SMOKE=1 bash bench/device.sh checks the script itself on a CPU machine).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -65,9 +66,11 @@ step env 20 bash -c "nvidia-smi -L 2>/dev/null; $PY -c 'import torch; print(torc
 step tests 90 $PY -m pytest -q -x --device "$DEVICE" "${tests[@]}"
 step train-quick 60 $PY bench/train.py --device "$DEVICE" --preset quick --batch 128 "${train_quick[@]}"
 step train-paper 75 $PY bench/train.py --device "$DEVICE" --preset paper --batch 128 "${train_paper[@]}"
-step solver 170 $PY bench/solver.py --device "$DEVICE" --sizes "${sizes[@]}" --reference-tols 1e-6 \
+step kernels 60 $PY bench/svt_kernels.py --device "$DEVICE" --sizes 14 28 64 \
+    --methods svt:gram svt:svd svt:gesvda svt:ns svt:ns-graph
+step solver 150 $PY bench/solver.py --device "$DEVICE" --sizes "${sizes[@]}" --reference-tols 1e-6 \
     --our-tols 1e-5 1e-7 5e-8
 if [ ${#acc[@]} -gt 0 ]; then
-    step accuracy 130 $PY bench/train.py --device "$DEVICE" --preset quick --steps 1 --warmup 1 "${acc[@]}"
+    step accuracy 110 $PY bench/train.py --device "$DEVICE" --preset quick --steps 1 --warmup 1 "${acc[@]}"
     rm -rf "$OUT/acc-runs"  # checkpoints: too big to bring back, the log has the numbers
 fi
