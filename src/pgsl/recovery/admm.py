@@ -33,9 +33,10 @@ matrix early: at ``mu = 1e-4``, 28x28, ``tol = 1e-6`` stopped a few matrices ~1e
 minimiser (objective 8e-5 high); at ``tol = 1e-7`` every matrix reported converged was within
 2.3e-6 of it. Scoring the dual residual against ``||lambda||`` instead (Boyd §3.3.1) removes that
 but costs 4-7x the iterations at ``mu = 1e-6``, where the residual variable's plateau (it converges
-slowly while ``rho << 1``) dominates. Growing ``rho`` x2 once the primal residual stalls shortens
-that plateau but lands on wrong splits (14x14 and 28x28 at ``mu = 1e-6``, errors up to 1e-3), so
-neither is used. Use ``tol <= 1e-7`` when the answer must be the minimiser.
+slowly while ``rho << 1``) dominates. Growing ``rho`` x2 once the primal residual stalls halves
+that plateau but lands on wrong splits of 14x14 matrices at ``mu = 1e-6`` (errors to 1.2e-3);
+allowed only while the sparse support is settled, x2 kept the baseline's answers but x4 did not
+(28x28, 7e-4): too thin a margin. Neither is used. Use ``tol <= 1e-7`` when the answer must be the minimiser.
 
 Why it is not PGSL's solver: the paper and DESIGN §2.4 name APG, and training stops the solver
 after 5-50 iterations, where APG's continuation iterate (not the minimiser) is what the server's
