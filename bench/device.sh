@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 7's GPU checks in one prepared run, for a session that is lent a device machine (the
 # device tool's `run`): correctness of the solvers on CUDA, PGSL/plain training throughput, the
-# SVT kernels (with the eigensolver-free candidate svt:ns, plain and as a CUDA graph), the solver
+# SVT kernels (with the eigensolver-free svt=products, plain and as a CUDA graph), the solver
 # benchmark on CUDA against all CPU cores, and the fused-accuracy check over seeds.
 #
 # Here, once (needs the package registry; the device machine reaches nothing):
@@ -67,7 +67,7 @@ step tests 90 $PY -m pytest -q -x --device "$DEVICE" "${tests[@]}"
 step train-quick 60 $PY bench/train.py --device "$DEVICE" --preset quick --batch 128 "${train_quick[@]}"
 step train-paper 75 $PY bench/train.py --device "$DEVICE" --preset paper --batch 128 "${train_paper[@]}"
 step kernels 60 $PY bench/svt_kernels.py --device "$DEVICE" --sizes 14 28 64 \
-    --methods svt:gram svt:svd svt:gesvda svt:ns svt:ns-graph
+    --methods svt:gram svt:svd svt:gesvda svt:products svt:products-graph
 step solver 150 $PY bench/solver.py --device "$DEVICE" --sizes "${sizes[@]}" --reference-tols 1e-6 \
     --our-tols 1e-5 1e-7 5e-8
 if [ ${#acc[@]} -gt 0 ]; then

@@ -5,11 +5,10 @@ What the size/device choice in :func:`pgsl.recovery.rpca.singular_value_threshol
 Gram matrix in float32/float64, and a batched matrix product for scale. Prints milliseconds per
 batch and microseconds per matrix, and each SVT's relative error against a float64 CPU SVD.
 
-Also a candidate not in the library yet, ``svt:ns`` (:func:`svt_products`): an SVT from batched
-matrix products alone, no eigensolver, hence no host synchronisation on CUDA (``torch.linalg.eigh``
-waits for the device on every call, to check its error codes) and a chance of running on tensor
-cores; ``svt:ns-graph`` replays it as one CUDA graph (no launch overhead). On a CPU it is far
-slower than LAPACK (~175 small products); the question is only what it costs on a GPU.
+``svt:products`` is :mod:`pgsl.recovery.products`: an SVT from batched matrix products alone, no
+eigensolver, hence no host synchronisation on CUDA (``torch.linalg.eigh`` waits for the device on
+every call, to check its error codes); ``svt:products-graph`` replays it as one CUDA graph (no
+launch overhead). On a CPU it is far slower than LAPACK; the question is what it costs on a GPU.
 
     python bench/svt_kernels.py --device cuda [--sizes 14 28 32 64 128 256]
 """
@@ -46,48 +45,6 @@ def relu_maps(n: int, count: int, device: torch.device) -> torch.Tensor:
     return torch.relu(low + 0.3 * torch.randn(count, n, n, generator=g)).to(device)
 
 
-NS_POWER, NS_SIGN, NS_SQRT = 4, 28, 28  # measured on relu maps, float32: worst error ~1e-6 at
-# thresholds 0.03 ... 0.3 of the largest singular value, 14x14 and 28x28 (2e-2 with 20/18 steps)
-
-
-def svt_products(x: torch.Tensor, tau: float) -> torch.Tensor:
-    """``SVT(x, tau) = F(G) x`` for ``G = x x^T`` and ``F(l) = max(1 - tau / sqrt(l), 0)``, from
-    matrix products only (the wide orientation; the tall one mirrors it):
-
-    1. ``c >= l_max`` from a few power steps (x1.1, capped by the trace, which always bounds it).
-    2. ``P = (I + sign(G/c - t I)) / 2``, ``t = tau^2 / c``: the projector onto the eigenvalues
-       above the threshold, by quintic Newton-Schulz steps ``y (15 - 10 y^2 + 3 y^4) / 8``.
-       An eigenvalue too close to ``t`` for them gets a partial weight, where ``F`` is ~0 anyway.
-    3. ``Z = M^(-1/2)`` for ``M = P (G/c) P + (I - P)`` (spectrum in ``[t, 1]``: well posed),
-       by coupled Newton-Schulz steps; then ``F(G) = P - tau / sqrt(c) * P Z``.
-    """
-    wide = x.shape[-2] <= x.shape[-1]
-    g = x @ x.mT if wide else x.mT @ x
-    eye = torch.eye(g.shape[-1], dtype=x.dtype, device=x.device)
-    tiny = torch.finfo(x.dtype).tiny
-    v = torch.ones(*g.shape[:-1], 1, dtype=x.dtype, device=x.device)
-    for _ in range(NS_POWER):
-        v = g @ v
-        v = v / v.norm(dim=-2, keepdim=True).clamp(min=tiny)
-    estimate = (v.mT @ g @ v)[..., 0, 0]
-    trace = g.diagonal(dim1=-2, dim2=-1).sum(-1)
-    c = torch.minimum(1.1 * estimate, trace)[..., None, None].clamp(min=tiny)
-    t = tau * tau / c
-    gh = g / c
-    y = (gh - t * eye) / torch.maximum(t, 1 - t)
-    for _ in range(NS_SIGN):
-        y2 = y @ y
-        y = y @ (15 * eye - 10 * y2 + 3 * (y2 @ y2)) / 8
-    p = (eye + y) / 2
-    m = p @ gh @ p + (eye - p)
-    root, z = m, eye.expand_as(m)
-    for _ in range(NS_SQRT):
-        step = (3 * eye - z @ root) / 2
-        root, z = root @ step, step @ z
-    f = p - (tau / c.sqrt()) * (p @ z)
-    return f @ x if wide else x @ f
-
-
 def graphed(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], object]:
     """``fn(x)`` captured once as a CUDA graph; the returned call replays it."""
     static = x.clone()
@@ -120,13 +77,13 @@ def kernels(x: torch.Tensor, tau: float, device: torch.device) -> dict[str, Call
         "svt:gram": lambda: svt(x, tau, "gram"),
         "svt:gesvda": lambda: svt(x, tau, "gesvda"),
         "svt:auto": lambda: svt(x, tau, "auto"),
-        "svt:ns": lambda: svt_products(x, tau),
+        "svt:products": lambda: svt(x, tau, "products"),
     }
     if device.type == "cuda":
         try:  # captured once here; the timed calls replay it
-            cases["svt:ns-graph"] = graphed(lambda a: svt_products(a, tau), x)
+            cases["svt:products-graph"] = graphed(lambda a: svt(a, tau, "products"), x)
         except Exception as exc:  # noqa: BLE001 - a probe reports and goes on
-            print(f"svt:ns-graph: capture failed: {type(exc).__name__}: {str(exc)[:80]}")
+            print(f"svt:products-graph: capture failed: {type(exc).__name__}: {str(exc)[:80]}")
         for drv in ("gesvdj", "gesvda", "gesvd"):
             def svd_driver(drv: str = drv) -> object:
                 return torch.linalg.svd(x, full_matrices=False, driver=drv)

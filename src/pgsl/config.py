@@ -80,7 +80,8 @@ class RecoveryConfig:
     max_iter: int = 30
     tol: float = 1e-4
     eta: float = 0.9  # continuation factor of Lin et al. (2009); 1.0 disables continuation
-    svt: str = "svd"  # singular value thresholding: "svd" (exact), "gram" (f64 eigh), "subspace", "auto"
+    svt: str = "svd"  # singular value thresholding: "svd" (exact), "gram" (f64 eigh), "subspace",
+    # "products" (Newton-Schulz, no eigensolver), "auto"
 
 
 @dataclass(frozen=True)

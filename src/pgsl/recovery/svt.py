@@ -15,13 +15,14 @@ import re
 import torch
 from torch import Tensor
 
+from pgsl.recovery.products import svt_products
 from pgsl.recovery.subspace import SubspaceSVT
 from pgsl.recovery.threads import threaded
 
 log = logging.getLogger(__name__)
 
 
-SVT_METHODS = ("auto", "svd", "gram", "gesvda", "subspace")
+SVT_METHODS = ("auto", "svd", "gram", "gesvda", "subspace", "products")
 
 
 def _svt_svd(x: Tensor, tau: Tensor, driver: str | None = None) -> Tensor:
@@ -139,7 +140,9 @@ def singular_value_threshold(x: Tensor, tau: Tensor | float, method: str = "svd"
     ``"svd"`` (exact LAPACK/cuSOLVER SVD, the reference), ``"gram"`` (float64 eigh of the Gram
     matrix), ``"gesvda"`` (CUDA's batched approximate SVD; the SVD elsewhere), ``"subspace"``
     (warm-started, :mod:`pgsl.recovery.subspace`; only inside :func:`robust_pca`, here the exact
-    SVD) or ``"auto"`` (:func:`resolve_svt`). A fast path that fails to converge falls back to the exact SVD.
+    SVD), ``"products"`` (Newton-Schulz iterations, :mod:`pgsl.recovery.products`: no eigensolver,
+    no host sync on CUDA; float32-accurate, never chosen by ``"auto"`` until measured on a GPU) or
+    ``"auto"`` (:func:`resolve_svt`). A fast path that fails to converge falls back to the exact SVD.
     """
     tau_t = torch.as_tensor(tau, dtype=x.dtype, device=x.device)
     if tau_t.ndim == 0:
@@ -147,6 +150,8 @@ def singular_value_threshold(x: Tensor, tau: Tensor | float, method: str = "svd"
     method = resolve_svt(method, x)
     if method == "subspace":  # it needs the previous iterate's basis: alone, the exact SVD
         method = "svd"
+    if method == "products":
+        return svt_products(x, tau_t)
     try:
         if method == "gram":
             return _svt_gram(x, tau_t)
