@@ -81,7 +81,10 @@ def kernels(x: torch.Tensor, tau: float, device: torch.device) -> dict[str, Call
     }
     if device.type == "cuda":
         try:  # captured once here; the timed calls replay it
-            cases["svt:products-graph"] = graphed(lambda a: svt(a, tau, "products"), x)
+            # tau as a device tensor made before the capture (a float would be copied to the
+            # device inside it, which a capturing stream refuses)
+            tau_d = torch.full((len(x), 1, 1), tau, dtype=x.dtype, device=device)
+            cases["svt:products-graph"] = graphed(lambda a: svt(a, tau_d, "products"), x)
         except Exception as exc:  # noqa: BLE001 - a probe reports and goes on
             print(f"svt:products-graph: capture failed: {type(exc).__name__}: {str(exc)[:80]}")
         for drv in ("gesvdj", "gesvda", "gesvd"):
