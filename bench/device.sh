@@ -9,7 +9,8 @@
 # Then, from the session:
 #     run(command="bash bench/device.sh", carry=[".dev"], timeout_s=600)
 # Logs land in $OUT (default ./device-out), one file per step; each step has its own time limit,
-# so one slow step cannot starve the rest (the limits add up to 585 s; the solver sweep, the least decisive, runs last). SMOKE=1 shrinks every step to seconds, on any device
+# so one slow step cannot starve the rest (the limits add up to 585 s; the solver sweep, the
+# least decisive, runs last). SMOKE=1 shrinks every step to seconds, on any device
 # (DEVICE=cpu SMOKE=1 bash bench/device.sh checks the script itself on a CPU machine).
 set -uo pipefail
 cd "$(dirname "$0")/.."

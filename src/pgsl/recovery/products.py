@@ -10,8 +10,8 @@
    above the threshold, by quintic Newton-Schulz steps ``y <- y (15 - 10 y^2 + 3 y^4) / 8``. An
    eigenvalue too close to ``t`` for the steps to decide keeps a partial weight, where ``F`` is
    ~0 anyway;
-3. ``Z = M^(-1/2)`` for ``M = P G/c + t (I - P)``, whose spectrum lies in ``[t, 1]``, by coupled
-   Newton-Schulz steps; then ``F(G) = P - sqrt(t) P Z``.
+3. ``Z = M^(-1/2)`` for ``M = P G/c + t' (I - P)`` (``t' = max(t, 16 eps)``, see below), whose
+   spectrum lies in ``[t', 1]``, by coupled Newton-Schulz steps; then ``F(G) = P - sqrt(t) P Z``.
 
 Why: ``torch.linalg.eigh`` and ``torch.linalg.svd`` on CUDA wait for the device on every call (to
 check their error codes), so a solver that thresholds once per iteration synchronises with the
@@ -71,8 +71,8 @@ def svt_products(x: Tensor, tau: Tensor) -> Tensor:
         y2 = y @ y
         y = y @ (15.0 * eye - 10.0 * y2 + 3.0 * (y2 @ y2)) / 8.0
     p = (eye + y) / 2.0
-    # M agrees with G/c on the kept eigenvalues and is t on the others, so its spectrum lies in
-    # [t, 1]; an eigenvalue the sign steps left undecided (within ~1e-7 of t) is ~t either way,
+    # M agrees with G/c on the kept eigenvalues and is `floor` on the others, so its spectrum lies
+    # in [floor, 1]; an eigenvalue the sign steps left undecided (within ~1e-7 of t) is ~t either way,
     # where F vanishes -- blending it towards 1 instead would leave an O(1) error in F there
     pg = p @ gh
     m = (pg + pg.mT) / 2.0 + floor * (eye - p)  # symmetric, as P G = G P in exact arithmetic

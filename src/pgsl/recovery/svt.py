@@ -170,7 +170,8 @@ def singular_value_threshold(x: Tensor, tau: Tensor | float, method: str = "svd"
 
 def spectral_norm(x: Tensor, method: str = "svd") -> Tensor:
     """Largest singular value of every matrix, by the same route as ``method`` (see above; for
-    ``"subspace"``, which needs a basis from earlier calls, the exact route)."""
+    ``"subspace"``, which needs a basis from earlier calls, the exact route; for ``"products"``,
+    which has no spectrum to read, ``svdvals``: once per solve)."""
     method = resolve_svt(method, x)
     if method == "subspace":
         method = exact_svt(x)
