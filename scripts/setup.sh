@@ -26,9 +26,13 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
 fi
 # torch is already satisfied, so this installs only the package and its small dependencies
 "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
-# torchattacks (FGSM, BIM, C&W for Table II) declares torchvision as a requirement, which pulls a
-# different (CUDA) torch build that replaces ours; torchattacks never imports torchvision, so it is
-# installed without dependencies (its real ones, scipy and tqdm, are pgsl's).
+# torchattacks (FGSM, BIM, C&W for Table II): its requirement is pyproject.toml's `robustness`
+# extra, read from there. It is installed with --no-deps: its metadata asks for torchvision, which
+# pulls a different (CUDA) torch build that replaces ours, and torchattacks never imports
+# torchvision (scipy, the one dependency it imports, is pgsl's own).
 if ! "$PY" -c 'import torchattacks' 2>/dev/null; then
-    "$PY" -m pip install -q --disable-pip-version-check --no-deps 'torchattacks>=3.5,<4'
+    specs=$("$PY" -c 'import sys; t = __import__("tomllib" if sys.version_info >= (3, 11) else "tomli")
+print("\n".join(t.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["robustness"]))')
+    mapfile -t specs <<< "$specs"
+    "$PY" -m pip install -q --disable-pip-version-check --no-deps "${specs[@]}"
 fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -20,11 +22,21 @@ from pgsl.client.party import ClientParty
 from pgsl.config import load_preset
 from pgsl.server.party import ServerParty
 from pgsl.split.channel import InProcessChannel
-from pgsl.split.messages import Activations
+from pgsl.split.messages import Activations, Gradient, Scores, StreamStats
+from pgsl.transport import client as transport_client
 from pgsl.transport import pgsl_pb2 as pb
 from pgsl.transport import pgsl_pb2_grpc as pb_grpc
 from pgsl.transport.client import GrpcChannel, TransportError
-from pgsl.transport.codec import encode_tensor
+from pgsl.transport.codec import (
+    DecodeError,
+    decode_gradient,
+    decode_request,
+    decode_scores,
+    encode_gradient,
+    encode_request,
+    encode_scores,
+    encode_tensor,
+)
 from pgsl.transport.server import SplitLearningService, serve
 from pgsl.transport.tls import make_certs
 
@@ -270,3 +282,239 @@ def test_server_restart_sites_reconnect_and_finish(tls: Path, tmp_path: Path) ->
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)
+
+
+# ---------------------------------------------------------------- codec, no network
+
+
+def stats(n_streams: int, count: int = 4) -> StreamStats:
+    return StreamStats(tuple(0.5 + i for i in range(n_streams)), tuple(range(n_streams + 1)), count)
+
+
+def over_the_wire(reply: pb.StepReply) -> pb.StepReply:
+    return pb.StepReply.FromString(reply.SerializeToString())
+
+
+@pytest.mark.parametrize("n_streams", [1, 3])
+@pytest.mark.parametrize("dtype", [None, torch.float16, torch.bfloat16])
+def test_gradient_round_trip(n_streams: int, dtype: torch.dtype | None) -> None:
+    grad = torch.randn(4, 8, 6, 6)
+    sent = Gradient(7, grad, stats(n_streams))
+    got = decode_gradient(over_the_wire(encode_gradient(sent, dtype)), (4, 8, 6, 6))
+    assert got.step == 7 and got.stats == sent.stats  # losses are exact in float32
+    assert got.grad.dtype == torch.float32
+    expected = grad if dtype is None else grad.to(dtype).float()
+    assert torch.equal(got.grad, expected)
+
+
+@pytest.mark.parametrize("n_streams", [1, 3])
+def test_scores_round_trip(n_streams: int) -> None:
+    streams = tuple(torch.rand(5, 3).softmax(1) for _ in range(n_streams))
+    sent = Scores(9, streams, torch.rand(5, 3).softmax(1))
+    got = decode_scores(over_the_wire(encode_scores(sent)))
+    assert got.step == 9 and len(got.streams) == n_streams
+    assert all(torch.equal(a, b) for a, b in zip(got.streams, sent.streams, strict=True))
+    assert torch.equal(got.decision, sent.decision)
+
+
+def test_request_round_trip_in_float16_asks_for_a_float16_reply() -> None:
+    a, y = torch.randn(2, 8, 6, 6), torch.tensor([0, 2])
+    req = encode_request(Activations(3, a, y), train=True, wire_dtype=torch.float16,
+                         reply_dtype=torch.float16)
+    assert req.activations.dtype == "float16" and req.reply_dtype == "float16"
+    message, train, reply_dtype = decode_request(pb.StepRequest.FromString(req.SerializeToString()))
+    assert train and reply_dtype == torch.float16 and message.step == 3
+    assert message.activations.dtype == torch.float32
+    assert torch.equal(message.activations, a.half().float()) and torch.equal(message.labels, y)
+
+
+def reply_with(**fields: object) -> pb.StepReply:
+    return pb.StepReply(step=5, **fields)  # type: ignore[arg-type]
+
+
+GRAD = encode_tensor(torch.zeros(2, 8, 6, 6))
+BAD_GRADIENTS = [
+    ("no gradient", reply_with(stats=pb.StreamStats(losses=[1.0], correct=[1, 1], count=2)),
+     "no gradient"),
+    ("integer gradient", reply_with(grad=encode_tensor(torch.zeros(2, 8, 6, 6, dtype=torch.long)),
+                                    stats=pb.StreamStats(losses=[1.0], correct=[1, 1], count=2)),
+     "floating point"),
+    ("gradient of another shape", reply_with(grad=encode_tensor(torch.zeros(2, 8, 3, 3)),
+                                             stats=pb.StreamStats(losses=[1.0], correct=[1, 1],
+                                                                  count=2)),
+     "for activations of (2, 8, 6, 6)"),
+    ("no losses", reply_with(grad=GRAD, stats=pb.StreamStats(correct=[1], count=2)), "no stream losses"),
+    ("one count per stream only", reply_with(grad=GRAD, stats=pb.StreamStats(
+        losses=[1.0, 1.0, 1.0], correct=[1, 1, 1], count=2)), "3 stream losses need 4 correct counts"),
+    ("a count too many", reply_with(grad=GRAD, stats=pb.StreamStats(
+        losses=[1.0], correct=[1, 1, 1], count=2)), "1 stream losses need 2 correct counts"),
+    ("more right than the batch", reply_with(grad=GRAD, stats=pb.StreamStats(
+        losses=[1.0], correct=[3, 1], count=2)), "exceed the batch of 2"),
+    ("undecodable gradient", reply_with(grad=pb.Tensor(dtype="float32", shape=[2, 8, 6, 6], data=b"x"),
+                                        stats=pb.StreamStats(losses=[1.0], correct=[1, 1], count=2)),
+     "needs 2304 bytes"),
+]
+
+
+@pytest.mark.parametrize("name, reply, message", BAD_GRADIENTS, ids=[b[0] for b in BAD_GRADIENTS])
+def test_bad_gradient_replies_raise_decode_error(name: str, reply: pb.StepReply, message: str) -> None:
+    with pytest.raises(DecodeError, match=re.escape(message)):
+        decode_gradient(over_the_wire(reply), (2, 8, 6, 6))
+
+
+def scores(*shapes: tuple[int, ...], dtype: torch.dtype = torch.float32) -> list[pb.Tensor]:
+    return [encode_tensor(torch.zeros(s, dtype=dtype)) for s in shapes]
+
+
+BAD_SCORES = [
+    ("no streams", reply_with(decision=scores((2, 3))[0]), "no stream scores"),
+    ("no decision", reply_with(streams=scores((2, 3))), "no decision scores"),
+    ("streams differ", reply_with(streams=scores((2, 3), (2, 4), (2, 3)), decision=scores((2, 3))[0]),
+     "differ in shape"),
+    ("decision differs", reply_with(streams=scores((2, 3)), decision=scores((3, 3))[0]),
+     "differ in shape"),
+    ("not (B, K)", reply_with(streams=scores((2, 3, 1)), decision=scores((2, 3, 1))[0]),
+     "stream 0 scores must be (B, K)"),
+    ("integer scores", reply_with(streams=scores((2, 3)), decision=scores((2, 3), dtype=torch.long)[0]),
+     "decision scores must be floating point"),
+    ("undecodable stream", reply_with(streams=[pb.Tensor(dtype="float64", shape=[2, 3])],
+                                      decision=scores((2, 3))[0]), "unsupported dtype"),
+]
+
+
+@pytest.mark.parametrize("name, reply, message", BAD_SCORES, ids=[b[0] for b in BAD_SCORES])
+def test_bad_score_replies_raise_decode_error(name: str, reply: pb.StepReply, message: str) -> None:
+    with pytest.raises(DecodeError, match=re.escape(message)):
+        decode_scores(over_the_wire(reply))
+
+
+# ---------------------------------------------------------------- back-off, no network
+
+
+def unavailable_then(n_failures: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE):
+    """A call that fails ``n_failures`` times with ``code``, then returns "ok"; counts its calls."""
+    calls = []
+
+    def call() -> str:
+        calls.append(1)
+        if len(calls) <= n_failures:
+            raise TransportError(code, f"failure {len(calls)}")
+        return "ok"
+
+    return call, calls
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Records the client's back-off delays instead of sleeping."""
+    slept: list[float] = []
+    monkeypatch.setattr(transport_client, "time", SimpleNamespace(sleep=slept.append))
+    return slept
+
+
+def test_backoff_retries_unavailable_with_doubling_delays(sleeps: list[float]) -> None:
+    with GrpcChannel("127.0.0.1:9", site="s", tls_dir=None, retries=6) as channel:  # never dialled
+        call, calls = unavailable_then(6)
+        rejoins: list[int] = []
+        assert channel._retry(call, "test", lambda: rejoins.append(1)) == "ok"
+    assert len(calls) == 7 and len(rejoins) == 6
+    assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0]
+
+
+def test_backoff_gives_up_after_retries_and_on_other_codes(sleeps: list[float]) -> None:
+    with GrpcChannel("127.0.0.1:9", site="s", tls_dir=None, retries=2) as channel:
+        call, calls = unavailable_then(5)
+        with pytest.raises(TransportError, match="failure 3") as info:
+            channel._retry(call, "test")
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE and len(calls) == 3
+        call, calls = unavailable_then(5, grpc.StatusCode.INVALID_ARGUMENT)
+        with pytest.raises(TransportError, match="failure 1"):
+            channel._retry(call, "test")
+        assert len(calls) == 1
+
+
+def test_exchange_rejoins_and_aborts_when_the_server_is_past_the_step(
+        sleeps: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
+    with GrpcChannel("127.0.0.1:9", site="s", tls_dir=None, retries=3) as channel:
+        channel._width = 8
+        call, calls = unavailable_then(1)
+        monkeypatch.setattr(channel, "_exchange_once", lambda request: call())
+        monkeypatch.setattr(channel, "join", lambda width: pb.Welcome(last_step=4))
+        assert channel._exchange(pb.StepRequest(step=4)) == "ok"  # the server had not run it
+        call, calls = unavailable_then(1)
+        with pytest.raises(TransportError) as info:
+            channel._exchange(pb.StepRequest(step=3))  # the server is at step 4
+        assert info.value.code == grpc.StatusCode.ABORTED and len(calls) == 1
+
+
+# ---------------------------------------------------------------- server faults, loopback gRPC
+
+
+class FaultyParty(ServerParty):
+    """A real server party whose training step raises an unexpected error on ``fail_at``, once."""
+
+    fail_at: int | None = None
+
+    def train_step(self, message: Activations) -> Gradient:
+        if message.step == self.fail_at:
+            self.fail_at = None
+            raise RuntimeError("simulated library bug")
+        return super().train_step(message)
+
+
+def weights(party: ServerParty) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in party.model.state_dict().items()}
+
+
+def test_server_bug_is_internal_logged_and_not_recorded(caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    party = FaultyParty(load_preset(TINY), num_classes=3)
+    party.fail_at = 2
+    service = SplitLearningService(party, secure=False)
+    grpc_server, port = serve(service, "127.0.0.1:0", tls_dir=None, workers=2)
+    g = torch.Generator().manual_seed(0)
+
+    def batch(step: int) -> Activations:
+        return Activations(step, torch.randn(4, 8, 6, 6, generator=g), torch.tensor([0, 1, 2, 0]))
+
+    try:
+        with GrpcChannel(f"127.0.0.1:{port}", site="solo", tls_dir=None) as channel:
+            channel.join(8)
+            channel.train_step(batch(1))
+            before = weights(party)
+            with caplog.at_level(logging.ERROR, logger="pgsl.transport.server"):
+                with pytest.raises(TransportError) as info:
+                    channel.train_step(batch(2))
+            assert info.value.code == grpc.StatusCode.INTERNAL
+            assert info.value.details == "internal error at step 2; see the server log"
+            assert service.last_step["solo"] == 1 and service.train_steps == 1
+            after = weights(party)
+            assert all(torch.equal(before[k], after[k]) for k in before)
+            # the server goes on: step 2 was not recorded, so the site may send it again
+            assert channel.train_step(batch(2)).stats.count == 4
+            assert channel.train_step(batch(3)).stats.count == 4
+            assert service.last_step["solo"] == 3
+    finally:
+        grpc_server.stop(0)
+    errors = [r for r in caplog.records if r.name == "pgsl.transport.server" and r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert "internal error at step 2 of site solo" in caplog.text
+    assert "Traceback" in caplog.text and "RuntimeError: simulated library bug" in caplog.text
+
+
+def test_predict_over_grpc_returns_each_stream_and_the_decision() -> None:
+    torch.manual_seed(0)
+    party = ServerParty(load_preset(TINY), num_classes=3)
+    service = SplitLearningService(party, secure=False)
+    grpc_server, port = serve(service, "127.0.0.1:0", tls_dir=None, workers=2)
+    a = torch.randn(5, 8, 6, 6)
+    try:
+        with GrpcChannel(f"127.0.0.1:{port}", site="solo", tls_dir=None) as channel:
+            remote = channel.predict(Activations(1, a))
+    finally:
+        grpc_server.stop(0)
+    local = party.predict(Activations(1, a))
+    assert len(remote.streams) == len(local.streams) >= 1
+    for got, want in zip((*remote.streams, remote.decision), (*local.streams, local.decision),
+                         strict=True):
+        assert got.shape == (5, 3) and torch.allclose(got, want.float(), atol=1e-6)

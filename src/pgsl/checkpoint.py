@@ -12,18 +12,23 @@ import csv
 import io
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder (so the rename
+    stays on one file system), fsync'ed, then ``os.replace``'d over ``path``. The one atomic write
+    of the package: checkpoints, result files, dataset caches and figures all go through it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    # unique per process and thread; opened normally (not mkstemp), so the file gets the umask's mode
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with tmp.open("wb") as f:
-            write(f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -32,7 +37,9 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    _atomic_write(path, lambda f: torch.save(state, f))
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
@@ -49,7 +56,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    write_bytes_atomic(path, text.encode())
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:

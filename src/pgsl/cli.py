@@ -23,7 +23,7 @@ from rich.table import Table
 
 from pgsl.config import Config, apply_settings, available_presets, load_preset
 from pgsl.data import LOADERS
-from pgsl.split.trainer import STREAMS, EpochStats
+from pgsl.split.trainer import EpochStats
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="PGSL: privacy-preserving split learning on medical images.")
@@ -54,27 +54,52 @@ class RichReporter:
             self._progress = None
 
     def epoch(self, epoch: int, stats: EpochStats, test: dict[str, float] | None) -> None:
-        train = "  ".join(f"{k} {stats.accuracy[k]:.4f}" for k in STREAMS)
+        train = "  ".join(f"{k} {v:.4f}" for k, v in stats.accuracy.items())
         loss = "  ".join(f"{k} {v:.3f}" for k, v in stats.loss.items())
         rate = stats.samples / max(stats.seconds, 1e-9)
         console.print(f"[bold]epoch {epoch}[/]  {rate:.0f} samples/s  loss: {loss}")
         console.print(f"  train acc: {train}")
         if test is not None:
-            tst = "  ".join(f"{k} {test[k]:.4f}" for k in STREAMS)
+            tst = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
             console.print(f"  [green]test acc:  {tst}[/]")
 
 
+# what a user's input can cause (a bad option, a missing file, a refused request): one line;
+# anything else is a bug and keeps its traceback. `pgsl -v` prints the traceback of both.
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError)
+_verbose = False
+
+
 def _fail(e: Exception) -> None:
+    if _verbose:
+        err_console.print_exception()
     err_console.print(f"[bold red]error:[/] {e}")
     raise typer.Exit(code=2)
 
 
 def _accuracy_table(title: str, acc: dict[str, float], n: int) -> Table:
     table = Table(title=f"{title} (n={n})")
-    for k in STREAMS:
+    for k in acc:
         table.add_column(k, justify="right")
-    table.add_row(*(f"{acc[k]:.4f}" for k in STREAMS))
+    table.add_row(*(f"{v:.4f}" for v in acc.values()))
     return table
+
+
+def _options(items: list[str], option: str) -> dict[str, Any]:
+    """``KEY=VALUE`` items as a dict; values read as TOML (``0.5``, ``true``, ``"x"``; a bare
+    word is a string)."""
+    from pgsl.config import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} needs KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = text.strip()
+    return out
 
 
 def _overrides(cfg: Config, dataset: str, data_dir: str | None, limit_train: int | None,
@@ -88,12 +113,15 @@ def _overrides(cfg: Config, dataset: str, data_dir: str | None, limit_train: int
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v",
-                                     help="Log every step (the server: per site and step).")) -> None:
+                                     help="Log every step (the server: per site and step) and show "
+                                          "tracebacks of errors.")) -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False)],
     )
     logging.getLogger("pgsl").setLevel(logging.DEBUG if verbose else logging.INFO)
+    global _verbose
+    _verbose = verbose
 
 
 @app.command()
@@ -112,14 +140,14 @@ def train(
     pixels: float | None = typer.Option(None, help="Pixel budget: count, or fraction if < 1."),
     seed: int | None = typer.Option(None),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
-    defense: str = typer.Option("pgsl", help="pgsl | none (vanilla split) | noise | nopeek."),
-    noise_scale: float | None = typer.Option(None, help="Laplace scale b for --defense noise."),
-    nopeek_weight: float | None = typer.Option(None, help="alpha for --defense nopeek."),
+    defense: str = typer.Option("pgsl", help="A registered defence (`pgsl defenses` lists them)."),
+    defense_options: list[str] = typer.Option([], "--defense-option", help="KEY=VALUE option of "
+                                              "the defence, e.g. scale=0.5 for noise (repeatable)."),
     settings: list[str] = typer.Option([], "--set", help="section.key=value, e.g. recovery.svt=auto "
                                        "(repeatable; any field of the preset)."),
 ) -> None:
-    """Train PGSL (client attack + down-sampling + conv1-2 | APG recovery + 3 streams + fusion),
-    or a comparison model (--defense none | noise | nopeek: conv1-2 on raw images | one stream)."""
+    """Train a split model with a defence: PGSL (client attack + down-sampling + conv1-2 | APG
+    recovery + 3 streams + fusion) or any other registered one (`pgsl defenses`)."""
     from pgsl.experiments.train import train_run
 
     try:
@@ -131,15 +159,14 @@ def train(
             train={k: v for k, v in (("batch_size", batch_size), ("seed", seed)) if v is not None},
             recovery={"mu": mu} if mu is not None else {},
             attack={"pixels": pixels} if pixels is not None else {},
-            defense={k: v for k, v in (("kind", defense), ("noise_scale", noise_scale),
-                                       ("nopeek_weight", nopeek_weight)) if v is not None},
+            defense={"kind": defense, "params": _options(defense_options, "--defense-option")},
         )
         cfg = apply_settings(cfg, settings)
         if resume:
             console.print(f"resuming {out} with its saved configuration")
         metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),
                             epochs=epochs)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError) as e:
+    except USER_ERRORS as e:
         _fail(e)
         return
     console.print(_accuracy_table(f"{metrics['dataset']} test accuracy after "
@@ -184,7 +211,7 @@ def privacy(
                            ggl_generations=ggl_generations, seed=seed,
                            attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()))
         rows = run_privacy(runs, out, pc, device=device)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+    except USER_ERRORS as e:
         _fail(e)
         return
     table = Table(title="Table I: reconstructions of the victims' clean images")
@@ -239,7 +266,7 @@ def frontier(
                        [int(p) for p in _floats(pixels, "--pixels")], base_mu=cfg.recovery.mu)
         pc = PrivacyConfig(victims=victims, opt_victims=1, aux=aux, mia_epochs=mia_epochs, seed=seed)
         rows = run_frontier(cfg, out, points, pc, device=device, reporter=RichReporter())
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError) as e:
+    except USER_ERRORS as e:
         _fail(e)
         return
     table = Table(title="privacy-utility frontier (MIA reconstruction MSE vs accuracy)")
@@ -287,7 +314,7 @@ def mu_sweep(
         rows = run_sweep(configs, out, SweepConfig(mus=values, images=images, seed=seed,
                                                      solver=solver),
                          resolve_device(device))
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+    except USER_ERRORS as e:
         _fail(e)
         return
     table = Table(title="mu sweep: MSE of the recovered image to the clean one (mu 0 = attacked image)")
@@ -327,7 +354,7 @@ def robustness(
                               bim_steps=bim_steps, cw_c=cw_c, cw_steps=cw_steps, jsma_gamma=jsma_gamma,
                               seed=seed)
         rows = run_robustness(runs, out, rc, device=device, reconstructions=reconstructions)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+    except USER_ERRORS as e:
         _fail(e)
         return
     table = Table(title=f"Table II: accuracy (n={rows[0]['n_test']})")
@@ -359,7 +386,7 @@ def reproduce(
     try:
         cfg = apply_settings(_overrides(load_preset(preset), dataset, data_dir, None, None), settings)
         report = run_reproduce(cfg, preset, out, plan=plan, device=device, reporter=RichReporter())
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError) as e:
+    except USER_ERRORS as e:
         _fail(e)
         return
     console.print(f"[green]wrote {report}[/] (tables as CSV/JSON in {out})")
@@ -377,7 +404,7 @@ def evaluate(
     try:
         result = evaluate_run(run_dir, device=device, limit_test=limit_test,
                               reporter=RichReporter())
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+    except USER_ERRORS as e:
         _fail(e)
         return
     console.print(_accuracy_table(f"test accuracy, epoch {result['epochs']}",
@@ -396,7 +423,7 @@ def certs(
     try:
         files = make_certs(out, [s.strip() for s in sites.split(",") if s.strip()],
                            [h.strip() for h in hosts.split(",") if h.strip()])
-    except (ValueError, OSError) as e:
+    except USER_ERRORS as e:
         _fail(e)
         return
     console.print(f"wrote {len(files)} files to {out}; keep ca.key offline, give each site its "
@@ -441,7 +468,7 @@ def server(
                                        checkpoint_every=checkpoint_every)
         grpc_server, port = serve(service, listen, tls_dir=tls,
                                   max_message=int(max_message_mb * (1 << 20)))
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+    except USER_ERRORS as e:
         _fail(e)
         return
     host = listen.rsplit(":", 1)[0]
@@ -495,14 +522,29 @@ def client(
             metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),
                                 epochs=epochs, channel=channel)
             sent = channel.bytes_sent
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError,
-            TransportError) as e:
+    except (*USER_ERRORS, TransportError) as e:
         _fail(e)
         return
     samples = metrics["n_train"] * (metrics["epochs"]) + metrics["n_test"]
     console.print(_accuracy_table(f"site {site}: test accuracy", metrics["test_accuracy"],
                                   metrics["n_test"]))
     console.print(f"bytes sent per sample ({wire_dtype}): {sent / max(samples, 1):.0f}")
+
+
+@app.command()
+def defenses() -> None:
+    """List the registered defences and their options."""
+    import dataclasses
+
+    from pgsl.defenses import DEFENSES
+
+    table = Table(title="defences (pgsl train --defense NAME --defense-option KEY=VALUE)")
+    for col in ("name", "what it does", "options (default)"):
+        table.add_column(col)
+    for name, cls in DEFENSES.items():
+        options = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Params))
+        table.add_row(name, cls.summary, options or "-")
+    console.print(table)
 
 
 @app.command()

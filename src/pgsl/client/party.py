@@ -1,113 +1,104 @@
 """The client (hospital, clinic, device): everything left of the cut in the paper's Figure 2.
 
-x -> intentional JSMA (surrogate saliency) -> x_hat, Map -> pixel_unshuffle(x_hat) ++ pool(Map)
--> conv1, conv2 -> activations a  ==> the cut (a channel; the client never imports the server)
-<== dL(S_f)/da -> backward through conv2, conv1 -> optimiser step.
+x -> the defence's encoding (PGSL: intentional JSMA, pixel_unshuffle ++ pooled saliency)
+-> conv1, conv2 -> the defence's perturbation -> activations a  ==> the cut (a channel)
+<== dL/da of the stream that trains the client -> backward (plus the defence's own loss)
+-> optimiser step.
 
-The comparison models (``defense.kind``) send conv2(conv1(x)) of the raw image instead: as is
-(``none``), plus Laplacian noise (``noise``), or trained with NoPeek's distance-correlation loss
-added on the client (``nopeek``).
+The client never imports the server: it holds a :class:`~pgsl.split.channel.Channel` only.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from pgsl.client.pixel_attack import intentional_jsma
-from pgsl.client.sampling import downsample
 from pgsl.client.segment import ClientSegment
-from pgsl.client.surrogate import Surrogate
 from pgsl.config import Config
-from pgsl.defenses.noise import laplace_noise
-from pgsl.defenses.nopeek import distance_correlation
+from pgsl.defenses import Defense, get_defense
 from pgsl.split.channel import Channel
 from pgsl.split.messages import Activations, Gradient, Scores
 
+__all__ = ["ClientParty"]
+
 
 class ClientParty:
-    """Holds the raw images, the surrogate and the client segment; talks to the server by channel."""
+    """Holds the raw images, the defence's client state and the segment; talks by channel."""
 
     def __init__(
         self, cfg: Config, channels: int, num_classes: int, device: torch.device | str = "cpu"
     ) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
-        self.surrogate = Surrogate(channels, num_classes, cfg.attack.surrogate_width).to(self.device)
-        self.pgsl = cfg.defense.kind == "pgsl"
-        in_channels = 4 * channels + 1 if self.pgsl else channels
-        self.segment = ClientSegment(in_channels, cfg.model.width).to(self.device)
+        self.defense: Defense = get_defense(cfg.defense.kind)(cfg, channels, num_classes).to(self.device)
+        self.segment = ClientSegment(self.defense.segment_channels, cfg.model.width).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.segment.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
         )
         self.step = 0
 
-    def encode(self, x: Tensor, y: Tensor | None) -> Tensor:
-        """PGSL: attack and down-sample, ``(B, C, H, W)`` -> ``(B, 4C + 1, H/2, W/2)``, no gradient.
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The names of the server model's streams, as the defence declares them."""
+        return self.defense.streams
 
-        ``y=None`` attacks away from the surrogate's own prediction. Other defences: ``x`` as is.
-        """
-        if not self.pgsl:
-            return x
-        a = self.cfg.attack
-        self.surrogate.eval()
-        result = intentional_jsma(
-            self.surrogate, x, y, pixels=a.pixels, pixels_per_step=a.pixels_per_step, theta=a.theta
-        )
-        return downsample(result.attacked, result.saliency)
-
-    def cut(self, x_check: Tensor) -> Tensor:
-        """The segment's output plus the noise defence: exactly what is sent."""
-        a = self.segment(x_check)
-        if self.cfg.defense.kind == "noise":
-            a = laplace_noise(a, self.cfg.defense.noise_scale)
-        return a
+    def send(self, x_check: Tensor) -> Tensor:
+        """The segment's output after the defence's perturbation: exactly what is sent."""
+        return self.defense.perturb(self.segment(x_check))
 
     @torch.no_grad()
     def query(self, x: Tensor) -> Tensor:
         """What the client sends for ``x`` at inference (the black-box oracle an attacker queries)."""
         self.segment.eval()
-        return self.cut(self.encode(x, None))
+        return self.send(self.defense.encode(x, None))
+
+    def observe(self, x: Tensor) -> Tensor:
+        """:meth:`query` as a differentiable function of ``x`` (a white-box attacker's model of
+        the client: the same value, gradients straight through non-differentiable steps)."""
+        self.segment.eval()
+        return self.send(self.defense.encode_differentiable(x))
 
     def train_step(self, x: Tensor, y: Tensor, channel: Channel) -> Gradient:
         """One split-learning step: forward to the cut, server step, backward, client step."""
-        x_check = self.encode(x, y if self.cfg.attack.label_source == "true" else None)
+        x_check = self.defense.encode(x, y)
         self.segment.train()
-        a = self.cut(x_check)
+        a = self.send(x_check)
         self.step += 1
         reply = channel.train_step(Activations(self.step, a.detach(), y))
         if reply.grad.shape != a.shape:
-            raise RuntimeError(
+            raise ValueError(
                 f"server returned a gradient of shape {tuple(reply.grad.shape)} for activations "
                 f"of shape {tuple(a.shape)}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         grad = reply.grad.to(a.device, a.dtype)
-        if self.cfg.defense.kind == "nopeek" and self.cfg.defense.nopeek_weight > 0:
-            leak = self.cfg.defense.nopeek_weight * distance_correlation(x, a)
-            torch.autograd.backward([a, leak], [grad, torch.ones_like(leak)])
-        else:
+        extra = self.defense.extra_loss(x, a)
+        if extra is None:
             a.backward(grad)
+        else:
+            torch.autograd.backward([a, extra], [grad, torch.ones_like(extra)])
         self.optimizer.step()
         return reply
 
     @torch.no_grad()
     def predict(self, x: Tensor, channel: Channel) -> Scores:
-        """Inference: the attack uses the surrogate's own label (the client does not know ``y``)."""
+        """Inference: the client has no label (PGSL attacks away from its surrogate's guess)."""
         a = self.query(x)
         self.step += 1
         return channel.predict(Activations(self.step, a))
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {
-            "surrogate": self.surrogate.state_dict(),
+            "defense": self.defense.state_dict(),
             "segment": self.segment.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        self.surrogate.load_state_dict(state["surrogate"])
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.defense.load_state_dict(state["defense"])
         self.segment.load_state_dict(state["segment"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from pgsl.checkpoint import write_bytes_atomic
 
 
 class DataError(ValueError):
@@ -128,15 +131,12 @@ def fetch_wheel(requirement: str, dest: Path, env_var: str) -> Path:
 
 
 def atomic_save_npz(path: Path, **arrays: object) -> None:
-    """Write an ``.npz`` beside ``path`` and rename it into place, so a kill leaves no half file."""
+    """Write ``arrays`` as an ``.npz`` to ``path`` atomically, so a kill leaves no half file."""
     import numpy as np
 
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with tmp.open("wb") as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def load_npz(path: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:

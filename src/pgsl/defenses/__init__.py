@@ -1,6 +1,38 @@
-"""The comparison defences of paper §V-C / DESIGN §3, applied on the client at the cut.
+"""Defences as plug-ins: the registry maps a name (``pgsl train --defense NAME``) to its class.
 
-PGSL itself lives in ``pgsl.client`` and ``pgsl.server``; these are the baselines it is measured
-against: Laplacian noise on the activations (Titcombe et al. 2021) and NoPeek's distance
-correlation loss (Vepakomma et al. 2019).
+A new defence is one file with a :class:`~pgsl.defenses.base.Defense` subclass and one line here
+(or :func:`register_defense` from outside the package). PGSL is one of them; the others are the
+baselines it is compared with (paper §V-C, DESIGN §3).
 """
+
+from __future__ import annotations
+
+from pgsl.defenses.base import Defense, NoParams, parse_params
+from pgsl.defenses.noise import LaplaceNoise
+from pgsl.defenses.none import VanillaSplit
+from pgsl.defenses.nopeek import NoPeek
+from pgsl.defenses.pgsl import PGSL
+
+__all__ = ["DEFENSES", "Defense", "NoParams", "get_defense", "parse_params", "register_defense"]
+
+DEFENSES: dict[str, type[Defense]] = {
+    "pgsl": PGSL,
+    "none": VanillaSplit,
+    "noise": LaplaceNoise,
+    "nopeek": NoPeek,
+}
+
+
+def get_defense(name: str) -> type[Defense]:
+    """The defence class registered under ``name``; a clear error for an unknown name."""
+    try:
+        return DEFENSES[name]
+    except KeyError:
+        raise ValueError(f"unknown defence {name!r}; choose one of {', '.join(DEFENSES)}") from None
+
+
+def register_defense(name: str, cls: type[Defense]) -> None:
+    """Add a defence from outside the package (a plug-in, a test)."""
+    if name in DEFENSES and DEFENSES[name] is not cls:
+        raise ValueError(f"a different defence is already registered as {name!r}")
+    DEFENSES[name] = cls

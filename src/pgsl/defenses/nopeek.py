@@ -8,8 +8,14 @@ tensors' device: Euclidean distance matrices of the flattened samples, double-ce
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
+
+from pgsl.defenses.base import Defense
+
+__all__ = ["NoPeek", "distance_correlation"]
 
 
 def _centred_distances(x: Tensor) -> Tensor:
@@ -33,3 +39,25 @@ def distance_correlation(x: Tensor, y: Tensor) -> Tensor:
     denom = torch.sqrt((a * a).mean() * (b * b).mean())
     ratio = torch.where(denom > 0, dcov2_xy / denom.clamp(min=torch.finfo(denom.dtype).tiny), 0.0)
     return torch.sqrt(torch.clamp(ratio, min=0.0))
+
+
+@dataclass(frozen=True)
+class NoPeekParams:
+    weight: float = 0.5  # alpha: client loss = alpha * dCor(x, sent) + the server's gradient
+
+    def __post_init__(self) -> None:
+        if not self.weight >= 0:
+            raise ValueError(f"NoPeek weight must be >= 0, got {self.weight}")
+
+
+class NoPeek(Defense):
+    """The vanilla split trained with ``weight * dCor(x, a)`` added on the client."""
+
+    Params = NoPeekParams
+    summary = "split + NoPeek distance-correlation loss (Vepakomma et al. 2019), option weight (alpha)"
+
+    def extra_loss(self, x: Tensor, sent: Tensor) -> Tensor | None:
+        # a batch of one sample has no distance correlation (e.g. a data set's last batch)
+        if self.params.weight == 0 or len(x) < 2:
+            return None
+        return self.params.weight * distance_correlation(x, sent)

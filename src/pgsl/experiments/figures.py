@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from torch import Tensor
+
+from pgsl.checkpoint import write_bytes_atomic
 
 
 def _as_image(t: Tensor, size: tuple[int, int]) -> Image.Image:
@@ -38,19 +41,21 @@ def save_grid(path: Path, columns: dict[str, Tensor], rows: int = 8, cell: int =
         for i in range(n):
             grid.paste(_as_image(columns[name][i], (cell, cell)).convert("L"),
                        (j * cell, header + i * cell))
-    tmp = path.with_suffix(".tmp.png")
-    grid.save(tmp)
-    tmp.replace(path)
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG")
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def save_figure(fig: Any, path: Path) -> None:
     """Save a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def pyplot() -> Any:

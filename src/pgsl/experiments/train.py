@@ -13,26 +13,27 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from pgsl import __version__
 from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_json
 from pgsl.client.party import ClientParty
-from pgsl.client.surrogate import train_surrogate
 from pgsl.config import Config, load_config, save_config
 from pgsl.data import Dataset, load_dataset
-from pgsl.server.party import ServerParty
 from pgsl.split.channel import Channel, InProcessChannel
 from pgsl.split.trainer import EpochStats, evaluate, train_epoch
+
+if TYPE_CHECKING:
+    from pgsl.server.party import ServerParty
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.json"
-FORMAT = 1
+FORMAT = 2  # 2: the client's defence state under "defense"; streams keyed by the model's names
 
 
 class Reporter(Protocol):
@@ -60,21 +61,29 @@ class LogReporter:
 def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA GPU here")
+        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA GPU here")
     return device
 
 
 class Run:
-    """A run folder with its parties: built fresh from a config or restored from its checkpoint."""
+    """A run folder with its parties: built fresh from a config or restored from its checkpoint.
+
+    Without a ``channel`` the server party lives in this process; with one (``pgsl client``) the
+    server is remote and its code is never imported here.
+    """
 
     def __init__(self, cfg: Config, dataset: Dataset, device: torch.device,
                  channel: Channel | None = None) -> None:
         self.cfg, self.dataset, self.device = cfg, dataset, device
         k = len(dataset.classes)
         self.client = ClientParty(cfg, dataset.channels, k, device)
-        # no channel: the server lives in this process; otherwise it is remote (pgsl client)
-        self.server = ServerParty(cfg, k, device) if channel is None else None
-        self.channel: Channel = InProcessChannel(self.server) if self.server else channel  # type: ignore[assignment]
+        self.server: ServerParty | None = None
+        if channel is None:
+            from pgsl.server.party import ServerParty
+
+            self.server = ServerParty(cfg, k, device)
+            channel = InProcessChannel(self.server)
+        self.channel: Channel = channel
 
     def join(self) -> None:
         """For a remote server: check the model fits and continue after the site's last step."""
@@ -161,12 +170,11 @@ def train_run(
         train_seconds = float(state["train_seconds"])
     else:
         t0 = time.perf_counter()
-        if cfg.defense.kind == "pgsl":  # only PGSL's client attacks its images
-            tick = reporter.task("surrogate", cfg.attack.surrogate_epochs * len(dataset.train))
-            train_surrogate(
-                run.client.surrogate, dataset.train, epochs=cfg.attack.surrogate_epochs,
-                batch_size=t.batch_size, seed=t.seed, device=dev, progress=tick,
-            )
+        defense = run.client.defense
+        if work := defense.preparation(len(dataset.train)):  # PGSL: the client's surrogate
+            tick = reporter.task(f"{cfg.defense.kind}: client preparation", work)
+            defense.prepare(dataset.train, batch_size=t.batch_size, seed=t.seed, device=dev,
+                            progress=tick)
             reporter.done()
         start_epoch, history = 0, []
         train_seconds = time.perf_counter() - t0

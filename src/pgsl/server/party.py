@@ -1,81 +1,34 @@
 """The computation server: everything right of the cut in the paper's Figure 2.
 
-activations a -> APG recovery r -> pixel_shuffle u_a, u_r -> three streams:
-    S_a(u_a, detached)   S_f(conv1x1(u_a ++ u_r) + u_a)   S_r(u_r)
--> per-stream cross-entropy; only S_f's gradient flows back into ``a`` -> adaptive weighted fusion.
+:class:`ServerParty` owns the server model its configuration's defence names (PGSL: recovery, three
+streams and fusion, :mod:`pgsl.server.three_streams`; a plain split: one stream) and its optimiser,
+and answers :class:`~pgsl.split.messages.Activations` messages. It refuses, with
+:class:`BadRequest`, only what is the sender's fault; anything else propagates unchanged. Either way
+a step that fails leaves the model as it was.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from pgsl.config import Config
-from pgsl.layers import upsample
-from pgsl.recovery.rpca import ProxRecovery
-from pgsl.server.fusion import ConvSumFusion, adaptive_weighted_fusion
-from pgsl.server.streams import StreamTail
+from pgsl.defenses import get_defense
+from pgsl.server.model import ServerModel, build_server_model
 from pgsl.split.messages import Activations, Gradient, Scores, StreamStats
 
 log = logging.getLogger(__name__)
 
+__all__ = ["MAX_ABS_ACTIVATION", "BadRequest", "ServerParty"]
 
 MAX_ABS_ACTIVATION = 1e6
 
 
 class BadRequest(ValueError):
-    """A message the server refuses; the model is not touched."""
-
-
-class StreamLogits(NamedTuple):
-    a: Tensor
-    f: Tensor
-    r: Tensor
-
-
-class ServerModel(nn.Module):
-    """Recovery, up-sampling, conv-sum fusion and the three stream tails."""
-
-    def __init__(self, cfg: Config, num_classes: int) -> None:
-        super().__init__()
-        m, rec = cfg.model, cfg.recovery
-        self.width = m.width
-        self.num_classes = num_classes
-        # the comparison models (vanilla split, noise, NoPeek): one stream on the activations
-        self.single = cfg.defense.kind != "pgsl"
-        if self.single:
-            self.s_f = StreamTail(m.width, num_classes, width=m.width, dropout=m.dropout,
-                                  pool=m.pool, hidden=m.hidden)
-            return
-        if m.width % 4:
-            raise ValueError(f"model width must be a multiple of 4 (pixel shuffle), got {m.width}")
-        self.recovery = ProxRecovery(
-            mu=rec.mu, lam=rec.lam, max_iter=rec.max_iter, tol=rec.tol, eta=rec.eta, svt=rec.svt
-        )
-        up = m.width // 4
-        self.fusion = ConvSumFusion(up)
-
-        def tail() -> StreamTail:
-            return StreamTail(up, num_classes, width=m.width, dropout=m.dropout, pool=m.pool,
-                              hidden=m.hidden)
-
-        self.s_a, self.s_f, self.s_r = tail(), tail(), tail()
-
-    def forward(self, a: Tensor) -> StreamLogits:
-        if self.single:
-            f = self.s_f(a)
-            return StreamLogits(a=f, f=f, r=f)
-        u_a = upsample(a)
-        u_r = upsample(self.recovery(a))  # no gradient through the solver
-        return StreamLogits(
-            a=self.s_a(u_a.detach()),
-            f=self.s_f(self.fusion(u_a, u_r)),
-            r=self.s_r(u_r),
-        )
+    """A message the server refuses because of what it holds; the model is not touched."""
 
 
 class ServerParty:
@@ -84,7 +37,8 @@ class ServerParty:
     def __init__(self, cfg: Config, num_classes: int, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg
         self.device = torch.device(device)
-        self.model = ServerModel(cfg, num_classes).to(self.device)
+        self.model: ServerModel = build_server_model(
+            get_defense(cfg.defense.kind).server_model, cfg, num_classes).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
         )
@@ -126,7 +80,12 @@ class ServerParty:
         return a.to(self.device, torch.float32), y
 
     def train_step(self, msg: Activations) -> Gradient:
-        """One server step. Nothing of the model changes unless the whole step is finite."""
+        """One server step. Nothing of the model changes unless the whole step succeeds.
+
+        Raises :class:`BadRequest` for invalid activations or labels, and for activations that
+        make a loss or gradient non-finite or the solver fail; any other error (a bug, out of
+        memory) propagates as it is, after the same roll-back.
+        """
         a, y = self._validate(msg, need_labels=True)
         assert y is not None
         self.model.train()
@@ -135,52 +94,43 @@ class ServerParty:
         buffers = {k: v.clone() for k, v in self.model.named_buffers()}
         try:
             logits = self.model(a)
-            if self.model.single:
-                losses = [F.cross_entropy(logits.f, y)] * 3
-                total = losses[0]
-            else:
-                losses = [F.cross_entropy(lg, y) for lg in logits]
-                total = torch.stack(losses).sum()
+            losses = [F.cross_entropy(lg, y) for lg in logits]
             self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            torch.stack(losses).sum().backward()
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             checks = [*losses, *grads] + ([a.grad] if a.grad is not None else [])
             # one reduction, one host sync (not one per parameter tensor on the hot path)
             if not bool(torch.stack([torch.isfinite(t).all() for t in checks]).all()):
                 raise FloatingPointError("non-finite loss or gradient")
-        except (FloatingPointError, RuntimeError) as e:  # LinAlgError is a RuntimeError
+        except BaseException as e:
             self.optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
                 for k, v in self.model.named_buffers():
                     v.copy_(buffers[k])
+            if not isinstance(e, (FloatingPointError, torch.linalg.LinAlgError)):
+                raise
             log.warning("step %d refused: %s", msg.step, e)
             raise BadRequest(f"step {msg.step}: these activations give a non-finite loss or "
-                             f"gradient ({str(e).splitlines()[0][:200]}); the model is unchanged") from e
+                             f"gradient or a failed recovery ({str(e).splitlines()[0][:200]}); "
+                             "the model is unchanged") from e
         self.optimizer.step()
         self.expected_hw = tuple(a.shape[-2:])  # type: ignore[assignment]
         assert a.grad is not None
         with torch.no_grad():
-            probs = [lg.softmax(1) for lg in logits]
-            fused = self.fuse(*probs)
-            loss_a, loss_f, loss_r = (float(v.detach()) for v in losses)
-            ok_a, ok_f, ok_r, ok_awa = (int((p.argmax(1) == y).sum()) for p in (*probs, fused))
-        stats = StreamStats(loss_a=loss_a, loss_f=loss_f, loss_r=loss_r, correct_a=ok_a,
-                            correct_f=ok_f, correct_r=ok_r, correct_awa=ok_awa, count=int(y.shape[0]))
+            probs = tuple(lg.softmax(1) for lg in logits)
+            decision = self.model.decide(probs)
+            stats = StreamStats(
+                losses=tuple(float(v.detach()) for v in losses),
+                correct=tuple(int((p.argmax(1) == y).sum()) for p in (*probs, decision)),
+                count=int(y.shape[0]))
         return Gradient(step=msg.step, grad=a.grad, stats=stats)
-
-    def fuse(self, s_a: Tensor, s_f: Tensor, s_r: Tensor) -> Tensor:
-        if self.model.single:
-            return s_f
-        return adaptive_weighted_fusion(
-            s_r, s_f, s_a, weights=self.cfg.fusion.weights, confidence=self.cfg.fusion.confidence
-        )
 
     @torch.no_grad()
     def predict(self, msg: Activations) -> Scores:
         a, _ = self._validate(msg, need_labels=False)
         self.model.eval()
-        s_a, s_f, s_r = (lg.softmax(1) for lg in self.model(a))
-        return Scores(msg.step, s_a, s_f, s_r, self.fuse(s_a, s_f, s_r))
+        probs = tuple(lg.softmax(1) for lg in self.model(a))
+        return Scores(msg.step, probs, self.model.decide(probs))
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}

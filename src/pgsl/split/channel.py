@@ -18,33 +18,37 @@ M = TypeVar("M", Activations, Gradient, Scores)
 
 
 class Channel(Protocol):
-    def train_step(self, message: Activations) -> Gradient: ...
-
-    def predict(self, message: Activations) -> Scores: ...
-
-
-class ServerEndpoint(Protocol):
-    """What a server offers a channel."""
+    """Carries a client's messages to a server and its replies back; a server object offers the
+    same two methods (it is the endpoint of an in-process channel)."""
 
     def train_step(self, message: Activations) -> Gradient: ...
 
     def predict(self, message: Activations) -> Scores: ...
+
+
+def _tensors(message: Activations | Gradient | Scores) -> dict[str, Tensor | tuple[Tensor, ...]]:
+    """The message's tensor fields (a tuple of tensors counts as one field)."""
+    out: dict[str, Tensor | tuple[Tensor, ...]] = {}
+    for f in dataclasses.fields(message):
+        v = getattr(message, f.name)
+        if isinstance(v, Tensor) or (isinstance(v, tuple) and v and isinstance(v[0], Tensor)):
+            out[f.name] = v
+    return out
 
 
 def copy_message(message: M) -> M:
     """The message with every tensor detached and cloned: what a wire would deliver."""
-    tensors: dict[str, Any] = {
-        f.name: v.detach().clone()
-        for f in dataclasses.fields(message)
-        if isinstance(v := getattr(message, f.name), Tensor)
+    copies: dict[str, Any] = {
+        k: v.detach().clone() if isinstance(v, Tensor) else tuple(t.detach().clone() for t in v)
+        for k, v in _tensors(message).items()
     }
-    return dataclasses.replace(message, **tensors)
+    return dataclasses.replace(message, **copies)
 
 
 class InProcessChannel:
     """Delivers messages to a server object in the same process."""
 
-    def __init__(self, server: ServerEndpoint) -> None:
+    def __init__(self, server: Channel) -> None:
         self._server = server
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -63,8 +67,5 @@ class InProcessChannel:
 
 
 def _nbytes(message: Activations | Gradient | Scores) -> int:
-    return sum(
-        v.numel() * v.element_size()
-        for f in dataclasses.fields(message)
-        if isinstance(v := getattr(message, f.name), Tensor)
-    )
+    return sum(t.numel() * t.element_size()
+               for v in _tensors(message).values() for t in (v if isinstance(v, tuple) else (v,)))

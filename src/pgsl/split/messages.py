@@ -1,9 +1,13 @@
 """Typed messages exchanged at the cut (DESIGN §5).
 
 Client -> server: :class:`Activations` (the client segment's output and, in training, the labels).
-Server -> client: :class:`Gradient` in training (the gradient of ``S_f``'s loss with respect to the
-activations, and nothing from ``S_a`` or ``S_r``), :class:`Scores` at inference.
-Raw images never appear in any message.
+Server -> client: :class:`Gradient` in training (the gradient, with respect to the activations, of
+the loss of the stream that trains the client -- PGSL's ``S_f``; nothing from ``S_a`` or ``S_r``),
+:class:`Scores` at inference. Raw images never appear in any message.
+
+The server model decides how many streams it has (PGSL: ``S_a, S_f, S_r``; a plain split: one);
+per-stream fields are tuples in the model's stream order, and ``decision`` is the model's final
+answer (PGSL: the adaptive weighted fusion ``S_awa``, paper eqs. 9-11).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import Tensor
+
+__all__ = ["Activations", "Gradient", "Scores", "StreamStats"]
 
 
 @dataclass(frozen=True)
@@ -24,21 +30,22 @@ class Activations:
 
 @dataclass(frozen=True)
 class StreamStats:
-    """Per-stream mean cross-entropy of a batch and how many of its samples each got right."""
+    """A training batch's result: each stream's mean cross-entropy (``losses``), how many samples
+    each stream and then the decision got right (``correct``, one longer than ``losses``)."""
 
-    loss_a: float
-    loss_f: float
-    loss_r: float
-    correct_a: int
-    correct_f: int
-    correct_r: int
-    correct_awa: int
+    losses: tuple[float, ...]
+    correct: tuple[int, ...]
     count: int
+
+    def __post_init__(self) -> None:
+        if len(self.correct) != len(self.losses) + 1:
+            raise ValueError(f"{len(self.losses)} stream losses need {len(self.losses) + 1} counts "
+                             f"(streams, then the decision), got {len(self.correct)}")
 
 
 @dataclass(frozen=True)
 class Gradient:
-    """``grad``: ``d loss(S_f) / d activations``, the activations' shape."""
+    """``grad``: ``d loss / d activations`` of the stream that trains the client, their shape."""
 
     step: int
     grad: Tensor
@@ -47,10 +54,8 @@ class Gradient:
 
 @dataclass(frozen=True)
 class Scores:
-    """``(B, K)`` softmax scores of each stream and the fused decision ``S_awa``."""
+    """``streams``: ``(B, K)`` softmax scores per stream; ``decision``: the model's ``(B, K)``."""
 
     step: int
-    s_a: Tensor
-    s_f: Tensor
-    s_r: Tensor
-    s_awa: Tensor
+    streams: tuple[Tensor, ...]
+    decision: Tensor

@@ -1,4 +1,8 @@
-"""Split training and evaluation: the two parties, a channel between them, epochs of batches."""
+"""Split training and evaluation: the two parties, a channel between them, epochs of batches.
+
+Statistics are keyed by the server model's stream names (the defence declares them; PGSL:
+``S_a, S_f, S_r``) and :data:`DECISION`, the model's final answer (PGSL: the fusion ``S_awa``).
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,38 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from pgsl.client.party import ClientParty
 from pgsl.data.base import ImageSet, batches
 from pgsl.split.channel import Channel
-from pgsl.split.messages import Scores
+from pgsl.split.messages import Gradient, Scores
 
 log = logging.getLogger(__name__)
 
-STREAMS = ("S_a", "S_f", "S_r", "S_awa")
+__all__ = ["DECISION", "EpochStats", "Learner", "evaluate", "score_hits", "train_epoch"]
+
+DECISION = "decision"
 Progress = Callable[[int], None]
+
+
+class Learner(Protocol):
+    """What the trainer needs of a client: its device, its stream names and the two steps
+    (:class:`pgsl.client.party.ClientParty` is one; this module never imports it)."""
+
+    device: torch.device
+    streams: tuple[str, ...]
+
+    def train_step(self, x: Tensor, y: Tensor, channel: Channel) -> Gradient: ...
+
+    def predict(self, x: Tensor, channel: Channel) -> Scores: ...
 
 
 @dataclass(frozen=True)
 class EpochStats:
-    """Training loss (mean per sample) of each stream and training accuracy incl. the fusion."""
+    """Training loss (mean per sample) of each stream, training accuracy incl. the decision."""
 
     loss: dict[str, float]
     accuracy: dict[str, float]
@@ -32,7 +50,7 @@ class EpochStats:
 
 
 def train_epoch(
-    client: ClientParty,
+    client: Learner,
     channel: Channel,
     data: ImageSet,
     *,
@@ -41,16 +59,20 @@ def train_epoch(
     progress: Progress | None = None,
 ) -> EpochStats:
     """One pass over ``data`` in a seeded order; the client and server step on every batch."""
-    loss = {"S_a": 0.0, "S_f": 0.0, "S_r": 0.0}
-    correct = dict.fromkeys(STREAMS, 0)
+    names = client.streams
+    loss = dict.fromkeys(names, 0.0)
+    correct = dict.fromkeys((*names, DECISION), 0)
     n = 0
     t0 = time.perf_counter()
     for x, y in batches(data, batch_size, device=client.device, shuffle_seed=shuffle_seed):
         s = client.train_step(x, y, channel).stats
-        for key, value in zip(loss, (s.loss_a, s.loss_f, s.loss_r), strict=True):
+        if len(s.losses) != len(names):
+            raise ValueError(f"the server trains {len(s.losses)} stream(s), this client's defence "
+                               f"expects {len(names)} ({', '.join(names)}): do their configs match?")
+        for key, value in zip(names, s.losses, strict=True):
             loss[key] += value * s.count
-        for key, value in zip(STREAMS, (s.correct_a, s.correct_f, s.correct_r, s.correct_awa), strict=True):
-            correct[key] += value
+        for key, hits in zip(correct, s.correct, strict=True):
+            correct[key] += hits
         n += s.count
         if progress:
             progress(s.count)
@@ -62,30 +84,39 @@ def train_epoch(
     )
 
 
-def stream_hits(scores: Scores, y: Tensor) -> dict[str, int]:
-    """How many of ``y`` each stream and the fused decision got right."""
-    return {key: int((s.argmax(1).to(y.device) == y).sum())
-            for key, s in zip(STREAMS, (scores.s_a, scores.s_f, scores.s_r, scores.s_awa), strict=True)}
+def score_hits(scores: Scores, y: Tensor, names: tuple[str, ...]) -> dict[str, int]:
+    """How many of ``y`` each stream (by name) and the decision got right."""
+    if len(scores.streams) != len(names):
+        raise ValueError(f"the server answered with {len(scores.streams)} stream(s), expected "
+                           f"{len(names)} ({', '.join(names)})")
+    keyed = (*zip(names, scores.streams, strict=True), (DECISION, scores.decision))
+    return {key: int((s.argmax(1).to(y.device) == y).sum()) for key, s in keyed}
 
 
 @torch.no_grad()
 def evaluate(
-    client: ClientParty,
+    client: Learner,
     channel: Channel,
-    data: ImageSet,
+    data: ImageSet | tuple[Tensor, Tensor],
     *,
     batch_size: int,
     progress: Progress | None = None,
 ) -> dict[str, float]:
-    """Accuracy of each stream and of the fused decision on ``data`` (fractions in [0, 1])."""
-    correct = dict.fromkeys(STREAMS, 0)
+    """Accuracy of each stream and of the decision (fractions in [0, 1]) on an image set, or on
+    float images ``(N, C, H, W)`` in [0, 1] with their labels."""
+    if isinstance(data, tuple):
+        x, y = data
+        pairs = zip(x.split(batch_size), y.split(batch_size), strict=True)
+    else:
+        pairs = batches(data, batch_size, device=client.device)
+    correct = dict.fromkeys((*client.streams, DECISION), 0)
     n = 0
-    for x, y in batches(data, batch_size, device=client.device):
-        for key, hits in stream_hits(client.predict(x, channel), y).items():
+    for xb, yb in pairs:
+        for key, hits in score_hits(client.predict(xb, channel), yb, client.streams).items():
             correct[key] += hits
-        n += len(y)
+        n += len(yb)
         if progress:
-            progress(len(y))
+            progress(len(yb))
     if n == 0:
         raise ValueError("cannot evaluate on an empty test split")
     return {k: v / n for k, v in correct.items()}

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import torch
@@ -21,10 +22,12 @@ from pgsl.split.messages import Activations, Gradient, Scores
 from pgsl.transport import pgsl_pb2 as pb
 from pgsl.transport import pgsl_pb2_grpc as pb_grpc
 from pgsl.transport.codec import decode_gradient, decode_scores, encode_request
-from pgsl.transport.server import DEFAULT_MAX_MESSAGE, SITE_HEADER
+from pgsl.transport.wire import DEFAULT_MAX_MESSAGE, SITE_HEADER, message_options
 
 log = logging.getLogger(__name__)
 _CLOSE = object()
+_FIRST_DELAY, _MAX_DELAY = 0.5, 10.0  # seconds between reconnection attempts, doubling
+T = TypeVar("T")
 
 
 class TransportError(RuntimeError):
@@ -49,8 +52,7 @@ class GrpcChannel:
     def __init__(self, target: str, *, site: str, tls_dir: Path | None,
                  wire_dtype: torch.dtype | None = None, retries: int = 0,
                  max_message: int = DEFAULT_MAX_MESSAGE, timeout: float = 30.0) -> None:
-        options = [("grpc.max_receive_message_length", max_message),
-                   ("grpc.max_send_message_length", max_message)]
+        options = message_options(max_message)
         if tls_dir is not None:
             from pgsl.transport.tls import client_credentials
 
@@ -71,20 +73,31 @@ class GrpcChannel:
         """Announce the client's segment width; returns where the server says this site stopped."""
         self._width = width
         return self._retry(lambda: self._stub.Join(pb.Hello(width=width), metadata=self._metadata,
-                                                  timeout=self.timeout, wait_for_ready=True))
+                                                  timeout=self.timeout, wait_for_ready=True), "join")
 
-    def _retry(self, call):  # type: ignore[no-untyped-def]
-        delay = 0.5
+    def _retry(self, call: Callable[[], T], what: str,
+               before_retry: Callable[[], None] | None = None) -> T:
+        """``call()``; while it fails with UNAVAILABLE, wait (0.5 s, doubling up to 10 s), run
+        ``before_retry`` and call again, at most ``retries`` more times.
+
+        Raises :class:`TransportError` for any other status or the last failure; whatever
+        ``before_retry`` raises passes through. ``what`` names the call in the log.
+        """
+        delay = _FIRST_DELAY
         for attempt in range(self.retries + 1):
             try:
                 return call()
             except grpc.RpcError as e:
-                code = e.code()  # type: ignore[attr-defined]
-                if code != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
-                    raise TransportError(code, e.details()) from None  # type: ignore[attr-defined]
-                log.warning("server unavailable, retrying in %.1f s", delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                error = TransportError(e.code(), e.details())  # type: ignore[attr-defined]
+            except TransportError as e:
+                error = e
+            if error.code != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
+                raise error from None
+            log.warning("%s: server unavailable (%s); retrying in %.1f s", what, error.details, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, _MAX_DELAY)
+            if before_retry is not None:
+                before_retry()
         raise AssertionError("unreachable")
 
     def _exchange(self, request: pb.StepRequest) -> pb.StepReply:
@@ -94,24 +107,14 @@ class GrpcChannel:
         not seen the step (it restarts from its last checkpoint) runs it, one that has answers from
         its reply cache. Only a server that is past this step fails it, with ABORTED.
         """
-        delay = 0.5
-        for attempt in range(self.retries + 1):
-            try:
-                return self._exchange_once(request)
-            except TransportError as e:
-                if e.code != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
-                    raise
-                log.warning("connection lost at step %d (%s); rejoining in %.1f s", request.step,
-                            e.details, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                if self._width is not None:
-                    welcome = self.join(self._width)
-                    if welcome.last_step > request.step:
-                        raise TransportError(grpc.StatusCode.ABORTED,
-                                             f"the server applied step {request.step} but its "
-                                             "reply was lost") from None
-        raise AssertionError("unreachable")
+        def rejoin() -> None:
+            if self._width is None:
+                return
+            if self.join(self._width).last_step > request.step:
+                raise TransportError(grpc.StatusCode.ABORTED,
+                                     f"the server applied step {request.step} but its reply was lost")
+
+        return self._retry(lambda: self._exchange_once(request), f"step {request.step}", rejoin)
 
     def _exchange_once(self, request: pb.StepRequest) -> pb.StepReply:
         if self._replies is None:
@@ -143,7 +146,7 @@ class GrpcChannel:
     def train_step(self, message: Activations) -> Gradient:
         request = encode_request(message, train=True, wire_dtype=self.wire_dtype,
                                  reply_dtype=self.wire_dtype)
-        return decode_gradient(self._exchange(request))
+        return decode_gradient(self._exchange(request), tuple(message.activations.shape))
 
     def predict(self, message: Activations) -> Scores:
         return decode_scores(self._exchange(encode_request(message, train=False,

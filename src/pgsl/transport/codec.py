@@ -1,13 +1,13 @@
 """Tensors and cut messages <-> protobuf, with strict validation of everything that arrives.
 
 A tensor is raw little-endian bytes + dtype + shape (never pickle). Decoding refuses unknown
-dtypes, negative or oversized shapes and byte counts that do not match the shape, with a
-:class:`DecodeError` whose message says what is wrong.
+dtypes, negative or oversized shapes and byte counts that do not match the shape, and replies
+whose per-stream fields do not fit together (a model has one or more streams, then a decision),
+with a :class:`DecodeError` whose message says what is wrong.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -70,6 +70,8 @@ def decode_tensor(msg: pb.Tensor, what: str) -> Tensor:
 
 def encode_request(message: Activations, *, train: bool, wire_dtype: torch.dtype | None = None,
                    reply_dtype: torch.dtype | None = None) -> pb.StepRequest:
+    """A step request; ``wire_dtype`` casts the activations, ``reply_dtype`` asks for the gradient
+    in that dtype (None: the activations' dtype on the wire)."""
     req = pb.StepRequest(step=message.step, train=train,
                          activations=encode_tensor(message.activations, wire_dtype),
                          reply_dtype=_NAMES.get(reply_dtype, "") if reply_dtype else "")
@@ -92,24 +94,64 @@ def decode_request(req: pb.StepRequest) -> tuple[Activations, bool, torch.dtype 
     return Activations(int(req.step), a.float(), labels), bool(req.train), reply_dtype
 
 
-_STATS_FIELDS = [f.name for f in dataclasses.fields(StreamStats)]  # same names in pgsl.proto
-
-
 def encode_gradient(g: Gradient, dtype: torch.dtype | None) -> pb.StepReply:
-    stats = pb.StreamStats(**{k: getattr(g.stats, k) for k in _STATS_FIELDS})
+    """A training reply; ``dtype`` casts the gradient (None keeps its dtype)."""
+    stats = pb.StreamStats(losses=g.stats.losses, correct=g.stats.correct, count=g.stats.count)
     return pb.StepReply(step=g.step, grad=encode_tensor(g.grad, dtype), stats=stats)
 
 
-def decode_gradient(reply: pb.StepReply) -> Gradient:
-    stats = StreamStats(**{k: getattr(reply.stats, k) for k in _STATS_FIELDS})
-    return Gradient(int(reply.step), decode_tensor(reply.grad, "gradient").float(), stats)
+def decode_gradient(reply: pb.StepReply, shape: tuple[int, ...] | None = None) -> Gradient:
+    """-> the gradient (float32) and the batch's statistics; :class:`DecodeError` if the reply has
+    no floating-point gradient (of ``shape``, the activations', when given), no stream losses, not
+    one ``correct`` count per stream plus the decision's, or a count above the batch size."""
+    what = f"step {reply.step} reply"
+    if not reply.HasField("grad"):
+        raise DecodeError(f"{what}: no gradient")
+    grad = decode_tensor(reply.grad, f"{what} gradient")
+    if not grad.is_floating_point():
+        raise DecodeError(f"{what}: the gradient must be floating point, got {reply.grad.dtype}")
+    if shape is not None and tuple(grad.shape) != tuple(shape):
+        raise DecodeError(f"{what}: gradient of shape {tuple(grad.shape)} for activations of {tuple(shape)}")
+    return Gradient(int(reply.step), grad.float(), _decode_stats(reply.stats, what))
+
+
+def _decode_stats(msg: pb.StreamStats, what: str) -> StreamStats:
+    losses = tuple(float(x) for x in msg.losses)
+    correct = tuple(int(c) for c in msg.correct)
+    count = int(msg.count)
+    if not losses:
+        raise DecodeError(f"{what}: no stream losses")
+    if len(correct) != len(losses) + 1:
+        raise DecodeError(f"{what}: {len(losses)} stream losses need {len(losses) + 1} correct counts "
+                          f"(one per stream, then the decision's), got {len(correct)}")
+    if any(c > count for c in correct):
+        raise DecodeError(f"{what}: correct counts {list(correct)} exceed the batch of {count}")
+    return StreamStats(losses, correct, count)
 
 
 def encode_scores(s: Scores) -> pb.StepReply:
-    return pb.StepReply(step=s.step, s_a=encode_tensor(s.s_a), s_f=encode_tensor(s.s_f),
-                        s_r=encode_tensor(s.s_r), s_awa=encode_tensor(s.s_awa))
+    """An inference reply: every stream's scores, then the decision's."""
+    return pb.StepReply(step=s.step, streams=[encode_tensor(t) for t in s.streams],
+                        decision=encode_tensor(s.decision))
 
 
 def decode_scores(reply: pb.StepReply) -> Scores:
-    return Scores(int(reply.step), *(decode_tensor(getattr(reply, k), k).float()
-                                     for k in ("s_a", "s_f", "s_r", "s_awa")))
+    """-> float32 scores; :class:`DecodeError` unless there are one or more stream tensors and a
+    decision, all floating point, 2-D ``(B, K)`` and of one shape."""
+    what = f"step {reply.step} reply"
+    if not reply.streams:
+        raise DecodeError(f"{what}: no stream scores")
+    if not reply.HasField("decision"):
+        raise DecodeError(f"{what}: no decision scores")
+    streams = tuple(decode_tensor(t, f"{what} stream {i} scores") for i, t in enumerate(reply.streams))
+    decision = decode_tensor(reply.decision, f"{what} decision scores")
+    named = [*((f"stream {i}", t) for i, t in enumerate(streams)), ("decision", decision)]
+    for name, t in named:
+        if not t.is_floating_point():
+            raise DecodeError(f"{what}: {name} scores must be floating point, got {t.dtype}")
+        if t.dim() != 2:
+            raise DecodeError(f"{what}: {name} scores must be (B, K), got shape {tuple(t.shape)}")
+    shapes = {name: tuple(t.shape) for name, t in named}
+    if len(set(shapes.values())) > 1:
+        raise DecodeError(f"{what}: score tensors differ in shape: {shapes}")
+    return Scores(int(reply.step), tuple(t.float() for t in streams), decision.float())

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19pgsl/transport/pgsl.proto\x12\x07pgsl.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x86\x01\n\x0bStepRequest\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\r\n\x05train\x18\x02 \x01(\x08\x12$\n\x0b\x61\x63tivations\x18\x03 \x01(\x0b\x32\x0f.pgsl.v1.Tensor\x12\x1f\n\x06labels\x18\x04 \x01(\x0b\x32\x0f.pgsl.v1.Tensor\x12\x13\n\x0breply_dtype\x18\x05 \x01(\t\"\x9a\x01\n\x0bStreamStats\x12\x0e\n\x06loss_a\x18\x01 \x01(\x02\x12\x0e\n\x06loss_f\x18\x02 \x01(\x02\x12\x0e\n\x06loss_r\x18\x03 \x01(\x02\x12\x11\n\tcorrect_a\x18\x04 \x01(\r\x12\x11\n\tcorrect_f\x18\x05 \x01(\r\x12\x11\n\tcorrect_r\x18\x06 \x01(\r\x12\x13\n\x0b\x63orrect_awa\x18\x07 \x01(\r\x12\r\n\x05\x63ount\x18\x08 \x01(\r\"\xd7\x01\n\tStepReply\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x1d\n\x04grad\x18\x02 \x01(\x0b\x32\x0f.pgsl.v1.Tensor\x12#\n\x05stats\x18\x03 \x01(\x0b\x32\x14.pgsl.v1.StreamStats\x12\x1c\n\x03s_a\x18\x04 \x01(\x0b\x32\x0f.pgsl.v1.Tensor\x12\x1c\n\x03s_f\x18\x05 \x01(\x0b\x32\x0f.pgsl.v1.Tensor\x12\x1c\n\x03s_r\x18\x06 \x01(\x0b\x32\x0f.pgsl.v1.Tensor\x12\x1e\n\x05s_awa\x18\x07 \x01(\x0b\x32\x0f.pgsl.v1.Tensor\"\x16\n\x05Hello\x12\r\n\x05width\x18\x01 \x01(\r\"N\n\x07Welcome\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x11\n\tlast_step\x18\x02 \x01(\x04\x12\r\n\x05width\x18\x03 \x01(\r\x12\x13\n\x0bnum_classes\x18\x04 \x01(\r2p\n\rSplitLearning\x12(\n\x04Join\x12\x0e.pgsl.v1.Hello\x1a\x10.pgsl.v1.Welcome\x12\x35\n\x05Steps\x12\x14.pgsl.v1.StepRequest\x1a\x12.pgsl.v1.StepReply(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19pgsl/transport/pgsl.proto\x12\x07pgsl.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x86\x01\n\x0bStepRequest\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\r\n\x05train\x18\x02 \x01(\x08\x12$\n\x0b\x61\x63tivations\x18\x03 \x01(\x0b\x32\x0f.pgsl.v1.Tensor\x12\x1f\n\x06labels\x18\x04 \x01(\x0b\x32\x0f.pgsl.v1.Tensor\x12\x13\n\x0breply_dtype\x18\x05 \x01(\t\"=\n\x0bStreamStats\x12\x0e\n\x06losses\x18\x01 \x03(\x02\x12\x0f\n\x07\x63orrect\x18\x02 \x03(\r\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"\xa2\x01\n\tStepReply\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x1d\n\x04grad\x18\x02 \x01(\x0b\x32\x0f.pgsl.v1.Tensor\x12#\n\x05stats\x18\x03 \x01(\x0b\x32\x14.pgsl.v1.StreamStats\x12 \n\x07streams\x18\x04 \x03(\x0b\x32\x0f.pgsl.v1.Tensor\x12!\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0b\x32\x0f.pgsl.v1.Tensor\"\x16\n\x05Hello\x12\r\n\x05width\x18\x01 \x01(\r\"N\n\x07Welcome\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x11\n\tlast_step\x18\x02 \x01(\x04\x12\r\n\x05width\x18\x03 \x01(\r\x12\x13\n\x0bnum_classes\x18\x04 \x01(\r2p\n\rSplitLearning\x12(\n\x04Join\x12\x0e.pgsl.v1.Hello\x1a\x10.pgsl.v1.Welcome\x12\x35\n\x05Steps\x12\x14.pgsl.v1.StepRequest\x1a\x12.pgsl.v1.StepReply(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSOR']._serialized_end=90
   _globals['_STEPREQUEST']._serialized_start=93
   _globals['_STEPREQUEST']._serialized_end=227
-  _globals['_STREAMSTATS']._serialized_start=230
-  _globals['_STREAMSTATS']._serialized_end=384
-  _globals['_STEPREPLY']._serialized_start=387
-  _globals['_STEPREPLY']._serialized_end=602
-  _globals['_HELLO']._serialized_start=604
-  _globals['_HELLO']._serialized_end=626
-  _globals['_WELCOME']._serialized_start=628
-  _globals['_WELCOME']._serialized_end=706
-  _globals['_SPLITLEARNING']._serialized_start=708
-  _globals['_SPLITLEARNING']._serialized_end=820
+  _globals['_STREAMSTATS']._serialized_start=229
+  _globals['_STREAMSTATS']._serialized_end=290
+  _globals['_STEPREPLY']._serialized_start=293
+  _globals['_STEPREPLY']._serialized_end=455
+  _globals['_HELLO']._serialized_start=457
+  _globals['_HELLO']._serialized_end=479
+  _globals['_WELCOME']._serialized_start=481
+  _globals['_WELCOME']._serialized_end=559
+  _globals['_SPLITLEARNING']._serialized_start=561
+  _globals['_SPLITLEARNING']._serialized_end=673
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,6 @@
 from collections.abc import Iterable as _Iterable
 from collections.abc import Mapping as _Mapping
 from typing import ClassVar as _ClassVar
-from typing import Union as _Union
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -31,45 +30,31 @@ class StepRequest(_message.Message):
     activations: Tensor
     labels: Tensor
     reply_dtype: str
-    def __init__(self, step: int | None = ..., train: bool | None = ..., activations: _Union[Tensor, _Mapping] | None = ..., labels: _Union[Tensor, _Mapping] | None = ..., reply_dtype: str | None = ...) -> None: ...
+    def __init__(self, step: int | None = ..., train: bool | None = ..., activations: Tensor | _Mapping | None = ..., labels: Tensor | _Mapping | None = ..., reply_dtype: str | None = ...) -> None: ...
 
 class StreamStats(_message.Message):
-    __slots__ = ("loss_a", "loss_f", "loss_r", "correct_a", "correct_f", "correct_r", "correct_awa", "count")
-    LOSS_A_FIELD_NUMBER: _ClassVar[int]
-    LOSS_F_FIELD_NUMBER: _ClassVar[int]
-    LOSS_R_FIELD_NUMBER: _ClassVar[int]
-    CORRECT_A_FIELD_NUMBER: _ClassVar[int]
-    CORRECT_F_FIELD_NUMBER: _ClassVar[int]
-    CORRECT_R_FIELD_NUMBER: _ClassVar[int]
-    CORRECT_AWA_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("losses", "correct", "count")
+    LOSSES_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
-    loss_a: float
-    loss_f: float
-    loss_r: float
-    correct_a: int
-    correct_f: int
-    correct_r: int
-    correct_awa: int
+    losses: _containers.RepeatedScalarFieldContainer[float]
+    correct: _containers.RepeatedScalarFieldContainer[int]
     count: int
-    def __init__(self, loss_a: float | None = ..., loss_f: float | None = ..., loss_r: float | None = ..., correct_a: int | None = ..., correct_f: int | None = ..., correct_r: int | None = ..., correct_awa: int | None = ..., count: int | None = ...) -> None: ...
+    def __init__(self, losses: _Iterable[float] | None = ..., correct: _Iterable[int] | None = ..., count: int | None = ...) -> None: ...
 
 class StepReply(_message.Message):
-    __slots__ = ("step", "grad", "stats", "s_a", "s_f", "s_r", "s_awa")
+    __slots__ = ("step", "grad", "stats", "streams", "decision")
     STEP_FIELD_NUMBER: _ClassVar[int]
     GRAD_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
-    S_A_FIELD_NUMBER: _ClassVar[int]
-    S_F_FIELD_NUMBER: _ClassVar[int]
-    S_R_FIELD_NUMBER: _ClassVar[int]
-    S_AWA_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
     step: int
     grad: Tensor
     stats: StreamStats
-    s_a: Tensor
-    s_f: Tensor
-    s_r: Tensor
-    s_awa: Tensor
-    def __init__(self, step: int | None = ..., grad: _Union[Tensor, _Mapping] | None = ..., stats: _Union[StreamStats, _Mapping] | None = ..., s_a: _Union[Tensor, _Mapping] | None = ..., s_f: _Union[Tensor, _Mapping] | None = ..., s_r: _Union[Tensor, _Mapping] | None = ..., s_awa: _Union[Tensor, _Mapping] | None = ...) -> None: ...
+    streams: _containers.RepeatedCompositeFieldContainer[Tensor]
+    decision: Tensor
+    def __init__(self, step: int | None = ..., grad: Tensor | _Mapping | None = ..., stats: StreamStats | _Mapping | None = ..., streams: _Iterable[Tensor | _Mapping] | None = ..., decision: Tensor | _Mapping | None = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("width",)

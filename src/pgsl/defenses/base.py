@@ -1,0 +1,116 @@
+"""What a defence is: the client-side changes it makes and the server model it trains.
+
+A defence is one class (one file) and one line in :data:`pgsl.defenses.DEFENSES`. The client
+pipeline is fixed and the defence fills in its hooks (paper Fig. 2, left of the cut)::
+
+    x --encode--> x_check --client segment (conv1, conv2)--> a --perturb--> sent across the cut
+                                                     client loss += extra_loss(x, sent)
+
+and names the server model (:data:`pgsl.server.model.SERVER_MODELS`) that learns from what it sends.
+Nothing outside a defence's own module tests its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from pgsl.config import Config
+    from pgsl.data.base import ImageSet
+
+__all__ = ["Defense", "NoParams", "parse_params"]
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """A defence without options."""
+
+
+def parse_params(cls: type[Any], values: Mapping[str, Any], defense: str) -> Any:
+    """``values`` (from ``[defense.params]`` or ``--defense-option``) as the defence's params
+    dataclass; unknown keys and wrong types are refused with a message naming the defence."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        known = ", ".join(sorted(fields)) or "none"
+        raise ValueError(f"defence {defense!r} has no option(s) {sorted(unknown)}; its options: {known}")
+    checked: dict[str, Any] = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, type(default)):
+            raise ValueError(f"defence {defense!r}: option {key} must be a {type(default).__name__}, "
+                             f"got {value!r}")
+        checked[key] = value
+    return cls(**checked)
+
+
+class Defense(nn.Module):
+    """Base class: the vanilla split (no change anywhere). Subclasses override the hooks they need.
+
+    Hooks, all on the client unless said otherwise:
+        encode(x, y): ``(B, C, H, W)`` in [0, 1] -> the client segment's input, without gradient.
+            ``y`` is the true label in training and None at inference.
+        encode_differentiable(x): the same map as a differentiable function of ``x`` for a
+            white-box attacker; parts that have no useful gradient pass it straight through
+            (BPDA, Athalye, Carlini & Wagner 2018), so the value is exactly :meth:`encode`'s.
+        perturb(a): the segment's output -> what is sent; applied in training, at inference and
+            on the attacker's path alike (noise draws fresh samples each call).
+        extra_loss(x, sent): a client-side loss added to the server's gradient (or None).
+        prepare(...): client-side work before split training (PGSL: train its surrogate).
+
+    Class attributes:
+        server_model: the key of the server model it trains (``"one-stream"``, ``"three-streams"``).
+        streams: that model's stream names, in its order (metrics are keyed by them).
+        Params: a frozen dataclass of the defence's options (``[defense.params]`` in a config).
+    """
+
+    server_model: ClassVar[str] = "one-stream"
+    streams: ClassVar[tuple[str, ...]] = ("S",)
+    Params: ClassVar[type[Any]] = NoParams
+    summary: ClassVar[str] = "vanilla split learning: conv1-2 on the raw image, no defence"
+
+    def __init__(self, cfg: Config, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.channels = channels
+        self.num_classes = num_classes
+        self.params = parse_params(self.Params, cfg.defense.params, cfg.defense.kind)
+
+    @property
+    def segment_channels(self) -> int:
+        """Input channels of the client segment."""
+        return self.channels
+
+    def preparation(self, n_train: int) -> int:
+        """How many samples :meth:`prepare` processes (0: nothing to prepare)."""
+        return 0
+
+    def prepare(self, data: ImageSet, *, batch_size: int, seed: int, device: torch.device,
+                progress: Callable[[int], None] | None = None) -> None:
+        """Client-side work before split training; nothing by default."""
+
+    def encode(self, x: Tensor, y: Tensor | None) -> Tensor:
+        return x
+
+    def encode_differentiable(self, x: Tensor) -> Tensor:
+        return x
+
+    def perturb(self, a: Tensor) -> Tensor:
+        return a
+
+    def extra_loss(self, x: Tensor, sent: Tensor) -> Tensor | None:
+        return None
+
+    def describe(self) -> str:
+        """One line for tables: the defence and its options."""
+        options = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in dataclasses.asdict(self.params).items())
+        return f"{self.cfg.defense.kind}" + (f" ({options})" if options else "")

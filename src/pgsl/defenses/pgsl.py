@@ -1,0 +1,75 @@
+"""PGSL's client side (paper §IV-A, IV-B; DESIGN §2.1-2.3) as a defence plug-in.
+
+x -> intentional JSMA driven by the client's surrogate -> x_hat, Map
+  -> pixel_unshuffle(x_hat) ++ pool(Map): ``(B, C, H, W)`` -> ``(B, 4C + 1, H/2, W/2)``
+  -> conv1, conv2 -> the cut. The server side is the ``three-streams`` model: APG recovery, three
+  streams, decision fusion (:mod:`pgsl.server.three_streams`).
+
+Its options live in the config's ``[attack]`` (the pixel budget), ``[recovery]`` (mu) and
+``[fusion]`` sections, which only PGSL reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from pgsl.client.pixel_attack import intentional_jsma
+from pgsl.client.sampling import downsample
+from pgsl.client.surrogate import Surrogate, train_surrogate
+from pgsl.defenses.base import Defense
+
+if TYPE_CHECKING:
+    from pgsl.config import Config
+    from pgsl.data.base import ImageSet
+
+__all__ = ["PGSL"]
+
+
+class PGSL(Defense):
+    """The paper's client: few-pixel saliency attack, reversible down-sampling; three streams."""
+
+    server_model = "three-streams"
+    streams = ("S_a", "S_f", "S_r")
+    summary = ("PGSL: intentional JSMA + reversible down-sampling on the client; APG recovery, "
+               "three streams and decision fusion on the server (options: attack.pixels, recovery.mu)")
+
+    def __init__(self, cfg: Config, channels: int, num_classes: int) -> None:
+        super().__init__(cfg, channels, num_classes)
+        self.surrogate = Surrogate(channels, num_classes, cfg.attack.surrogate_width)
+
+    @property
+    def segment_channels(self) -> int:
+        return 4 * self.channels + 1
+
+    def preparation(self, n_train: int) -> int:
+        return self.cfg.attack.surrogate_epochs * n_train
+
+    def prepare(self, data: ImageSet, *, batch_size: int, seed: int, device: torch.device,
+                progress: Callable[[int], None] | None = None) -> None:
+        """Train the surrogate whose saliency drives the pixel attack, on the client's own data."""
+        train_surrogate(self.surrogate, data, epochs=self.cfg.attack.surrogate_epochs,
+                        batch_size=batch_size, seed=seed, device=device, progress=progress)
+
+    def _attack(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        a = self.cfg.attack
+        # at inference the client has no label; "true" lets training see it (see AttackConfig)
+        label = y if a.label_source == "true" else None
+        self.surrogate.eval()
+        result = intentional_jsma(self.surrogate, x, label, pixels=a.pixels,
+                                  pixels_per_step=a.pixels_per_step, theta=a.theta)
+        return result.attacked, result.saliency
+
+    def encode(self, x: Tensor, y: Tensor | None) -> Tensor:
+        attacked, saliency = self._attack(x, y)
+        return downsample(attacked, saliency).detach()
+
+    def encode_differentiable(self, x: Tensor) -> Tensor:
+        """The same value as ``encode(x, None)``; the discrete pixel choice and the saliency map
+        pass the gradient straight through (BPDA): ``x_hat = x + (jsma(x) - x).detach()``."""
+        attacked, saliency = self._attack(x.detach(), None)
+        x_hat = x + (attacked - x).detach()
+        return downsample(x_hat, saliency.detach())
