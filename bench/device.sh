@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Issue 7's GPU checks in one prepared run, for a session that is lent a device machine (the
-# device tool's `run`): correctness of the solvers on CUDA, PGSL/plain training throughput, the
-# SVT kernels (with the eigensolver-free svt=products, plain and as a CUDA graph), the solver
-# benchmark on CUDA against all CPU cores, and the fused-accuracy check over seeds.
+# The GPU checks in one prepared run on a GPU machine that reaches no network: correctness of the
+# solvers on CUDA, PGSL/plain training throughput, the SVT kernels (with the eigensolver-free
+# svt=products, plain and as a CUDA graph), the solver benchmark on CUDA against all CPU cores, and
+# the fused-accuracy check over seeds.
 #
-# Here, once (needs the package registry; the device machine reaches nothing):
+# First, on a machine with the package registry:
 #     bash bench/device.sh --fetch          # wheels the device image lacks -> .dev/ (git-ignored)
-# Then, from the session:
-#     run(command="bash bench/device.sh", carry=[".dev"], timeout_s=600)
+# Then, on the GPU machine, with .dev/ copied into the working tree:
+#     bash bench/device.sh
 # Logs land in $OUT (default ./device-out), one file per step; each step has its own time limit,
 # so one slow step cannot starve the rest (the limits add up to 585 s; the solver sweep, the
 # least decisive, runs last). SMOKE=1 shrinks every step to seconds, on any device

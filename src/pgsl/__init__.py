@@ -4,4 +4,4 @@ Client side (``pgsl.client``) -> the cut (``pgsl.split``) -> server side (``pgsl
 ``pgsl.recovery``). See the README for the data flow.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the only place the version is written: pyproject.toml reads it from here

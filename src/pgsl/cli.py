@@ -178,24 +178,17 @@ def train(
 
 @app.command()
 def privacy(
-    runs: list[Path] = typer.Argument(..., help="Trained run folders (any defenses)."),
+    runs: list[Path] = typer.Argument(..., help="Trained run folders (any defences)."),
     out: Path = typer.Option(..., help="Folder for table1.csv/.md/.json and the Fig. 4 grids."),
     device: str = typer.Option("cpu"),
-    victims: int = typer.Option(500, help="Victims for the learned attacks."),
-    opt_victims: int = typer.Option(64, help="Victims for the optimisation attacks (>= 32)."),
+    victims: int = typer.Option(500, help="Size of the victims' sample (each attack takes the "
+                                "first `victims` of its budget)."),
     aux: int | None = typer.Option(None, help="Auxiliary images (default: half the test set)."),
-    attacks: str = typer.Option("mia,gan,activation,dlg,idlg,ggl",
-                                help="Comma-separated attacks (ggl: gradient matching in a "
-                                     "learned image prior's latent space)."),
-    dlg_victims: int = typer.Option(32, help="Victims for DLG/iDLG/GGL (one problem each)."),
-    dlg_iterations: int = typer.Option(150, help="DLG/iDLG: L-BFGS-B iterations per stage of the "
-                                       "layer-wise continuation (6 stages)."),
-    mia_epochs: int = typer.Option(10, help="Training epochs of the learned inversion."),
-    gan_epochs: int = typer.Option(5, help="Adversarial epochs of the GAN inversion (after "
-                                    "the MIA decoder's MSE training, when both run)."),
-    match_steps: int = typer.Option(300, help="Optimisation steps of activation matching."),
-    ggl_generations: int = typer.Option(40, help="GGL: evolution-strategy generations "
-                                         "(population 32)."),
+    attacks: str | None = typer.Option(None, help="Comma-separated registered attacks "
+                                       "(`pgsl attacks`; default: every one)."),
+    budgets: list[str] = typer.Option([], "--budget", help="ATTACK.KNOB=VALUE, e.g. dlg.iterations=40 "
+                                      "or activation.victims=32 (repeatable; `pgsl attacks` lists "
+                                      "the knobs)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Table I: run the adversary's inversion attacks against trained runs and score them."""
@@ -203,26 +196,43 @@ def privacy(
     from pgsl.experiments.privacy import privacy as run_privacy
 
     try:
-        if opt_victims < 1 or victims < 1:
-            raise ValueError("--victims and --opt-victims must be >= 1")
-        pc = PrivacyConfig(victims=victims, opt_victims=opt_victims, aux=aux, mia_epochs=mia_epochs,
-                           gan_epochs=gan_epochs,
-                           match_steps=match_steps, dlg_victims=dlg_victims, dlg_iterations=dlg_iterations,
-                           ggl_generations=ggl_generations, seed=seed,
-                           attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()))
+        per_attack: dict[str, dict[str, Any]] = {}
+        for key, value in _options(budgets, "--budget").items():
+            attack, dot, knob = key.partition(".")
+            if not dot:
+                raise ValueError(f"--budget needs ATTACK.KNOB=VALUE, got {key!r}")
+            per_attack.setdefault(attack, {})[knob] = value
+        names = {} if attacks is None else {
+            "attacks": tuple(a.strip() for a in attacks.split(",") if a.strip())}
+        pc = PrivacyConfig(victims=victims, aux=aux, seed=seed, budgets=per_attack, **names)
         rows = run_privacy(runs, out, pc, device=device)
     except USER_ERRORS as e:
         _fail(e)
         return
     table = Table(title="Table I: reconstructions of the victims' clean images")
-    for col in ("defense", "target", "attack", "n", "MSE", "PSNR", "SSIM", "paper MSE"):
+    for col in ("defence", "target", "attack", "n", "MSE", "PSNR", "SSIM", "paper MSE"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["defense"], r["target"], r["attack"],
-                      str(r["n_victims"]), f"{r['mse_mean']:.4f}", f"{r['psnr_mean']:.2f}",
-                      f"{r['ssim_mean']:.3f}", str(r["paper_mse"]))
+        table.add_row(r.defense, r.target, r.attack, str(r.n_victims), f"{r.mse_mean:.4f}",
+                      f"{r.psnr_mean:.2f}", f"{r.ssim_mean:.3f}", "" if r.paper_mse is None else str(r.paper_mse))
     console.print(table)
     console.print(f"wrote {out / 'table1.csv'}, {out / 'table1.md'} and the grids in {out}")
+
+
+@app.command("attacks")
+def list_attacks() -> None:
+    """List the registered inversion attacks, what each needs, and its budget knobs."""
+    import dataclasses
+
+    from pgsl.attacks import ATTACKS
+
+    table = Table(title="attacks (pgsl privacy --attacks NAME,... --budget NAME.KNOB=VALUE)")
+    for col in ("name", "attack", "needs", "budget (default)"):
+        table.add_column(col)
+    for name, cls in ATTACKS.items():
+        knobs = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Budget))
+        table.add_row(name, cls.title, "; ".join(sorted(cls.needs)), knobs)
+    console.print(table)
 
 
 def _floats(text: str, option: str) -> list[float]:
@@ -264,7 +274,8 @@ def frontier(
         cfg = apply_settings(cfg, settings)
         points = sweep(_floats(noise, "--noise"), _floats(nopeek, "--nopeek"), _floats(mu, "--mu"),
                        [int(p) for p in _floats(pixels, "--pixels")], base_mu=cfg.recovery.mu)
-        pc = PrivacyConfig(victims=victims, opt_victims=1, aux=aux, mia_epochs=mia_epochs, seed=seed)
+        pc = PrivacyConfig(victims=victims, aux=aux, seed=seed, attacks=("mia",),
+                           budgets={"mia": {"epochs": mia_epochs}})
         rows = run_frontier(cfg, out, points, pc, device=device, reporter=RichReporter())
     except USER_ERRORS as e:
         _fail(e)
@@ -273,8 +284,8 @@ def frontier(
     for col in ("defence", "strength", "accuracy", "MSE", "SSIM", "attacked view"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["curve"], f"{r['value']:g}", f"{r['accuracy']:.4f}", f"{r['mse']:.4f}",
-                      f"{r['ssim']:.3f}", r["target"])
+        table.add_row(r.curve, f"{r.value:g}", f"{r.accuracy:.4f}", f"{r.mse:.4f} ± {r.mse_std:.4f}",
+                      f"{r.ssim:.3f}", r.target)
     console.print(table)
     console.print(f"wrote {out / 'frontier.csv'} and {out / 'frontier.png'}")
 
@@ -357,12 +368,12 @@ def robustness(
     except USER_ERRORS as e:
         _fail(e)
         return
-    table = Table(title=f"Table II: accuracy (n={rows[0]['n_test']})")
+    table = Table(title=f"Table II: accuracy (n={rows[0].n_test})")
     for col in ("model", "stream", "clean", *(ATTACK_NAMES[a] for a in names)):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["model"], r["stream"], *(f"{100 * r[c]:.1f}%" if c in r else "" for c in
-                                                 ("clean", *names)))
+        table.add_row(r.model, r.stream, f"{100 * r.clean:.1f}%",
+                      *(f"{100 * r.adversarial[a]:.1f}%" if a in r.adversarial else "" for a in names))
     console.print(table)
     console.print(f"wrote {out / 'table2.csv'}, {out / 'table2.md'} and {out / 'fig5.png'}")
 

@@ -1,7 +1,40 @@
 """The adversary's tools (paper §III, §V-C; DESIGN §1, §3), kept apart from our defences.
 
-Every attack gets an :class:`~pgsl.attacks.view.AttackerView`: what crossed the cut for the victims,
-the attacker's own auxiliary images with the client pipeline's answers for them, and (for the
-white-box attacks) a differentiable model of the client. It never holds the victims' raw images;
-those stay with the evaluator (``pgsl.experiments.privacy``), which only scores reconstructions.
+Every attack is an :class:`~pgsl.attacks.base.Attack` with one entry point,
+``attack(view) -> Reconstruction``, and declares what it needs of the
+:class:`~pgsl.attacks.view.AttackerView` (auxiliary queries, a white-box path, leaked gradients).
+A view never holds the victims' raw images; those stay with the evaluator
+(``pgsl.experiments.privacy``), which only scores reconstructions. A new attack is one file and
+one line in :data:`ATTACKS`.
 """
+
+from __future__ import annotations
+
+from pgsl.attacks.activation_matching import ActivationMatching
+from pgsl.attacks.base import Attack, Budget, Reconstruction, parse_budget
+from pgsl.attacks.dlg import DLG, IDLG
+from pgsl.attacks.gan import GAN
+from pgsl.attacks.ggl import GGL
+from pgsl.attacks.mean import MeanImage
+from pgsl.attacks.mia import MIA
+from pgsl.attacks.view import AttackerView, Need, reconstruction_scores
+
+__all__ = ["ATTACKS", "Attack", "AttackerView", "Budget", "Need", "Reconstruction", "get_attack",
+           "parse_budget", "reconstruction_scores"]
+
+ATTACKS: dict[str, type[Attack]] = {
+    "mean": MeanImage,
+    "mia": MIA,
+    "gan": GAN,
+    "activation": ActivationMatching,
+    "dlg": DLG,
+    "idlg": IDLG,
+    "ggl": GGL,
+}
+
+
+def get_attack(name: str) -> type[Attack]:
+    try:
+        return ATTACKS[name]
+    except KeyError:
+        raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}") from None

@@ -8,11 +8,16 @@ victims, which are independent.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pgsl.attacks.view import AttackerView
+from pgsl.attacks.base import Attack, Budget, Reconstruction
+from pgsl.attacks.view import AttackerView, Need
+
+__all__ = ["ActivationMatching", "activation_matching", "total_variation"]
 
 
 def total_variation(x: Tensor) -> Tensor:
@@ -25,8 +30,8 @@ def total_variation(x: Tensor) -> Tensor:
 def activation_matching(view: AttackerView, *, steps: int = 300, lr: float = 0.05, tv: float = 0.05,
                         batch_size: int = 128) -> Tensor:
     """Return ``(N, C, H, W)`` reconstructions of the victims from their observed maps."""
-    if view.client_model is None:
-        raise ValueError("activation matching is white-box: the view needs a client_model")
+    if view.path is None:
+        raise ValueError("activation matching is white-box: the view needs a differentiable path")
     mean = view.aux_images.mean(0, keepdim=True).clamp(1e-3, 1 - 1e-3)
     out = []
     for obs in view.observed.split(batch_size):
@@ -34,10 +39,34 @@ def activation_matching(view: AttackerView, *, steps: int = 300, lr: float = 0.0
         opt = torch.optim.Adam([logits], lr=lr)
         for _ in range(steps):
             x = logits.sigmoid()
-            loss = F.mse_loss(view.client_model(x), obs, reduction="sum") / obs[0].numel()
+            loss = F.mse_loss(view.path(x), obs, reduction="sum") / obs[0].numel()
             loss = loss + tv * total_variation(x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         out.append(logits.detach().sigmoid())
     return torch.cat(out)
+
+
+@dataclass(frozen=True)
+class MatchingBudget(Budget):
+    victims: int | None = 64
+    steps: int = 300
+    lr: float = 0.05
+    tv: float = 0.05
+    batch_size: int = 128
+
+
+class ActivationMatching(Attack):
+    """White-box: optimise dummy images until the view's path reproduces the observations."""
+
+    name = "activation"
+    title = "activation matching (white-box)"
+    needs = frozenset({Need.WHITE_BOX, Need.AUX})
+    Budget = MatchingBudget
+
+    def reconstruct(self, view: AttackerView) -> Reconstruction:
+        b = self.budget
+        assert isinstance(b, MatchingBudget)
+        return Reconstruction(activation_matching(view, steps=b.steps, lr=b.lr, tv=b.tv,
+                                                  batch_size=b.batch_size))

@@ -1,54 +1,41 @@
-"""Gradient inversion: DLG (Zhu, Liu & Han 2019) and iDLG (Zhao, Mopuri & Bilen 2020).
+"""Gradient inversion: DLG (Zhu, Liu & Han, NeurIPS 2019) and iDLG (Zhao, Mopuri & Bilen 2020).
 
-The leak: the parameter gradients of one victim's training step -- the client segment's (shared
-when client weights are aggregated across sites) and the server stream's own (the attacker *is* the
-server). The attacker knows the architecture and the weights and optimises a dummy image with
-L-BFGS so that its gradients match the leaked ones; DLG also optimises the dummy's label, iDLG reads
-it off the last layer: with cross-entropy after a ReLU layer, ``dL/dW_k = (p_k - [k = y]) h`` with
-``h >= 0``, so only the true class's row sums to a negative number.
+Threat model: the attacker is the server. Per victim it holds the parameter gradients of one
+training step at batch size 1 -- the client segment's (shared when client weights are aggregated
+across sites) and its own stream's -- and a white-box model: the parameters and a differentiable
+map from an image to the logits (:class:`GradientLeak`). It never sees the victim's image.
 
-Both papers attack sigmoid LeNets, where the literal recipe (squared distance over every gradient,
-cross-entropy through the dummy's soft label, L-BFGS from noise) recovers a victim almost exactly
-(our test). On PGSL's ReLU + BatchNorm network it ends *worse than the mean image* (MSE ~0.31 vs
-0.06-0.07 on the quick vanilla split, sessions 2-4), and so did Geiping et al.'s cosine + TV + signed
-Adam, softplus for ReLU, coarse-to-fine, and a ReLU' -> sigmoid(z/T) homotopy (all measured). What we
-measured about why, on the quick vanilla split (float64 attacker model):
+Contract: :func:`gradient_inversion` returns one image ``(C, H, W)`` in [0, 1] and one label per
+leaked gradient set, stacked as ``(N, C, H, W)`` and ``(N,)``. The attacker's own images
+``(M, C, H, W)`` in [0, 1], if given, only choose the start.
 
-- The leak pins the image locally: the Jacobian of the 48,490 leaked numbers (each tensor normalised)
-  with respect to the 784 pixels has full column rank at the victim (singular values 47 ... 9e-4).
-- ReLU' enters the gradient, so each tensor's gradient *jumps* when a unit changes sign. Along a
-  random direction the distance grows quadratically up to a per-pixel step of 1e-5, then jumps
-  (x1,000 at 1e-4) and saturates (~0.01 from 3e-3 on): conv1/conv2 and every bias and BatchNorm
-  parameter go first (their gradients sum over all positions), the last conv and FC weights stay
-  quadratic to 1e-2. From the victim plus noise of std 0.01 (MSE 6e-5), L-BFGS on the full distance
-  stops at once (its line search fails) without lowering the error.
-- Through the softmax, the dummy's non-true class probabilities move exponentially with its logits,
-  and with them the direction of every gradient: noise of std 0.1 made each tensor's normalised
-  distance ~1 under cross-entropy, ~0.3 with the output gradient held fixed.
+Method. The leak is ``g = J_theta(x)^T d`` with ``d = dL/dlogits`` ``(1, K)``. Both attacks
+minimise, over a dummy image ``x`` in the box ``[0, 1]`` (L-BFGS-B, scipy: MNIST's background sits
+on the bound), the normalised squared gradient distance
 
-What we run instead, keeping both attacks' definitions (gradient matching, dummy input, L-BFGS; DLG
-learns its label by matching, iDLG reads it off the leak):
+    D_S(x, d) = mean_{i in S} ||grad_i <logits(x), d> - g_i||^2 / ||g_i||^2
 
-1. **The output gradient, not a label.** The leak is ``J_theta(x)^T d`` with ``d = dL/dlogits``.
-   iDLG reads ``d`` exactly off the final layer's bias gradient (batch size 1; its label is the only
-   negative entry), or, without a bias, uses cross-entropy with its analytic label; DLG optimises
-   ``d`` (its dummy label, in [-1, 1]) by matching, first alone, then jointly with the image.
-2. **Layer-wise continuation.** Stage k matches the last k weight tensors (normalised squared
-   distance, mean over tensors), then earlier ones are added (:data:`STAGES`). Every stage's
-   objective is zero at the victim, so only the path changes, through the tensors that stay smooth
-   first. Biases and BatchNorm parameters are left out (see above).
-3. **The box.** L-BFGS-B (scipy) on pixels in [0, 1]: MNIST's background sits on the bound.
-4. **A start from the auxiliary data.** The mean of the ``blend`` auxiliary images whose gradients
-   are closest to the leak (over the last ``select`` weight tensors) -- the attacker's own images;
-   from noise, no variant above reached the basin. Without auxiliary images: uniform noise, as DLG.
+over a set ``S`` of weight tensors (biases and BatchNorm parameters left out):
 
-Measured (quick vanilla split, mean image MSE 0.0698 / SSIM 0.337 on 8 victims): iDLG 0.034 / 0.53,
-DLG 0.041 / 0.50 at 150 iterations per stage (~6 s per victim on 2 CPU cores); on 32 victims at 60
-iterations iDLG 0.032 / 0.54, DLG 0.045 / 0.49 (mean 0.069 / 0.34); labels exact. Before the start
-was a blend, from the single closest auxiliary image: 0.040 / 0.50 (iDLG, float32, 8 victims); a
-float64 attacker model: 0.031 / 0.53. What fails still: victims whose closest auxiliary images are
-far (a start at MSE 0.12 ends at 0.095). GGL (``attacks/ggl.py``) searches a learned prior's latent
-space instead.
+1. **The output gradient, not a label.** iDLG reads ``d`` off the final layer's bias gradient (its
+   label is the only negative entry) or, without a bias, uses cross-entropy with the analytic label
+   of :func:`idlg_label` (after a ReLU layer ``dL/dW_k = (p_k - [k = y]) h`` with ``h >= 0``, so
+   only the true class's row sums negative). DLG learns ``d`` in ``[-1, 1]^K`` by matching: first
+   alone on the last layer (given auxiliary images), then jointly with ``x``. With ``d`` given,
+   the loss is linear in the logits.
+2. **Layer-wise continuation.** Stage ``k`` of :data:`STAGES` matches the last ``k`` weight tensors
+   (0: all of them). Every stage's objective is zero at the victim, so only the path changes.
+3. **A start from the auxiliary data.** The mean of the :data:`BLEND` auxiliary images whose
+   gradients are closest to the leak over the last ``select`` weight tensors; without auxiliary
+   images, uniform noise, as in DLG.
+
+This keeps both attacks' definitions (gradient matching, a dummy input, L-BFGS) but not the
+published recipe (squared distance over every gradient, cross-entropy through the dummy's soft
+label, L-BFGS from noise), which recovers victims in the papers' sigmoid LeNets and fails on
+PGSL's ReLU + BatchNorm network. GGL (:mod:`pgsl.attacks.ggl`) searches a learned prior instead.
+
+Measured behaviour (why the published recipe fails here, what this method reaches, its cost):
+docs/findings.md#dlg-and-idlg
 """
 
 from __future__ import annotations
@@ -61,6 +48,9 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize
 from torch import Tensor
+
+from pgsl.attacks.base import Attack, Budget, Reconstruction
+from pgsl.attacks.view import AttackerView, Need
 
 # Stage k matches the last k weight tensors of the leak; 0 (or k beyond their number): all of them.
 STAGES = (2, 4, 5, 6, 7, 0)
@@ -223,3 +213,41 @@ def gradient_inversion(leak: GradientLeak, image_shape: tuple[int, int, int], *,
     out = [_invert_one(leak, t, image_shape, idlg, aux, iterations, stages, select, blend, g)
            for t in leak.gradients]
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+
+
+@dataclass(frozen=True)
+class DLGBudget(Budget):
+    victims: int | None = 32  # one optimisation problem per victim
+    iterations: int = 150  # L-BFGS-B iterations per stage of the layer-wise continuation
+    starts: int = 256  # auxiliary images scored for the start
+    stages: tuple[int, ...] = STAGES
+    select: int = 4
+    blend: int = BLEND
+
+
+class DLG(Attack):
+    """Deep leakage from gradients (Zhu et al. 2019): match the victims' leaked gradients with a
+    dummy image; the output gradient is learned by matching."""
+
+    name = "dlg"
+    title = "DLG (gradient matching)"
+    needs = frozenset({Need.GRADIENTS, Need.WHITE_BOX, Need.AUX})
+    Budget = DLGBudget
+    idlg = False
+
+    def reconstruct(self, view: AttackerView) -> Reconstruction:
+        b = self.budget
+        assert isinstance(b, DLGBudget) and view.leak is not None
+        images, labels = gradient_inversion(
+            view.leak, view.image_shape, idlg=self.idlg, aux_images=view.aux_images,
+            iterations=b.iterations, stages=b.stages, starts=b.starts, select=b.select,
+            blend=b.blend, seed=self.seed)
+        return Reconstruction(images, labels)
+
+
+class IDLG(DLG):
+    """iDLG (Zhao et al. 2020): DLG with the label read off the last layer's gradient."""
+
+    name = "idlg"
+    title = "iDLG (gradient matching, analytic label)"
+    idlg = True

@@ -1,26 +1,38 @@
 """GAN-based inversion: a generator conditioned on the observed maps, trained adversarially.
 
 The attacker has what the learned inversion (:mod:`pgsl.attacks.mia`) has -- its auxiliary images
-and the client pipeline's answers to them -- and trains a conditional GAN in the pix2pix manner
-(Isola et al. 2017) with DCGAN building blocks (Radford et al. 2016): the generator is the same
-convolutional decoder from observed maps to an image; the discriminator sees an image beside the
-observed maps (resized to the image) and tells auxiliary pairs from generated ones. The generator's
-loss is the pixel MSE plus ``adv_weight`` times the non-saturating adversarial loss (SRGAN's
-content + adversarial weighting, Ledig et al. 2017), so it is pulled towards realistic, sharp
-images that still agree with what crossed the cut. A large adversarial weight (pix2pix's 1:100
-with L1) measured far worse reconstructions here: the MSE of a [0, 1] image is ~1e-2, and the
-adversarial term drowned it.
+and the client pipeline's answers to them (an :class:`~pgsl.attacks.view.AttackerView`) -- and
+:func:`gan_inversion` returns reconstructions ``(N, C, H, W)`` of the victims from their observed
+maps ``(N, K, h, w)``. It trains a conditional GAN in the pix2pix manner (Isola et al. 2017) with
+DCGAN building blocks (Radford et al. 2016): the generator is the same convolutional decoder from
+observed maps to an image; the discriminator sees an image beside the observed maps (resized to
+the image) and tells auxiliary pairs from generated ones. The generator's loss is
+
+    MSE(G(obs), x) + adv_weight * BCE(D(G(obs), obs), real)
+
+-- the pixel MSE plus ``adv_weight`` times the non-saturating adversarial loss (SRGAN's content +
+adversarial weighting, Ledig et al. 2017) -- so it is pulled towards realistic, sharp images that
+still agree with what crossed the cut. ``adv_weight`` is small (1e-2) because the pixel MSE of a
+[0, 1] image is itself ~1e-2.
+
+Measured behaviour (a large adversarial weight): docs/findings.md#gan-inversion
 """
 
 from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgsl.attacks.base import Attack, Budget, Reconstruction
 from pgsl.attacks.decoder import Decoder
-from pgsl.attacks.mia import invert
-from pgsl.attacks.view import AttackerView
+from pgsl.attacks.mia import MIABudget, fitted_decoder, invert
+from pgsl.attacks.view import AttackerView, Need
+
+__all__ = ["GAN", "Discriminator", "gan_inversion"]
 
 
 class Discriminator(nn.Module):
@@ -51,7 +63,6 @@ def gan_inversion(view: AttackerView, *, epochs: int = 10, batch_size: int = 64,
     ``generator``: a decoder already fitted by MSE (the learned inversion's), trained further here
     -- SRGAN's recipe, MSE pre-training then adversarial training -- instead of a fresh one.
     """
-    torch.manual_seed(seed)
     device = view.observed.device
     k = view.observed.shape[1]
     gen = Decoder(k, view.image_shape, width).to(device) if generator is None else generator
@@ -79,3 +90,35 @@ def gan_inversion(view: AttackerView, *, epochs: int = 10, batch_size: int = 64,
             g_loss.backward()
             opt_g.step()
     return invert(gen, view.observed)
+
+
+@dataclass(frozen=True)
+class GANBudget(Budget):
+    epochs: int = 5  # adversarial epochs after the generator's MSE pre-training
+    pretrain_epochs: int = 10  # MSE pre-training (the learned inversion's decoder, shared with it)
+    batch_size: int = 64
+    lr: float = 1e-3
+    adv_weight: float = 1e-2
+    width: int = 64
+
+
+class GAN(Attack):
+    """Conditional GAN inversion, SRGAN's recipe: the generator is the learned inversion's
+    decoder (MSE pre-training), then trained against a discriminator on the auxiliary pairs."""
+
+    name = "gan"
+    title = "GAN inversion (conditional, adversarial + MSE)"
+    needs = frozenset({Need.AUX})
+    Budget = GANBudget
+
+    def reconstruct(self, view: AttackerView) -> Reconstruction:
+        b = self.budget
+        assert isinstance(b, GANBudget)
+        generator = None
+        if b.pretrain_epochs > 0:
+            pre = MIABudget(epochs=b.pretrain_epochs, batch_size=b.batch_size, lr=b.lr, width=b.width)
+            generator = copy.deepcopy(fitted_decoder(view, pre, self.seed))
+            torch.manual_seed(self.seed)  # the adversarial phase starts from the same RNG state
+        return Reconstruction(gan_inversion(view, epochs=b.epochs, batch_size=b.batch_size, lr=b.lr,
+                                            adv_weight=b.adv_weight, width=b.width, seed=self.seed,
+                                            generator=generator))

@@ -2,32 +2,40 @@
 
 The leak is DLG's (:class:`~pgsl.attacks.dlg.GradientLeak`: one victim's parameter gradients and
 the attacker's white-box model). DLG and iDLG search pixel space, where on ReLU + BatchNorm
-networks the matching objective is non-smooth and badly conditioned (``attacks/dlg.py``); GGL
-searches the latent space of a generative model of images like the victim's instead, with a
-gradient-free evolution strategy, so the search stays on plausible images and needs no
-second-order gradients. Our reading, for a split-learning adversary:
+networks the matching objective is non-smooth and badly conditioned; GGL searches the latent space
+of a generative model of images like the victim's instead, with a gradient-free evolution
+strategy, so the search stays on plausible images and needs no second-order gradients.
+
+Contract: :func:`train_prior` fits an :class:`ImagePrior` (``(B, C, H, W)`` in [0, 1] <->
+``(B, latent)``) to the attacker's auxiliary images; :func:`ggl_inversion` returns one image
+``(C, H, W)`` in [0, 1] and one label per leaked gradient set, stacked as ``(N, C, H, W)`` and
+``(N,)``. Our reading, for a split-learning adversary:
 
 - the generative model is an autoencoder trained on the attacker's auxiliary images (GGL uses a
   GAN trained on public data; the decoder plays that role, the encoder gives starting points);
 - the label is iDLG's analytic one (:func:`~pgsl.attacks.dlg.idlg_label`);
 - the search starts at the latent code of the auxiliary image whose gradients, under that label,
   are closest to the leak, and runs a separable (mu, lambda) evolution strategy (GGL: CMA-ES) on
-  the per-layer cosine distance of Geiping et al. (2020);
+  the per-layer cosine distance of Geiping et al. (2020),
+  ``1 - mean_i cos(grad_i(decode(z)), g_i)`` over the parameter tensors ``i``;
 - the answer is the decoded best code.
 
-Measured while designing (a quick MNIST vanilla split, 8 victims, population 64, 80
-generations): MSE 0.036 against the mean image's 0.070, 7 of 8 victims below it.
+Measured behaviour: docs/findings.md#ggl (and, for pixel-space matching on this network,
+docs/findings.md#dlg-and-idlg)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgsl.attacks.base import Attack, Budget, Reconstruction
 from pgsl.attacks.dlg import GradientLeak, idlg_label
+from pgsl.attacks.view import AttackerView, Need
 
 
 class ImagePrior(nn.Module):
@@ -61,7 +69,6 @@ def train_prior(images: Tensor, *, latent: int = 32, epochs: int = 40, batch_siz
     """Fit :class:`ImagePrior` to ``images`` ``(N, C, H, W)`` in [0, 1] by MSE; returned frozen."""
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"train_prior needs a non-empty (N, C, H, W) batch, got {tuple(images.shape)}")
-    torch.manual_seed(seed)
     prior = ImagePrior(tuple(images.shape[1:]), latent).to(images.device)  # type: ignore[arg-type]
     opt = torch.optim.Adam(prior.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
@@ -120,3 +127,38 @@ def ggl_inversion(leak: GradientLeak, prior: ImagePrior, aux_images: Tensor, *, 
         codes = prior.encode(pool)
     out = [_invert_one(leak, t, prior, pool, codes, population, generations, g) for t in leak.gradients]
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+
+
+@dataclass(frozen=True)
+class GGLBudget(Budget):
+    victims: int | None = 32
+    prior_epochs: int = 40  # the auxiliary-image autoencoder's training
+    population: int = 32
+    generations: int = 40
+    starts: int = 256  # auxiliary images tried as the search's start
+
+
+class GGL(Attack):
+    """Gradient inversion with a learned image prior (Li et al., GGL, CVPR 2022): an evolution
+    strategy in an autoencoder's latent space on the per-layer gradient cosine."""
+
+    name = "ggl"
+    title = "GGL (gradient matching, learned image prior)"
+    needs = frozenset({Need.GRADIENTS, Need.WHITE_BOX, Need.AUX})
+    Budget = GGLBudget
+
+    def __init__(self, budget: Budget | None = None, *, seed: int = 0) -> None:
+        super().__init__(budget, seed=seed)
+        # the prior depends only on the auxiliary images: trained once per image set
+        self._priors: dict[tuple[object, ...], ImagePrior] = {}
+
+    def reconstruct(self, view: AttackerView) -> Reconstruction:
+        b = self.budget
+        assert isinstance(b, GGLBudget) and view.leak is not None
+        aux = view.aux_images
+        key = (tuple(aux.shape), str(aux.device), float(aux.double().sum()), b.prior_epochs)
+        if key not in self._priors:
+            self._priors[key] = train_prior(aux, epochs=b.prior_epochs, seed=self.seed)
+        images, labels = ggl_inversion(view.leak, self._priors[key], aux, population=b.population,
+                                       generations=b.generations, starts=b.starts, seed=self.seed)
+        return Reconstruction(images, labels)

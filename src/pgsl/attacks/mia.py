@@ -8,18 +8,22 @@ reconstruct the *clean* image.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pgsl.attacks.base import Attack, Budget, Reconstruction
 from pgsl.attacks.decoder import Decoder
-from pgsl.attacks.view import AttackerView
+from pgsl.attacks.view import AttackerView, Need
+
+__all__ = ["MIA", "invert", "learned_inversion", "train_decoder"]
 
 
 def train_decoder(view: AttackerView, *, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
                   width: int = 64, seed: int = 0) -> Decoder:
     """Fit a decoder to the auxiliary (observed maps -> clean image) pairs by pixel MSE."""
-    torch.manual_seed(seed)
     decoder = Decoder(view.observed.shape[1], view.image_shape, width).to(view.observed.device)
     opt = torch.optim.Adam(decoder.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
@@ -48,3 +52,34 @@ def learned_inversion(view: AttackerView, *, epochs: int = 10, batch_size: int =
     """Train a decoder on the auxiliary pairs; return ``(N, C, H, W)`` reconstructions of the victims."""
     decoder = train_decoder(view, epochs=epochs, batch_size=batch_size, lr=lr, width=width, seed=seed)
     return invert(decoder, view.observed)
+
+
+@dataclass(frozen=True)
+class MIABudget(Budget):
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    width: int = 64
+
+
+def fitted_decoder(view: AttackerView, budget: MIABudget, seed: int) -> Decoder:
+    """The decoder for ``view`` at ``budget``, trained once per view and shared through its memo
+    (the GAN inversion starts from it)."""
+    key = ("mia-decoder", budget.epochs, budget.batch_size, budget.lr, budget.width, seed)
+    if key not in view.memo:
+        view.memo[key] = train_decoder(view, epochs=budget.epochs, batch_size=budget.batch_size,
+                                       lr=budget.lr, width=budget.width, seed=seed)
+    return view.memo[key]
+
+
+class MIA(Attack):
+    """Learned black-box inversion: a decoder fitted to the auxiliary (observation -> image) pairs."""
+
+    name = "mia"
+    title = "MIA (learned inversion)"
+    needs = frozenset({Need.AUX})
+    Budget = MIABudget
+
+    def reconstruct(self, view: AttackerView) -> Reconstruction:
+        assert isinstance(self.budget, MIABudget)
+        return Reconstruction(invert(fitted_decoder(view, self.budget, self.seed), view.observed))

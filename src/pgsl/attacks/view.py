@@ -1,41 +1,56 @@
-"""What the adversary holds, and how its reconstructions are scored."""
+"""What the adversary holds for one target, and how its reconstructions are scored."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-TARGETS = ("none", "noise", "nopeek", "pgsl-cut", "pgsl-recovered")
+if TYPE_CHECKING:
+    from pgsl.attacks.dlg import GradientLeak
+
+__all__ = ["AttackerView", "Need", "reconstruction_scores"]
+
+
+class Need:
+    """What an attack may require of a view (the threat model's knowledge, DESIGN §1)."""
+
+    AUX = "auxiliary images with the client pipeline's answers (black-box queries)"
+    WHITE_BOX = "a differentiable model of image -> observation (client architecture and weights)"
+    GRADIENTS = "the victims' training-step gradients of the client segment's weights"
 
 
 @dataclass(frozen=True)
 class AttackerView:
-    """Everything an attack may read. No field holds a victim's raw image.
+    """Everything an attack may read about one target. No field holds a victim's raw image.
 
     Attributes:
-        target: which tensor the attacker observes (see :data:`TARGETS`): the cut of a vanilla,
-            noisy or NoPeek split, PGSL's cut, or the maps PGSL's server recovers from it.
+        target: what the attacker observes: ``"cut"`` (what crossed it) or a server observable
+            of the run's server model (PGSL: ``"recovered"``, the APG-recovered maps).
         observed: ``(N, K, h, w)`` what the attacker saw for the N victims.
         aux_images: ``(M, C, H, W)`` in [0, 1]: the attacker's own images (disjoint from victims).
-        aux_observed: ``(M, K, h, w)``: the client pipeline's answers to ``aux_images`` (black-box
-            queries), taken exactly like ``observed``.
-        client_model: white-box only -- a differentiable map from an image ``(B, C, H, W)`` in
-            [0, 1] to what the attacker observes; the client's discrete pixel attack cannot be
-            differentiated and is left out of it.
+        aux_observed: ``(M, K, h, w)``: the pipeline's answers to ``aux_images``, taken exactly
+            like ``observed``.
+        path: white-box only -- the differentiable map from images ``(B, C, H, W)`` in [0, 1] to
+            this target's observation: the client's pipeline (then, for a server observable, the
+            server's map), with gradients straight through the non-differentiable steps (BPDA).
+            ``path(aux_images)`` equals ``aux_observed`` (for a noisy defence, under the same RNG).
+        leak: the first victims' training-step gradients (for the cut only), or None.
+        memo: results attacks on this view may share (e.g. the learned inversion's decoder).
     """
 
     target: str
     observed: Tensor
     aux_images: Tensor
     aux_observed: Tensor
-    client_model: Callable[[Tensor], Tensor] | None = None
+    path: Callable[[Tensor], Tensor] | None = None
+    leak: GradientLeak | None = None
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        if self.target not in TARGETS:
-            raise ValueError(f"unknown target {self.target!r}; one of {TARGETS}")
         if self.observed.shape[1:] != self.aux_observed.shape[1:]:
             raise ValueError(f"victim observations {tuple(self.observed.shape)} and auxiliary ones "
                              f"{tuple(self.aux_observed.shape)} differ in shape")
@@ -44,6 +59,24 @@ class AttackerView:
     def image_shape(self) -> tuple[int, int, int]:
         c, h, w = self.aux_images.shape[1:]
         return int(c), int(h), int(w)
+
+    def holds(self) -> set[str]:
+        """The :class:`Need` values this view satisfies."""
+        out = {Need.AUX} if len(self.aux_images) else set()
+        if self.path is not None:
+            out.add(Need.WHITE_BOX)
+        if self.leak is not None:
+            out.add(Need.GRADIENTS)
+        return out
+
+    def first(self, n: int | None) -> AttackerView:
+        """The view restricted to its first ``n`` victims (all for None); same memo."""
+        if n is None or n >= len(self.observed):
+            return self
+        leak = self.leak
+        if leak is not None and len(leak.gradients) > n:
+            leak = replace(leak, gradients=leak.gradients[:n])
+        return replace(self, observed=self.observed[:n], leak=leak, memo=self.memo)
 
 
 def reconstruction_scores(recon: Tensor, clean: Tensor) -> dict[str, Tensor]:

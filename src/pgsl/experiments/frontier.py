@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pgsl.checkpoint import write_csv, write_json
+from pgsl.checkpoint import write_json
 from pgsl.config import Config
 from pgsl.experiments.figures import pyplot, save_figure
 from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
+from pgsl.experiments.results import FrontierPoint, PrivacyRow, rows_from_dicts, write_rows
 from pgsl.experiments.train import CHECKPOINT, METRICS, Reporter, train_run
+from pgsl.split.trainer import DECISION
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,9 @@ def sweep(noise: Sequence[float], nopeek: Sequence[float], mu: Sequence[float],
           pixels: Sequence[int], base_mu: float = 0.55, base_pixels: int = 4) -> list[Point]:
     """The settings to train: the undefended anchor, then each defence's knob in turn."""
     points = [Point("none", 0.0, {"defense": {"kind": "none"}})]
-    points += [Point("noise", b, {"defense": {"kind": "noise", "noise_scale": b}}) for b in noise]
-    points += [Point("nopeek", a, {"defense": {"kind": "nopeek", "nopeek_weight": a}}) for a in nopeek]
+    points += [Point("noise", b, {"defense": {"kind": "noise", "params": {"scale": b}}}) for b in noise]
+    points += [Point("nopeek", a, {"defense": {"kind": "nopeek", "params": {"weight": a}}})
+               for a in nopeek]
     points += [Point("pgsl-mu", m, {"defense": {"kind": "pgsl"}, "recovery": {"mu": m},
                                     "attack": {"pixels": base_pixels}}) for m in mu]
     points += [Point("pgsl-pixels", p, {"defense": {"kind": "pgsl"}, "recovery": {"mu": base_mu},
@@ -86,44 +89,48 @@ def configure(base: Config, point: Point) -> Config:
 
 def evaluate_point(base: Config, point: Point, root: Path, pc: PrivacyConfig, device: str,
                    reporter: Reporter | None = None,
-                   known: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+                   known: dict[str, list[PrivacyRow]] | None = None) -> FrontierPoint:
     """Train (or reuse) the point's run, attack it (or reuse the result); return its row.
 
     ``known``: Table I rows already computed for some run folders (same protocol), by folder."""
     cached = run_dir(root, point) / POINT
     if cached.is_file():
-        return dict(json.loads(cached.read_text()))
+        return rows_from_dicts(FrontierPoint, [json.loads(cached.read_text())], str(cached))[0]
     path = train_point(base, point, root, device, reporter)
     metrics = json.loads((path / METRICS).read_text())
-    scored = (known or {}).get(str(path)) or evaluate_privacy(path, pc, device)
-    rows = [r for r in scored if r["attack"] == "mia"]
-    worst = min(rows, key=lambda r: r["mse_mean"])  # the attacker keeps its better view
-    row = {"curve": point.curve, "value": point.value, "run": point.name,
-           "accuracy": metrics["test_accuracy"]["S_awa"], "n_test": metrics["n_test"],
-           "target": worst["target"], "mse": worst["mse_mean"], "mse_std": worst["mse_std"],
-           "ssim": worst["ssim_mean"], "n_victims": worst["n_victims"],
-           "mse_by_target": {r["target"]: r["mse_mean"] for r in rows}}
-    write_json(cached, row)
+    scored = (known or {}).get(str(path)) or evaluate_privacy(path, pc, device)[0]
+    rows = [r for r in scored if r.attack == "mia"]
+    if not rows:
+        raise ValueError(f"no learned-inversion (mia) score for {path}")
+    worst = min(rows, key=lambda r: r.mse_mean)  # the attacker keeps its better view
+    row = FrontierPoint(curve=point.curve, value=point.value, run=point.name,
+                        accuracy=metrics["test_accuracy"][DECISION], n_test=metrics["n_test"],
+                        target=worst.target, mse=worst.mse_mean, mse_std=worst.mse_std,
+                        ssim=worst.ssim_mean, n_victims=worst.n_victims)
+    write_json(cached, dataclasses.asdict(row))
     return row
 
 
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+def plot(rows: list[FrontierPoint], path: Path, title: str) -> None:
     """One line per defence (points sorted by the knob), accuracy over reconstruction MSE."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     markers = {"none": "*", "noise": "o", "nopeek": "s", "pgsl-mu": "^", "pgsl-pixels": "v"}
     for curve, label in CURVES.items():
-        pts = sorted((r for r in rows if r["curve"] == curve), key=lambda r: r["value"])
+        pts = sorted((r for r in rows if r.curve == curve), key=lambda r: r.value)
         if not pts:
             continue
-        xs, ys = [r["mse"] for r in pts], [100 * r["accuracy"] for r in pts]
-        ax.plot(xs, ys, marker=markers[curve], markersize=12 if curve == "none" else 6,
-                linestyle="none" if curve == "none" else "-", label=label)
+        xs, ys = [r.mse for r in pts], [100 * r.accuracy for r in pts]
+        errs = [r.mse_std for r in pts]
+        ax.errorbar(xs, ys, xerr=errs, marker=markers[curve], markersize=12 if curve == "none" else 6,
+                    linestyle="none" if curve == "none" else "-", label=label, capsize=2,
+                    elinewidth=0.6)
         if curve != "none":
             for r in pts:
-                ax.annotate(f"{r['value']:g}", (r["mse"], 100 * r["accuracy"]), fontsize=7,
+                ax.annotate(f"{r.value:g}", (r.mse, 100 * r.accuracy), fontsize=7,
                             textcoords="offset points", xytext=(4, 3))
-    ax.set_xlabel("MIA reconstruction MSE of the clean image (higher = more private)")
+    ax.set_xlabel("MIA reconstruction MSE of the clean image, mean ± std over victims "
+                  "(higher = more private)", fontsize=8)
     ax.set_ylabel("test accuracy (%)  (PGSL: fused S_awa)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -132,25 +139,21 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
-COLUMNS = ["curve", "value", "accuracy", "mse", "mse_std", "ssim", "target", "n_victims", "n_test", "run"]
-
-
 def frontier(base: Config, out: Path, points: Sequence[Point], pc: PrivacyConfig, device: str = "cpu",
              reporter: Reporter | None = None,
-             known: dict[str, list[dict[str, Any]]] | None = None,
-             runs_root: Path | None = None) -> list[dict[str, Any]]:
+             known: dict[str, list[PrivacyRow]] | None = None,
+             runs_root: Path | None = None) -> list[FrontierPoint]:
     """Evaluate every point and write ``frontier.csv``, ``frontier.json`` and ``frontier.png``
     into ``out``; the runs go to ``runs_root/runs`` (default ``out/runs``)."""
     pc = dataclasses.replace(pc, attacks=("mia",))
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    rows: list[FrontierPoint] = []
     for point in points:
         rows.append(evaluate_point(base, point, runs_root or out, pc, device, reporter, known))
-        write_csv(out / "frontier.csv", rows, COLUMNS)  # the points so far (each also cached in its run)
+        write_rows(out / "frontier.csv", rows)  # the points so far (each also cached in its run)
     title = (f"{base.data.dataset}: privacy-utility frontier ({len(rows)} runs, "
-             f"{rows[0]['n_victims']} victims, aux {pc.aux or 'half test set'})")
+             f"{rows[0].n_victims} victims, aux {pc.aux or 'half test set'})")
     plot(rows, out / "frontier.png", title)
     # written last: its presence means the whole frontier is done
-    write_json(out / "frontier.json", {"config": dataclasses.asdict(pc), "dataset": base.data.dataset,
-                                       "rows": rows})
+    write_rows(out / "frontier.json", rows, config=dataclasses.asdict(pc), dataset=base.data.dataset)
     return rows

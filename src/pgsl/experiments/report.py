@@ -14,9 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pgsl.attacks import ATTACKS as PRIVACY_ATTACKS
 from pgsl.checkpoint import write_text
-from pgsl.experiments.privacy import ATTACK_NAMES as PRIVACY_ATTACKS
+from pgsl.experiments.results import FrontierPoint, PrivacyRow, RobustnessRow, read_rows
 from pgsl.experiments.robustness import ATTACK_NAMES as ROBUSTNESS_ATTACKS
+from pgsl.split.trainer import DECISION
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:70rem;margin:2rem auto;
@@ -63,35 +65,41 @@ def _training(out: Path, meta: dict[str, Any]) -> str:
         m = _read(metrics_path)
         cfg = _read(metrics_path.parent / "config.json")
         acc = m["test_accuracy"]
+        streams = ", ".join(f"{k} {100 * v:.2f}%" for k, v in acc.items() if k != DECISION)
         rows.append([metrics_path.parent.name, cfg["defense"]["kind"], m["n_train"], m["n_test"],
-                     *(f"{100 * acc[k]:.2f}%" for k in ("S_a", "S_f", "S_r", "S_awa")),
+                     streams if len(acc) > 2 else "-", f"{100 * acc[DECISION]:.2f}%",
                      f"{m['train_seconds']:.0f} s"])
     return ("<h2>Trained runs</h2>"
-            + _p("Baselines have one stream; their S_a = S_f = S_r = S_awa. The paper reports 99.8% "
-                 "for PGSL's fused decision on MNIST (paper preset, full data).")
-            + _table(["run", "defence", "train", "test", "S_a", "S_f", "S_r", "S_awa", "time"], rows, 2))
+            + _p("The decision is PGSL's fused S_awa, a one-stream model's only stream. The paper "
+                 "reports 99.8% for PGSL's fused decision on MNIST (paper preset, full data).")
+            + _table(["run", "defence", "train", "test", "streams", "decision", "time"], rows, 2))
+
+
+def _title(attack: str) -> str:
+    cls = PRIVACY_ATTACKS.get(attack)
+    return cls.title if cls is not None else attack
 
 
 def _table1(out: Path) -> str:
     t = _read(out / "privacy" / "table1.json")
-    rows = t["rows"]
-    body = [[r["defense"], r["target"], PRIVACY_ATTACKS.get(r["attack"], r["attack"]), r["n_victims"],
-             f"{r['mse_mean']:.4f} ± {r['mse_std']:.4f}", f"{r['psnr_mean']:.2f}", f"{r['ssim_mean']:.3f}",
-             r["paper_mse"] if r["paper_mse"] != "" else "-"] for r in rows]
-    mse = {(r["attack"], r["target"]): r["mse_mean"] for r in rows}
-    ssim = {(r["attack"], r["target"]): r["ssim_mean"] for r in rows}
+    rows = read_rows(out / "privacy" / "table1.json", PrivacyRow)
+    body = [[r.defense, r.target, _title(r.attack), r.n_victims, f"{r.mse_mean:.4f} ± {r.mse_std:.4f}",
+             f"{r.psnr_mean:.2f}", f"{r.ssim_mean:.3f}", "-" if r.paper_mse is None else r.paper_mse]
+            for r in rows]
+    mse = {(r.attack, r.defense, r.target): r.mse_mean for r in rows}
+    ssim = {(r.attack, r.defense, r.target): r.ssim_mean for r in rows}
+    vanilla, cut, recovered = ("none", "cut"), ("pgsl", "cut"), ("pgsl", "recovered")
     verdicts = []
-    baseline = mse.get(("mean", "none"))
-    for attack in ("mia", "gan", "activation", "dlg", "idlg", "ggl"):
-        if (attack, "none") not in mse:
+    baseline = mse.get(("mean", *vanilla))
+    for attack in dict.fromkeys(r.attack for r in rows if r.attack != "mean"):
+        if (attack, *vanilla) not in mse:
             continue
-        v, c = mse[(attack, "none")], mse.get((attack, "pgsl-cut"))
-        name = PRIVACY_ATTACKS[attack]
-        line = f"{name}: vanilla split MSE {v:.4f} vs trivial baseline {baseline:.4f} -- "
+        v, c = mse[(attack, *vanilla)], mse.get((attack, *cut))
+        line = f"{_title(attack)}: vanilla split MSE {v:.4f} vs trivial baseline {baseline} -- "
         if baseline is not None and v < 0.5 * baseline:
             line += "the attack works on the undefended split"
         elif baseline is not None and v < baseline:
-            s_v, s_b = ssim.get((attack, "none")), ssim.get(("mean", "none"))
+            s_v, s_b = ssim.get((attack, *vanilla)), ssim.get(("mean", *vanilla))
             line += ("it beats the trivial baseline on the undefended split, by less than 2x in MSE"
                      + (f" (SSIM {s_v:.3f} vs {s_b:.3f})" if s_v is not None and s_b is not None else ""))
         else:
@@ -101,19 +109,19 @@ def _table1(out: Path) -> str:
             line += (f"; at PGSL's cut {c:.4f} ({ratio:.1f}x the vanilla error"
                      + (", PGSL makes inversion harder" if ratio > 1.2 else ", no real protection")
                      + (f", still below the baseline {baseline:.4f})" if baseline and c < baseline else ")"))
-        r = mse.get((attack, "pgsl-recovered"))
+        r = mse.get((attack, *recovered))
         if r is not None:
             line += f"; on the server's recovered maps {r:.4f}"
         verdicts.append(line)
     paper_claim = []
     for attack in ("dlg", "idlg", "gan"):  # the attacks with a paper row at both
-        if (attack, "none") in mse and (attack, "pgsl-cut") in mse:
-            vanilla, cut = mse[(attack, "none")], mse[(attack, "pgsl-cut")]
-            verdict = ("agree" if cut > 1.1 * vanilla else
-                       "do not agree (within 10%)" if cut >= vanilla / 1.1 else "contradict it")
-            if baseline is not None and vanilla >= baseline:
+        if (attack, *vanilla) in mse and (attack, *cut) in mse:
+            v, c = mse[(attack, *vanilla)], mse[(attack, *cut)]
+            verdict = ("agree" if c > 1.1 * v else "do not agree (within 10%)" if c >= v / 1.1
+                       else "contradict it")
+            if baseline is not None and v >= baseline:
                 verdict += ", but the claim is moot: the attack fails even on the vanilla split"
-            paper_claim.append(f"{PRIVACY_ATTACKS[attack]}: the paper says PGSL's cut is harder to invert "
+            paper_claim.append(f"{_title(attack)}: the paper says PGSL's cut is harder to invert "
                                f"than the vanilla split's (its JSMA + {attack.upper()} row above its "
                                f"{attack.upper()} row) -- our numbers {verdict}")
     return ("<h2>Table I: model inversion attacks</h2>" + _p(t["protocol"], "small")
@@ -127,37 +135,35 @@ def _table1(out: Path) -> str:
 
 def _table2(out: Path) -> str:
     t = _read(out / "robustness" / "table2.json")
-    rows = t["rows"]
+    rows = read_rows(out / "robustness" / "table2.json", RobustnessRow)
     attacks = list(t["config"]["attacks"])
 
-    def pct(v: Any) -> str:
-        return f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "-"
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
 
     body = []
     for r in rows:
-        paper = [f"{ROBUSTNESS_ATTACKS[a]} {r[f'paper_{a}']}%" for a in attacks if r.get(f"paper_{a}")]
-        if r.get("paper_clean"):
-            paper.insert(0, f"{r['paper_clean']}%")
-        body.append([r["model"], r["stream"], pct(r.get("clean")), *(pct(r.get(a)) for a in attacks),
+        paper = [f"{ROBUSTNESS_ATTACKS[a]} {v}%" for a, v in r.paper.items()]
+        if r.paper_clean is not None:
+            paper.insert(0, f"{r.paper_clean}%")
+        body.append([r.model, r.stream, pct(r.clean), *(pct(r.adversarial.get(a)) for a in attacks),
                      ", ".join(paper) or "-"])
-    verdicts = []
     plain = rows[0]
-    verdicts.append("Plain CNN under white-box attack: " + ", ".join(
-        f"{ROBUSTNESS_ATTACKS[a]} {pct(plain[a])} (paper {plain.get(f'paper_{a}', '-')}%)" for a in attacks)
-        + "; every attack lowers its accuracy from " + pct(plain["clean"]) + ".")
-    pgsl = {r["stream"]: r for r in rows if r["defense"] == "pgsl"}
-    if pgsl:
-        fused = pgsl["S_awa"]
-        best_stream = max(("S_a", "S_f", "S_r"), key=lambda s: pgsl[s]["clean"])
-        verdicts.append(f"PGSL clean accuracy: fused {pct(fused['clean'])}, best single stream {best_stream} "
-                        f"{pct(pgsl[best_stream]['clean'])}; the paper's claim that the fusion is best "
-                        + ("holds" if fused["clean"] >= pgsl[best_stream]["clean"] else "does not hold")
-                        + " here.")
+    verdicts = ["Plain CNN under white-box attack: " + ", ".join(
+        f"{ROBUSTNESS_ATTACKS[a]} {pct(plain.adversarial[a])} (paper {plain.paper.get(a, '-')}%)"
+        for a in attacks) + "; every attack lowers its accuracy from " + pct(plain.clean) + "."]
+    pgsl = {r.stream: r for r in rows if r.defense == "pgsl" and r.adversarial}
+    if DECISION in pgsl:
+        fused = pgsl[DECISION]
+        best = max((s for s in pgsl if s != DECISION), key=lambda s: pgsl[s].clean)
+        verdicts.append(f"PGSL clean accuracy: fused {pct(fused.clean)}, best single stream {best} "
+                        f"{pct(pgsl[best].clean)}; the paper's claim that the fusion is best "
+                        + ("holds" if fused.clean >= pgsl[best].clean else "does not hold") + " here.")
         for a in attacks:
             verdicts.append(f"{ROBUSTNESS_ATTACKS[a]} (transferred from the plain CNN): PGSL fused "
-                            f"{pct(fused[a])} vs plain CNN {pct(plain[a])}"
-                            + "".join(f", {r['model']} {pct(r[a])}" for r in rows
-                                      if r["defense"] in ("none", "noise", "nopeek") and a in r))
+                            f"{pct(fused.adversarial[a])} vs plain CNN {pct(plain.adversarial[a])}"
+                            + "".join(f", {r.model} {pct(r.adversarial[a])}" for r in rows[1:]
+                                      if r.defense != "pgsl" and a in r.adversarial))
     return ("<h2>Table II: accuracy under test-time adversarial attacks</h2>" + _p(t["protocol"], "small")
             + _table(["model", "stream", "clean", *(ROBUSTNESS_ATTACKS[a] for a in attacks), "paper"],
                      body, 2)
@@ -189,9 +195,9 @@ def _mu(out: Path) -> str:
 
 
 def _frontier(out: Path) -> str:
-    t = _read(out / "frontier" / "frontier.json")
-    body = [[r["curve"], f"{r['value']:g}", f"{100 * r['accuracy']:.2f}%", f"{r['mse']:.4f}",
-             f"{r['ssim']:.3f}", r["target"]] for r in t["rows"]]
+    rows = read_rows(out / "frontier" / "frontier.json", FrontierPoint)
+    body = [[r.curve, f"{r.value:g}", f"{100 * r.accuracy:.2f}%", f"{r.mse:.4f} ± {r.mse_std:.4f}",
+             f"{r.ssim:.3f}", r.target] for r in rows]
     return ("<h2>Privacy-utility frontier</h2>"
             + _p("Each point is one trained run; the learned inversion (MIA) attacks it under the "
                  "Table I protocol. For PGSL the attacker keeps the better of its two views (cut or "

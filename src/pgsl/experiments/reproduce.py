@@ -35,6 +35,7 @@ from pgsl.experiments.mu_sweep import SweepConfig, mu_sweep
 from pgsl.experiments.privacy import PrivacyConfig
 from pgsl.experiments.privacy import privacy as run_privacy
 from pgsl.experiments.report import write_report
+from pgsl.experiments.results import PrivacyRow, read_rows
 from pgsl.experiments.robustness import RobustnessConfig, robustness
 from pgsl.experiments.train import Reporter, environment, resolve_device
 
@@ -63,9 +64,12 @@ PLANS = {
         # DLG/iDLG: 40 L-BFGS-B iterations per stage, starts scored among 64 auxiliary images (at 60
         # and 256 they took 4-6.5 min per run here, measured); GGL: pgsl privacy only (at 20
         # generations it scored near the mean image here, for ~2-4 more minutes per run)
-        privacy=PrivacyConfig(victims=500, opt_victims=32, aux=1500, mia_epochs=5, gan_epochs=2,
-                              match_steps=200, dlg_victims=32, dlg_iterations=40, dlg_starts=64,
-                              attacks=("mia", "gan", "activation", "dlg", "idlg")),
+        privacy=PrivacyConfig(victims=500, aux=1500,
+                              attacks=("mean", "mia", "gan", "activation", "dlg", "idlg"),
+                              budgets={"mia": {"epochs": 5}, "gan": {"epochs": 2, "pretrain_epochs": 5},
+                                       "activation": {"victims": 32, "steps": 200},
+                                       "dlg": {"victims": 32, "iterations": 40, "starts": 64},
+                                       "idlg": {"victims": 32, "iterations": 40, "starts": 64}}),
         robustness=RobustnessConfig(n_test=1000, cw_steps=50, bim_steps=10, recon_epochs=5),
         sweep=SweepConfig(images=200),
         noise=(0.5, 2.0), nopeek=(0.5, 3.0), mu=(0.95,), pixels=(),
@@ -73,9 +77,13 @@ PLANS = {
     # a smoke test: seconds per stage on a CPU, numbers meaningless (the test suite uses it)
     "tiny": Plan(
         train={"data": {"limit_train": 512, "limit_test": 128}},
-        privacy=PrivacyConfig(victims=32, opt_victims=4, aux=200, mia_epochs=1, gan_epochs=1,
-                              match_steps=10, dlg_victims=2, dlg_iterations=5, prior_epochs=2,
-                              ggl_population=8, ggl_generations=2, ggl_starts=16),
+        privacy=PrivacyConfig(victims=32, aux=200,
+                              budgets={"mia": {"epochs": 1}, "gan": {"epochs": 1, "pretrain_epochs": 1},
+                                       "activation": {"victims": 4, "steps": 10},
+                                       "dlg": {"victims": 2, "iterations": 5},
+                                       "idlg": {"victims": 2, "iterations": 5},
+                                       "ggl": {"victims": 2, "prior_epochs": 2, "population": 8,
+                                               "generations": 2, "starts": 16}}),
         robustness=RobustnessConfig(n_test=32, cw_steps=3, bim_steps=2, recon_epochs=1),
         sweep=SweepConfig(images=8, mus=(0.15, 0.55), max_iter=50),
         noise=(0.5,), nopeek=(0.5,), mu=(), pixels=(),
@@ -135,10 +143,9 @@ def reproduce(base: Config, preset: str, out: Path, *, plan: str | None = None, 
     _stage(out, "train", out / "runs" / "trained.json", train_main, timings)
     _stage(out, "table1", out / "privacy" / "table1.json",
            lambda: run_privacy(runs, out / "privacy", spec.privacy, device=device), timings)
-    table1 = json.loads((out / "privacy" / "table1.json").read_text())
-    known: dict[str, list[dict[str, Any]]] = {}
-    for r in table1["rows"]:
-        known.setdefault(r["run"], []).append(r)
+    known: dict[str, list[PrivacyRow]] = {}
+    for r in read_rows(out / "privacy" / "table1.json", PrivacyRow):
+        known.setdefault(r.run, []).append(r)
     # the frontier's runs live beside the main ones (out/runs), so the main runs are reused
     _stage(out, "frontier", out / "frontier" / "frontier.json",
            lambda: run_frontier(cfg, out / "frontier", points, spec.privacy, device=device,

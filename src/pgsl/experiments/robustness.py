@@ -20,24 +20,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_csv, write_json, write_text
+from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_text
 from pgsl.client.pixel_attack import jsma
 from pgsl.data import to_float
 from pgsl.experiments.figures import save_grid
 from pgsl.experiments.plain import PlainCNN, accuracy, fit, plain_cnn
+from pgsl.experiments.results import RobustnessRow, write_rows
 from pgsl.experiments.train import Run, load_run, resolve_device
-from pgsl.split.trainer import STREAMS, stream_hits
+from pgsl.split.trainer import DECISION, evaluate
 
 log = logging.getLogger(__name__)
 
-ATTACKS = ("jsma", "cw", "bim", "fgsm")
+ATTACKS = ("jsma", "cw", "bim", "fgsm")  # the default set, in table order
 ATTACK_NAMES = {"jsma": "JSMA", "cw": "C&W-L2", "bim": "BIM", "fgsm": "FGSM"}
 RECON_ATTACKS = {"dlg": "DLG", "idlg": "iDLG", "ggl": "GGL", "gan": "GAN (DCGAN)", "mia": "MIA"}
 # Paper Table II (accuracy %). Its protocol is not stated; we attach each figure to our closest row.
@@ -91,51 +91,56 @@ class ShiftedLogits(nn.Module):
         return z - z.min(1, keepdim=True).values.detach() + 1.0
 
 
+def _jsma(model: nn.Module, x: Tensor, y: Tensor, rc: RobustnessConfig, k: int,
+          g: torch.Generator) -> Tensor:
+    shift = torch.randint(1, k, y.shape, generator=g).to(y.device)
+    target = (y + shift) % k  # a seeded random wrong class, as ART does
+    return jsma(model, x, target, pixels=rc.jsma_gamma, pixels_per_step=rc.jsma_per_step,
+                theta=rc.jsma_theta, targeted=True, stop_when_fooled=True).attacked
+
+
+def _cw(model: nn.Module, x: Tensor, y: Tensor, rc: RobustnessConfig, k: int, g: torch.Generator) -> Tensor:
+    import torchattacks  # installed without its torchvision requirement, see scripts/setup.sh
+
+    return torchattacks.CW(ShiftedLogits(model), c=rc.cw_c, kappa=rc.cw_kappa, steps=rc.cw_steps,
+                           lr=rc.cw_lr)(x, y)
+
+
+def _bim(model: nn.Module, x: Tensor, y: Tensor, rc: RobustnessConfig, k: int, g: torch.Generator) -> Tensor:
+    import torchattacks
+
+    return torchattacks.BIM(model, eps=rc.bim_eps, alpha=rc.bim_alpha, steps=rc.bim_steps)(x, y)
+
+
+def _fgsm(model: nn.Module, x: Tensor, y: Tensor, rc: RobustnessConfig, k: int, g: torch.Generator) -> Tensor:
+    import torchattacks
+
+    return torchattacks.FGSM(model, eps=rc.fgsm_eps)(x, y)
+
+
+Crafter = Callable[[nn.Module, Tensor, Tensor, "RobustnessConfig", int, torch.Generator], Tensor]
+CRAFTERS: dict[str, Crafter] = {"jsma": _jsma, "cw": _cw, "bim": _bim, "fgsm": _fgsm}
+
+
 def craft(model: nn.Module, x: Tensor, y: Tensor, attack: str, rc: RobustnessConfig,
           num_classes: int) -> Tensor:
     """Adversarial versions of ``x`` (in [0, 1]) against ``model`` (white-box)."""
-    import torchattacks  # installed without its torchvision requirement, see scripts/setup.sh
-
+    if attack not in CRAFTERS:
+        raise ValueError(f"unknown attack {attack!r}; choose from {', '.join(CRAFTERS)}")
     model.eval()
-    out = []
     g = torch.Generator().manual_seed(rc.seed)
-    for xb, yb in zip(x.split(rc.batch_size), y.split(rc.batch_size), strict=True):
-        if attack == "jsma":
-            shift = torch.randint(1, num_classes, yb.shape, generator=g).to(yb.device)
-            target = (yb + shift) % num_classes  # a seeded random wrong class, as ART does
-            adv = jsma(model, xb, target, pixels=rc.jsma_gamma, pixels_per_step=rc.jsma_per_step,
-                       theta=rc.jsma_theta, targeted=True, stop_when_fooled=True).attacked
-        elif attack == "cw":
-            adv = torchattacks.CW(ShiftedLogits(model), c=rc.cw_c, kappa=rc.cw_kappa, steps=rc.cw_steps,
-                                  lr=rc.cw_lr)(xb, yb)
-        elif attack == "bim":
-            adv = torchattacks.BIM(model, eps=rc.bim_eps, alpha=rc.bim_alpha, steps=rc.bim_steps)(xb, yb)
-        elif attack == "fgsm":
-            adv = torchattacks.FGSM(model, eps=rc.fgsm_eps)(xb, yb)
-        else:
-            raise ValueError(f"unknown attack {attack!r}; choose from {', '.join(ATTACKS)}")
-        out.append(adv.detach())
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def run_accuracy(run: Run, x: Tensor, y: Tensor, batch_size: int) -> dict[str, float]:
-    """Each stream's and the fused accuracy of a trained run on float images."""
-    correct = dict.fromkeys(STREAMS, 0)
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
-        for key, hits in stream_hits(run.client.predict(xb, run.channel), yb).items():
-            correct[key] += hits
-    return {k: v / max(1, len(y)) for k, v in correct.items()}
+    return torch.cat([CRAFTERS[attack](model, xb, yb, rc, num_classes, g).detach()
+                      for xb, yb in zip(x.split(rc.batch_size), y.split(rc.batch_size), strict=True)])
 
 
 def robustness(runs: Sequence[Path], out: Path, rc: RobustnessConfig, device: str = "cpu",
-               reconstructions: Sequence[Path] = ()) -> list[dict[str, Any]]:
+               reconstructions: Sequence[Path] = ()) -> list[RobustnessRow]:
     """Evaluate the plain CNN and every run; write table2.csv/.md/.json and fig5.png into ``out``."""
     if not runs:
         raise ValueError("give at least one trained run")
     for name in rc.attacks:
-        if name not in ATTACKS:
-            raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
+        if name not in CRAFTERS:
+            raise ValueError(f"unknown attack {name!r}; choose from {', '.join(CRAFTERS)}")
     dev = resolve_device(device)
     out.mkdir(parents=True, exist_ok=True)
     loaded = [(path, load_run(path, dev)) for path in runs]
@@ -171,24 +176,23 @@ def robustness(runs: Sequence[Path], out: Path, rc: RobustnessConfig, device: st
     paper = PAPER.get(dataset.name, {})
     perturbation = {a: float((adversarial[a] - x).flatten(1).norm(dim=1).mean()) for a in rc.attacks}
 
-    rows: list[dict[str, Any]] = []
-    row = {"model": "plain CNN (centralised)", "defense": "-", "stream": "-", "n_test": n}
-    row.update({name: round(accuracy(plain, imgs, y), 4) for name, imgs in inputs.items()})
-    row.update({f"paper_{a}": paper.get(a, "") for a in rc.attacks})
-    rows.append(row)
+    rows = [RobustnessRow(
+        model="plain CNN (centralised)", defense="-", stream="-", n_test=n,
+        clean=round(accuracy(plain, x, y), 4),
+        adversarial={a: round(accuracy(plain, adversarial[a], y), 4) for a in rc.attacks},
+        paper={a: paper[a] for a in rc.attacks if a in paper})]
     for path, run in loaded:
-        accs = {name: run_accuracy(run, imgs, y, rc.batch_size) for name, imgs in inputs.items()}
-        kind = run.cfg.defense.kind
-        streams = STREAMS if kind == "pgsl" else ("S_awa",)
-        for stream in streams:
-            label = {"none": "vanilla split", "noise": "split + Laplacian noise",
-                     "nopeek": "split + NoPeek", "pgsl": "PGSL"}[kind]
-            row = {"model": f"{label} ({path.name})", "defense": kind,
-                   "stream": stream if kind == "pgsl" else "-", "n_test": n}
-            row.update({name: round(acc[stream], 4) for name, acc in accs.items()})
-            if kind == "pgsl":
-                row["paper_clean"] = paper.get(stream, "")
-            rows.append(row)
+        accs = {name: evaluate(run.client, run.channel, (imgs, y), batch_size=rc.batch_size)
+                for name, imgs in inputs.items()}
+        streams = run.client.streams
+        # one-stream models: the stream is the decision; several: each stream, then the decision
+        keys = (*streams, DECISION) if len(streams) > 1 else (DECISION,)
+        for key in keys:
+            rows.append(RobustnessRow(
+                model=f"{run.client.defense.describe()} ({path.name})", defense=run.cfg.defense.kind,
+                stream=key if len(streams) > 1 else "-", n_test=n, clean=round(accs["clean"][key], 4),
+                adversarial={a: round(accs[a][key], 4) for a in rc.attacks},
+                paper_clean=paper.get("S_awa" if key == DECISION else key) if len(streams) > 1 else None))
     for path in reconstructions:
         rows.extend(_reconstruction_rows(path, first, x, y, rc, paper))
 
@@ -199,7 +203,7 @@ def robustness(runs: Sequence[Path], out: Path, rc: RobustnessConfig, device: st
 
 
 def _reconstruction_rows(path: Path, run: Run, x: Tensor, y: Tensor, rc: RobustnessConfig,
-                         paper: dict[str, float]) -> list[dict[str, Any]]:
+                         paper: dict[str, float]) -> list[RobustnessRow]:
     """A plain CNN trained on each attack's reconstructions (``recon_*.pt`` of pgsl privacy)."""
     if not path.is_file():
         raise FileNotFoundError(f"no reconstructions at {path} (written by pgsl privacy --out)")
@@ -213,23 +217,19 @@ def _reconstruction_rows(path: Path, run: Run, x: Tensor, y: Tensor, rc: Robustn
         torch.manual_seed(rc.seed)
         model = PlainCNN(run.cfg, images.shape[1], len(run.dataset.classes)).to(x.device)
         fit(model, images, labels[: len(images)], run.cfg, epochs=rc.recon_epochs, seed=rc.seed)
-        rows.append({"model": f"plain CNN trained on {len(images)} {name} reconstructions "
-                              f"({saved['target']}, {path.stem})",
-                     "defense": saved["target"], "stream": "-", "n_test": len(y),
-                     "clean": round(accuracy(model, x, y), 4), "paper_clean": paper.get(attack, "")})
+        rows.append(RobustnessRow(
+            model=f"plain CNN trained on {len(images)} {name} reconstructions "
+                  f"({saved['defense']} {saved['target']}, {path.stem})",
+            defense=str(saved["defense"]), stream="-", n_test=len(y), clean=round(accuracy(model, x, y), 4),
+            adversarial={}, paper_clean=paper.get(attack)))
     return rows
 
 
-COLUMNS = ["model", "defense", "stream", "n_test", "clean", *ATTACKS, "paper_clean",
-           *(f"paper_{a}" for a in ATTACKS)]
-
-
-def write_table(rows: list[dict[str, Any]], out: Path, rc: RobustnessConfig,
+def write_table(rows: list[RobustnessRow], out: Path, rc: RobustnessConfig,
                 perturbation: dict[str, float], dataset: str) -> None:
     """``table2.csv``, ``table2.md`` and ``table2.json``, each written atomically."""
-    write_csv(out / "table2.csv", rows, COLUMNS)
     protocol = (
-        f"{dataset}: a seeded sample (seed {rc.seed}) of {rows[0]['n_test']} test images. Adversarial "
+        f"{dataset}: a seeded sample (seed {rc.seed}) of {rows[0].n_test} test images. Adversarial "
         "examples are crafted white-box against the plain CNN and given unchanged to every model "
         "(transfer for all but the plain CNN). "
         f"JSMA: ours, targeted at a random wrong class, at most {rc.jsma_gamma:.0%} of the pixels, "
@@ -238,23 +238,24 @@ def write_table(rows: list[dict[str, Any]], out: Path, rc: RobustnessConfig,
         f"{rc.cw_steps} Adam steps at lr {rc.cw_lr}. BIM: eps {rc.bim_eps}, alpha {rc.bim_alpha}, "
         f"{rc.bim_steps} steps. FGSM: eps {rc.fgsm_eps}. Mean L2 perturbation: "
         + ", ".join(f"{ATTACK_NAMES[a]} {v:.2f}" for a, v in perturbation.items())
-        + ". Paper columns: its Table II figure attached to our closest row (its protocol is not "
-        "stated)."
+        + ". Stream 'decision' is the model's final answer (PGSL: the fusion S_awa). Paper columns: "
+        "its Table II figure attached to our closest row (its protocol is not stated)."
     )
     head = ["model", "stream", "clean", *(ATTACK_NAMES[a] for a in rc.attacks), "paper"]
     lines = ["# Table II: accuracy under test-time adversarial attacks", "", protocol, "",
              "| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
-
-    def pct(v: Any) -> str:
-        return f"{100 * v:.1f}%" if isinstance(v, float) else ""
-
     for r in rows:
-        paper = [f"{ATTACK_NAMES[a]} {r[f'paper_{a}']}%" for a in rc.attacks if r.get(f"paper_{a}")]
-        if r.get("paper_clean"):
-            paper.insert(0, f"{r['paper_clean']}%")
-        cells = [r["model"], r["stream"], pct(r.get("clean")), *(pct(r.get(a)) for a in rc.attacks),
+        paper = [f"{ATTACK_NAMES[a]} {v}%" for a, v in r.paper.items()]
+        if r.paper_clean is not None:
+            paper.insert(0, f"{r.paper_clean}%")
+        cells = [r.model, r.stream, _pct(r.clean), *(_pct(r.adversarial.get(a)) for a in rc.attacks),
                  ", ".join(paper)]
         lines.append("| " + " | ".join(cells) + " |")
     write_text(out / "table2.md", "\n".join(lines) + "\n")
-    write_json(out / "table2.json", {"protocol": protocol, "config": dataclasses.asdict(rc),
-                                     "perturbation_l2": perturbation, "rows": rows})
+    write_rows(out / "table2.csv", rows)
+    write_rows(out / "table2.json", rows, protocol=protocol, config=dataclasses.asdict(rc),
+               perturbation_l2=perturbation)
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{100 * v:.1f}%"

@@ -1,5 +1,9 @@
-"""Batched robust PCA by ADMM: the same problem as the APG of :mod:`pgsl.recovery.rpca`, solved to
-high accuracy in several times fewer iterations.
+"""Batched robust PCA by ADMM: the problem of :mod:`pgsl.recovery.rpca`, for solves run to convergence.
+
+Contract: :func:`admm` takes a ``(count, m, n)`` batch and returns ``(z, iterations, converged,
+state)``: ``z`` ``(2, count, m, n)`` stacks the low-rank part ``A`` and the sparse part ``E``,
+``iterations`` and ``converged`` are ``(count,)``, and ``state`` (:class:`ADMMState`) is where
+every matrix stopped, to continue from. Users reach it as ``robust_pca(d, ..., solver="admm")``.
 
 For every ``m x n`` matrix ``D`` of the batch it solves APG's problem
 
@@ -17,30 +21,23 @@ with a closed-form step:
 
 (``min_{e, r} mu*lam*|e| + r^2/2 + rho/2 (e + r - w)^2`` is solved exactly: ``r`` in closed form
 for any ``e``, which leaves a soft threshold for ``e``). It stops when both the primal residual
-``||A + B - D||`` and the dual residual ``rho ||B - B_prev||`` are below ``tol * max(||D||_F, 1)``.
+``||A + B - D||`` and the dual residual ``rho ||B - B_prev||`` are below ``tol * max(||D||_F, 1)``;
+a matrix that does not within ``max_iter`` is reported unconverged. The dual residual is ``rho``
+times a change in ``B``, and ``rho`` stays far below 1 at small ``mu``, so a loose ``tol`` can
+stop a hard matrix early: use ``tol <= 1e-7`` when the answer must be the minimiser.
 
 The penalty ``rho`` starts at ``1.25 mu / ||D||_2`` (the first threshold is ``0.8 ||D||_2``, as in
-the inexact ALM of Lin, Chen & Ma 2010 and APG's continuation) and is balanced per matrix: x1.15
-while the primal residual is 10x the dual one, /1.15 in the opposite case (Boyd et al. §3.4.1).
-Faster growth stops on wrong splits of planted data at mu = 1e-6 (measured: x1.3 on 6 of 112
-recoverable 28x28 matrices, errors up to 2e-2; x1.15 on none). On planted low-rank + sparse data
-and on relu activation maps this reaches a given accuracy in 3-10x fewer iterations than APG
-(``bench/solver.py``).
-
-What ``tol`` guarantees, measured (planted 5%-sparse data): the dual residual is ``rho`` times a
-change in ``B``, and ``rho`` stays far below 1 at small ``mu``, so a loose ``tol`` can stop a hard
-matrix early: at ``mu = 1e-4``, 28x28, ``tol = 1e-6`` stopped a few matrices ~1e-2 from the
-minimiser (objective 8e-5 high); at ``tol = 1e-7`` every matrix reported converged was within
-2.3e-6 of it. Scoring the dual residual against ``||lambda||`` instead (Boyd §3.3.1) removes that
-but costs 4-7x the iterations at ``mu = 1e-6``, where the residual variable's plateau (it converges
-slowly while ``rho << 1``) dominates. Growing ``rho`` x2 once the primal residual stalls halves
-that plateau but lands on wrong splits of 14x14 matrices at ``mu = 1e-6`` (errors to 1.2e-3);
-allowed only while the sparse support is settled, x2 kept the baseline's answers but x4 did not
-(28x28, 7e-4): too thin a margin. Neither is used. Use ``tol <= 1e-7`` when the answer must be the minimiser.
+the inexact ALM of Lin, Chen & Ma 2010 and APG's continuation) and is balanced per matrix (Boyd et
+al. §3.4.1): x1.15 (:data:`GROWTH`) while the primal residual is 10x the dual one, /1.15 in the
+opposite case, within ``[rho_min, 1e8 rho_min]``.
 
 Why it is not PGSL's solver: the paper and DESIGN §2.4 name APG, and training stops the solver
 after 5-50 iterations, where APG's continuation iterate (not the minimiser) is what the server's
-streams learn from. This is for solves run to convergence.
+streams learn from.
+
+Measured behaviour (iterations and time against APG and tensorly, what ``tol`` guarantees, the
+plateau at small ``mu``, the penalty schedules that were rejected):
+docs/findings.md#admm-tolerance-and-plateau
 """
 
 from __future__ import annotations

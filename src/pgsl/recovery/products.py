@@ -1,5 +1,13 @@
 """Singular value thresholding from batched matrix products alone (Newton-Schulz iterations).
 
+Contract: :func:`svt_products` takes ``x`` ``(..., m, n)`` and thresholds ``tau`` ``(..., 1, 1)``
+and returns ``U diag(max(s - tau, 0)) V^T`` in ``x``'s shape and dtype, with no eigensolver and no
+SVD. ``torch.linalg.eigh`` and ``torch.linalg.svd`` on CUDA wait for the device on every call (to
+check their error codes), so a solver that thresholds once per iteration synchronises with the
+host once per iteration; this route never does, and it is made of batched products that a GPU runs
+well (and that a CUDA graph can replay). It is ``svt="products"``; ``svt="auto"`` never picks it
+(on a CPU, LAPACK's eigh is faster).
+
 ``SVT(X, tau) = F(G) X`` for the smaller Gram matrix ``G = X X^T`` and the scalar function
 ``F(l) = max(1 - tau / sqrt(l), 0)`` of its eigenvalues. Instead of an eigensolver this evaluates
 ``F(G)`` by matrix iterations (Higham, *Functions of Matrices*, 2008, ch. 5-6):
@@ -7,29 +15,21 @@
 1. scale: ``X`` by its Frobenius norm (so ``G`` cannot overflow in float32), then ``c >= l_max``
    for certain, the smaller of ``||G||_F`` and ``||G||_inf`` (and at least ``tau^2``);
 2. ``P = (I + sign(G/c - t I)) / 2`` with ``t = tau^2 / c``: the projector onto the eigenvalues
-   above the threshold, by quintic Newton-Schulz steps ``y <- y (15 - 10 y^2 + 3 y^4) / 8``. An
-   eigenvalue too close to ``t`` for the steps to decide keeps a partial weight, where ``F`` is
-   ~0 anyway;
+   above the threshold, by :data:`SIGN_STEPS` quintic Newton-Schulz steps
+   ``y <- y (15 - 10 y^2 + 3 y^4) / 8``. An eigenvalue too close to ``t`` for the steps to decide
+   keeps a partial weight, where ``F`` is ~0 anyway;
 3. ``Z = M^(-1/2)`` for ``M = P G/c + t' (I - P)`` (``t' = max(t, 16 eps)``, see below), whose
-   spectrum lies in ``[t', 1]``, by coupled Newton-Schulz steps; then ``F(G) = P - sqrt(t) P Z``.
+   spectrum lies in ``[t', 1]``, by :data:`ROOT_STEPS` coupled Newton-Schulz steps; then
+   ``F(G) = P - sqrt(t) P Z``.
 
-Why: ``torch.linalg.eigh`` and ``torch.linalg.svd`` on CUDA wait for the device on every call (to
-check their error codes), so a solver that thresholds once per iteration synchronises with the
-host once per iteration; this route never does, and it is made of batched products that a GPU
-runs well (and that a CUDA graph can replay). On a CPU it is several times slower than LAPACK
-(~175 small products against one eigh: 27 vs 6 us per 14x14 map, ``bench/svt_kernels.py``), so
-``svt="auto"`` never picks it there. Its GPU speed is what ``bench/device.sh`` measures.
+Resolution: eigenvalues of ``G/c`` under ``16 eps`` are the Gram matrix's rounding, so singular
+values under ``sqrt(16 eps) ||X||_F`` (~1.4e-3 in float32) are not resolved; in float64 an
+eigenvalue of ``G/c`` within ~2e-8 of ``t`` is only partly decided by the sign steps. It is a
+float32 training path, accurate to a few 1e-6 relative on relu maps; converged float64 solves
+belong to ``svd``, ``gram`` or ``subspace``.
 
-Accuracy (float32, relu-like 14x14 and 28x28 maps, thresholds 0.03-0.3 of the largest singular
-value): worst relative error ~1.6e-6 against a float64 SVD with the step counts below; with 20/18
-steps it was 4e-2 at the small thresholds, so they are not to be cut. Per-matrix thresholds from
-0.003 to 0.9 of each map's largest singular value: worst 3.8e-6. What it cannot resolve: in
-float32, singular values under ~1.4e-3 of ``||X||_F`` (the Gram matrix's rounding); in float64, an
-eigenvalue of ``G/c`` within ~2e-8 of ``t`` is only partly decided by the 28 sign steps, which for
-``tau -> 0`` leaves singular values under ~1.5e-4 of ``||X||_F`` partly kept (error 2.4e-5 measured),
-and a threshold far below the largest singular value lets APG at tol 1e-7 stop short of the exact
-SVD's answer (5e-6 at ``mu = 1e-3``, planted 28x28). It is a float32 training path; converged
-float64 solves belong to ``svd``, ``gram`` or ``subspace``.
+Measured behaviour (accuracy per threshold and step count, CPU speed, training accuracy through
+it): docs/findings.md#the-products-svt
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 APG (``pgsl.recovery.rpca``) thresholds the singular values of a slowly changing matrix ``W_k``
 once per iteration, and keeps only those above ``tau``: a handful out of ``min(m, n)``. A full SVD
-spends almost all its work on the discarded rest (at 64x64 on a CPU it is ~97% of the solve). This
-tracks the dominant right singular subspace instead, one block power step per call, started from
-the previous call's Ritz vectors (subspace iteration with Rayleigh-Ritz, Halko, Martinsson & Tropp
-2011, Alg. 4.4, warm-started as in Lin et al.'s APG with PROPACK's predicted rank):
+spends almost all its work on the discarded rest. This tracks the dominant right singular
+subspace instead, one block power step per call, started from the previous call's Ritz vectors
+(subspace iteration with Rayleigh-Ritz, Halko, Martinsson & Tropp 2011, Alg. 4.4, warm-started as
+in Lin et al.'s APG with PROPACK's predicted rank):
 
     U = orth(W V)                  m x q, Householder QR: orthonormal even when W V is rank-deficient
     Y = W^T U                      n x q, so that U U^T W = U Y^T
@@ -13,9 +13,9 @@ the previous call's Ritz vectors (subspace iteration with Rayleigh-Ritz, Halko, 
                                    keeps ~1e-8 of s_max, far under any threshold)
     SVT(U U^T W) = U R diag(max(s - tau, 0) / s) R^T Y^T,   next V = Y R diag(1 / s)
 
-Cost per matrix: three thin matmuls, a thin QR and a q x q eigh, all batched -- ~30 us against
-~600 us for the SVD of a 64x64 float64 matrix at q = 8 (measured on a 2-core CPU); a whole APG
-solve gets 4-8x faster (``bench/solver.py``).
+Contract: :class:`SubspaceSVT` is called with a batch ``W`` ``(B, m, n)`` and thresholds ``tau``
+``(B, 1, 1)`` and returns the thresholded batch; it keeps the basis ``V`` ``(B, n, q)`` between
+calls. Cost per matrix and call: three thin matmuls, a thin QR and a q x q eigh, all batched.
 
 Rank adaptivity: ``q`` (shared by the batch) grows whenever some matrix keeps all ``q`` Ritz
 values above ``tau`` (the step is then redone with the larger basis, since a value may have been
@@ -25,6 +25,8 @@ missed) or fewer than ``OVERSAMPLE`` spare directions (next step); once ``q`` wo
 The result is an *inexact* proximal step while the subspace settles; the solver therefore
 finishes every matrix that stops with this method by exact APG iterations from where it stopped
 (see ``robust_pca``), so the answer meets the exact method's stopping test.
+
+Measured behaviour (cost per call and per solve against the SVD): docs/findings.md#the-subspace-svt
 """
 
 from __future__ import annotations

@@ -1,0 +1,129 @@
+"""Typed result rows: one frozen dataclass per kind of row, written and read by one pair of
+functions, so the drivers, the report, the CLI and ``pgsl reproduce`` share one schema.
+
+A file written by :func:`write_rows` (``.csv`` for people, ``.json`` for programs) is read back
+by :func:`read_rows`, which refuses rows whose fields do not match the dataclass (a renamed field
+fails at once, with the file's name, not as a KeyError at the end of a long run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pgsl.checkpoint import write_csv, write_json
+
+__all__ = ["FrontierPoint", "PrivacyRow", "RobustnessRow", "read_rows", "rows_from_dicts",
+           "rows_to_dicts", "write_rows"]
+
+
+@dataclass(frozen=True)
+class PrivacyRow:
+    """Table I: one attack against one target of one trained run; scores are means and standard
+    deviations over the victims (reconstructions against the clean images, in [0, 1])."""
+
+    dataset: str
+    defense: str  # the defence's registry name
+    target: str  # "cut" or a server observable ("recovered")
+    attack: str  # the attack's registry name
+    n_victims: int
+    mse_mean: float
+    mse_std: float
+    psnr_mean: float
+    psnr_std: float
+    ssim_mean: float
+    ssim_std: float
+    paper_mse: float | None  # the paper's Table I figure for this cell, if it has one
+    label_accuracy: float | None  # attacks that recover labels
+    seconds: float
+    run: str
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One defence setting: its test accuracy (the decision) and the learned attack's error on
+    the attacker's best view of it."""
+
+    curve: str
+    value: float
+    accuracy: float
+    mse: float
+    mse_std: float
+    ssim: float
+    target: str
+    n_victims: int
+    n_test: int
+    run: str
+
+
+@dataclass(frozen=True)
+class RobustnessRow:
+    """Table II: accuracy (fractions) of one model or stream on clean and adversarial images;
+    ``adversarial`` maps an attack's name to the accuracy under it."""
+
+    model: str
+    defense: str
+    stream: str
+    n_test: int
+    clean: float
+    adversarial: dict[str, float]
+    paper_clean: float | None = None
+    paper: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+R = TypeVar("R")
+
+
+def rows_to_dicts(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(r) for r in rows]
+
+
+def rows_from_dicts(cls: type[R], items: Sequence[dict[str, Any]], source: str = "rows") -> list[R]:
+    """Rows of ``cls`` from dicts; a missing or unknown field is an error naming ``source``."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    required = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    out = []
+    for i, item in enumerate(items):
+        if missing := required - set(item):
+            raise ValueError(f"{source}: row {i} lacks {sorted(missing)} (a {cls.__name__} has "
+                             f"{sorted(names)})")
+        if unknown := set(item) - names:
+            raise ValueError(f"{source}: row {i} has unknown field(s) {sorted(unknown)}")
+        out.append(cls(**item))
+    return out
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts as ``outer.inner`` columns (CSV only)."""
+    flat: dict[str, Any] = {}
+    for k, v in row.items():
+        if isinstance(v, dict):
+            flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            flat[k] = "" if v is None else v
+    return flat
+
+
+def write_rows(path: Path, rows: Sequence[Any], **extra: Any) -> None:
+    """``path`` with suffix ``.json``: ``{"rows": [...], **extra}``; ``.csv``: one column per
+    field (nested dicts flattened). Written atomically."""
+    dicts = rows_to_dicts(rows)
+    if path.suffix == ".json":
+        write_json(path, {**extra, "rows": dicts})
+    elif path.suffix == ".csv":
+        flat = [_flat(d) for d in dicts]
+        columns = list(dict.fromkeys(k for d in flat for k in d))
+        write_csv(path, flat, columns)
+    else:
+        raise ValueError(f"write_rows writes .json or .csv, not {path.name}")
+
+
+def read_rows(path: Path, cls: type[R]) -> list[R]:
+    """The rows of a ``.json`` file written by :func:`write_rows`."""
+    data = json.loads(path.read_text())
+    return rows_from_dicts(cls, data["rows"], str(path))
