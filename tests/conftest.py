@@ -47,7 +47,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = load_preset(str(Path(__file__).parent / "tiny.toml")).replace(data={"limit_train": 1024})
     out = {}
     for kind in ("none", "noise", "nopeek", "pgsl"):
-        cfg = base.replace(defense={"kind": kind, "noise_scale": 0.5, "nopeek_weight": 0.5})
+        params = {"noise": {"scale": 0.5}, "nopeek": {"weight": 0.5}}.get(kind, {})
+        cfg = base.replace(defense={"kind": kind, "params": params})
         train_run(cfg, root / kind)
         out[kind] = root / kind
     return out

@@ -214,7 +214,8 @@ def privacy(
         table.add_column(col)
     for r in rows:
         table.add_row(r.defense, r.target, r.attack, str(r.n_victims), f"{r.mse_mean:.4f}",
-                      f"{r.psnr_mean:.2f}", f"{r.ssim_mean:.3f}", "" if r.paper_mse is None else str(r.paper_mse))
+                      f"{r.psnr_mean:.2f}", f"{r.ssim_mean:.3f}",
+                      "" if r.paper_mse is None else str(r.paper_mse))
     console.print(table)
     console.print(f"wrote {out / 'table1.csv'}, {out / 'table1.md'} and the grids in {out}")
 
