@@ -17,6 +17,7 @@ import torch
 from pgsl.checkpoint import load_checkpoint, save_checkpoint
 from pgsl.config import load_preset
 from pgsl.experiments.train import evaluate_run, train_run
+from pgsl.split.trainer import DECISION
 
 TINY = str(Path(__file__).parent / "tiny.toml")
 
@@ -34,8 +35,8 @@ def test_real_mnist_subset_beats_chance(tmp_path: Path) -> None:
     metrics = train_run(cfg, tmp_path / "run")
     acc = metrics["test_accuracy"]
     assert metrics["n_test"] == 1000 and metrics["epochs"] == 1
-    assert set(acc) == {"S_a", "S_f", "S_r", "S_awa"}
-    assert acc["S_awa"] > 0.8, acc  # chance is 0.1; measured 0.919
+    assert set(acc) == {"S_a", "S_f", "S_r", DECISION}
+    assert acc[DECISION] > 0.8, acc  # chance is 0.1; measured 0.919
     assert min(acc.values()) > 0.6, acc
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["test_accuracy"] == acc and written["train_seconds"] > 0
@@ -76,7 +77,7 @@ def test_cli_train_kill_resume_evaluate(tmp_path: Path) -> None:
     assert state["epoch"] == 3
     assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["epochs"] == 3 and "S_awa" in resumed.stdout
+    assert metrics["epochs"] == 3 and "decision" in resumed.stdout
 
     evaluated = pgsl("evaluate", str(out))
     assert evaluated.returncode == 0, evaluated.stderr

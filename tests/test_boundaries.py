@@ -1,0 +1,63 @@
+"""Process boundaries as facts: what a process imports is read from ``sys.modules`` in a fresh
+interpreter, so indirect imports count too."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def loaded(code: str) -> list[str]:
+    """The ``pgsl`` modules loaded after running ``code`` in a fresh interpreter."""
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(m for m in sys.modules if m.startswith('pgsl'))))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# What `pgsl client` runs: the CLI, the run driver, the gRPC channel, and a PGSL client party
+# built for a remote server (the run object a site trains with), then one query through it.
+HOSPITAL = """
+import torch
+import pgsl.cli
+from pgsl.cli import client
+from pgsl.config import load_preset
+from pgsl.data.base import Dataset, ImageSet
+from pgsl.experiments.train import Run
+from pgsl.transport.client import GrpcChannel
+cfg = load_preset("quick").replace(model={"width": 8})
+images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+labels = torch.tensor([0, 1, 0, 1])
+data = Dataset("toy", ("a", "b"), ImageSet(images, labels), ImageSet(images, labels))
+channel = GrpcChannel("127.0.0.1:1", site="a", tls_dir=None)
+run = Run(cfg, data, torch.device("cpu"), channel)
+assert run.server is None
+run.client.query(torch.rand(2, 1, 8, 8))
+"""
+
+
+def test_the_hospital_process_never_loads_the_server() -> None:
+    modules = loaded(HOSPITAL)
+    assert "pgsl.client.party" in modules and "pgsl.transport.client" in modules  # it did run
+    server = [m for m in modules if m.startswith(("pgsl.server", "pgsl.recovery"))]
+    assert not server, f"the hospital process loaded server code: {server}"
+
+
+@pytest.mark.parametrize("module", ["pgsl.split", "pgsl.split.trainer", "pgsl.split.channel",
+                                    "pgsl.split.messages"])
+def test_the_split_protocol_loads_neither_party(module: str) -> None:
+    modules = loaded(f"import {module}")
+    assert module in modules
+    parties = [m for m in modules if m.startswith(("pgsl.client", "pgsl.server", "pgsl.recovery"))]
+    assert not parties, f"{module} loads party code: {parties}"
+
+
+def test_an_in_process_run_does_load_the_server() -> None:
+    """The probe can see a server import: without a channel, the run builds its server party."""
+    modules = loaded(HOSPITAL.replace("run = Run(cfg, data, torch.device(\"cpu\"), channel)",
+                                      "run = Run(cfg, data, torch.device(\"cpu\"))")
+                     .replace("assert run.server is None", "assert run.server is not None"))
+    assert "pgsl.server.party" in modules and "pgsl.recovery.rpca" in modules

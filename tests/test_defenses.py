@@ -1,0 +1,125 @@
+"""Defences as plug-ins: the registry, each defence's hooks, and a new defence trained end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+from typer.testing import CliRunner
+
+import pgsl
+from pgsl.cli import app
+from pgsl.client.party import ClientParty
+from pgsl.config import Config
+from pgsl.defenses import DEFENSES, Defense
+from pgsl.server.party import ServerParty
+from pgsl.split.channel import InProcessChannel
+from pgsl.split.trainer import DECISION
+
+TINY = Config().replace(model={"width": 8, "hidden": 16, "pool": 2, "dropout": 0.0},
+                        recovery={"max_iter": 3, "tol": 1e-3}, attack={"pixels": 2, "surrogate_width": 4})
+TESTS = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class SignParams:
+    factor: float = 1.0
+
+
+class SignOnly(Defense):
+    """A toy defence: send only the sign of each activation, scaled."""
+
+    Params = SignParams
+    calls = 0
+
+    def perturb(self, a: Tensor) -> Tensor:
+        SignOnly.calls += 1
+        return self.params.factor * (a + (a.sign() - a).detach())
+
+
+def test_a_new_defence_is_one_class_and_one_registry_entry(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(DEFENSES, "sign", SignOnly)
+    SignOnly.calls = 0
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--preset", str(TESTS / "tiny.toml"), "--out", str(out),
+                                      "--defense", "sign", "--defense-option", "factor=0.5"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["defense"] == {"kind": "sign", "params": {"factor": 0.5}}
+    accuracy = json.loads((out / "metrics.json").read_text())["test_accuracy"]
+    assert set(accuracy) == {"S", DECISION} and accuracy["S"] == accuracy[DECISION]
+    assert SignOnly.calls >= 256 // 32  # every training batch went through the hook
+    bad = CliRunner().invoke(app, ["train", "--preset", str(TESTS / "tiny.toml"), "--out",
+                                   str(tmp_path / "bad"), "--defense", "sign", "--defense-option", "f=1"])
+    assert bad.exit_code == 2 and "has no option(s) ['f']; its options: factor" in bad.output
+
+
+def test_no_module_outside_the_defences_tests_a_defence_name() -> None:
+    root = Path(pgsl.__file__).parent
+    pattern = re.compile(r"kind *[!=]= *['\"](pgsl|none|noise|nopeek)")
+    hits = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py") if "defenses" not in p.parts
+            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits
+
+
+@pytest.mark.parametrize("name", sorted(DEFENSES))
+def test_the_attackers_path_is_the_client_pipeline_with_gradients(name: str) -> None:
+    params = {"noise": {"scale": 0.5}, "nopeek": {"weight": 0.5}}.get(name, {})
+    cfg = TINY.replace(defense={"kind": name, "params": params})
+    client = ClientParty(cfg, channels=1, num_classes=3)
+    x = torch.rand(5, 1, 12, 12)
+    torch.manual_seed(3)
+    sent = client.query(x)
+    torch.manual_seed(3)
+    xr = x.clone().requires_grad_(True)
+    path = client.observe(xr)
+    assert torch.allclose(path, sent, atol=1e-6)
+    (grad,) = torch.autograd.grad(path.square().sum(), xr)
+    assert grad.abs().sum() > 0  # a white-box attacker gets a gradient through every defence
+
+
+def test_nopeek_trains_on_a_last_batch_of_one() -> None:
+    cfg = TINY.replace(defense={"kind": "nopeek", "params": {"weight": 1.0}})
+    client, server = ClientParty(cfg, 1, 3), ServerParty(cfg, 3)
+    assert client.defense.extra_loss(torch.rand(1, 1, 12, 12), torch.rand(1, 8, 12, 12)) is None
+    before = [p.detach().clone() for p in client.segment.parameters()]
+    client.train_step(torch.rand(1, 1, 12, 12), torch.tensor([2]), InProcessChannel(server))
+    assert any(not torch.equal(p, q) for p, q in zip(before, client.segment.parameters(), strict=True))
+
+
+def test_nopeek_changes_the_client_update() -> None:
+    x, y = torch.rand(6, 1, 12, 12), torch.tensor([0, 1, 2, 0, 1, 2])
+    updates = []
+    for weight in (0.0, 5.0):
+        cfg = TINY.replace(defense={"kind": "nopeek", "params": {"weight": weight}})
+        torch.manual_seed(0)
+        client, server = ClientParty(cfg, 1, 3), ServerParty(cfg, 3)
+        client.train_step(x, y, InProcessChannel(server))
+        updates.append(torch.cat([p.detach().flatten() for p in client.segment.parameters()]))
+    assert not torch.allclose(updates[0], updates[1])
+
+
+def test_defence_config_errors_are_clear() -> None:
+    with pytest.raises(ValueError, match="unknown defence 'dp'; choose one of pgsl, none, noise, nopeek"):
+        TINY.replace(defense={"kind": "dp"})
+    with pytest.raises(ValueError, match="option scale must be a float"):
+        TINY.replace(defense={"kind": "noise", "params": {"scale": "big"}})
+    with pytest.raises(ValueError, match="noise scale must be >= 0"):
+        TINY.replace(defense={"kind": "noise", "params": {"scale": -1.0}})
+    noisy = TINY.replace(defense={"kind": "noise", "params": {"scale": 2}})
+    assert noisy.defense.params == {"scale": 2}
+    # switching defence drops the other defence's options
+    assert noisy.replace(defense={"kind": "nopeek"}).defense.params == {}
+
+
+def test_each_defence_names_its_server_model_and_streams() -> None:
+    for name, cls in DEFENSES.items():
+        params = {"noise": {"scale": 0.5}}.get(name, {})
+        server = ServerParty(TINY.replace(defense={"kind": name, "params": params}), 3)
+        assert server.model.streams == cls.streams
