@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Set up, then run the whole test suite on the CPU. Extra arguments go to pytest
-# (e.g. `--device cuda` on a GPU machine).
+# Set up, lint (ruff), type-check (mypy), then run the whole test suite on the CPU. Extra
+# arguments go to pytest: `--device cuda` on a GPU machine, `-m "not slow"` for the fast subset
+# (leaves out the tests that train on real data or start servers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/ruff check src tests bench examples
+.venv/bin/mypy src
 exec .venv/bin/python -m pytest "$@"

@@ -12,7 +12,8 @@ import pytest
 
 def loaded(code: str) -> list[str]:
     """The ``pgsl`` modules loaded after running ``code`` in a fresh interpreter."""
-    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(m for m in sys.modules if m.startswith('pgsl'))))"
+    probe = (code + "\nimport json, sys\n"
+             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('pgsl'))))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return list(json.loads(out.stdout.strip().splitlines()[-1]))

@@ -534,7 +534,7 @@ def client(
             metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),
                                 epochs=epochs, channel=channel)
             sent = channel.bytes_sent
-    except (*USER_ERRORS, TransportError) as e:
+    except USER_ERRORS + (TransportError,) as e:
         _fail(e)
         return
     samples = metrics["n_train"] * (metrics["epochs"]) + metrics["n_test"]

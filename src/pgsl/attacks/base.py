@@ -51,15 +51,18 @@ def parse_budget(cls: type[Budget], values: dict[str, Any], attack: str) -> Budg
     return cls(**values)
 
 
+_Budget = Budget  # the base class, for annotations inside Attack (whose Budget is the subclass's)
+
+
 class Attack:
     """Base class. Subclasses set the class attributes and implement :meth:`reconstruct`."""
 
     name: ClassVar[str]
     title: ClassVar[str]
     needs: ClassVar[frozenset[str]] = frozenset()
-    Budget: ClassVar[type[Budget]] = Budget
+    Budget: ClassVar[type[_Budget]] = _Budget
 
-    def __init__(self, budget: Budget | None = None, *, seed: int = 0) -> None:
+    def __init__(self, budget: _Budget | None = None, *, seed: int = 0) -> None:
         self.budget = self.Budget() if budget is None else budget
         if not isinstance(self.budget, self.Budget):
             raise TypeError(f"{self.name} takes a {self.Budget.__name__}, got {type(self.budget).__name__}")

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgsl.attacks.base import Attack, Budget, Reconstruction
+from pgsl.attacks.base import Budget as BaseBudget
 from pgsl.attacks.dlg import GradientLeak, idlg_label
 from pgsl.attacks.view import AttackerView, Need
 
@@ -147,7 +148,7 @@ class GGL(Attack):
     needs = frozenset({Need.GRADIENTS, Need.WHITE_BOX, Need.AUX})
     Budget = GGLBudget
 
-    def __init__(self, budget: Budget | None = None, *, seed: int = 0) -> None:
+    def __init__(self, budget: BaseBudget | None = None, *, seed: int = 0) -> None:
         super().__init__(budget, seed=seed)
         # the prior depends only on the auxiliary images: trained once per image set
         self._priors: dict[tuple[object, ...], ImagePrior] = {}

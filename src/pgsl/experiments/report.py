@@ -94,7 +94,7 @@ def _table1(out: Path) -> str:
     for attack in dict.fromkeys(r.attack for r in rows if r.attack != "mean"):
         if (attack, *vanilla) not in mse:
             continue
-        v, c = mse[(attack, *vanilla)], mse.get((attack, *cut))
+        v, c = mse[(attack, vanilla[0], vanilla[1])], mse.get((attack, *cut))
         line = f"{_title(attack)}: vanilla split MSE {v:.4f} vs trivial baseline {baseline} -- "
         if baseline is not None and v < 0.5 * baseline:
             line += "the attack works on the undefended split"
@@ -116,7 +116,7 @@ def _table1(out: Path) -> str:
     paper_claim = []
     for attack in ("dlg", "idlg", "gan"):  # the attacks with a paper row at both
         if (attack, *vanilla) in mse and (attack, *cut) in mse:
-            v, c = mse[(attack, *vanilla)], mse[(attack, *cut)]
+            v, c = mse[(attack, vanilla[0], vanilla[1])], mse[(attack, cut[0], cut[1])]
             verdict = ("agree" if c > 1.1 * v else "do not agree (within 10%)" if c >= v / 1.1
                        else "contradict it")
             if baseline is not None and v >= baseline:

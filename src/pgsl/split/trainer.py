@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,8 +31,11 @@ class Learner(Protocol):
     """What the trainer needs of a client: its device, its stream names and the two steps
     (:class:`pgsl.client.party.ClientParty` is one; this module never imports it)."""
 
-    device: torch.device
-    streams: tuple[str, ...]
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def streams(self) -> tuple[str, ...]: ...
 
     def train_step(self, x: Tensor, y: Tensor, channel: Channel) -> Gradient: ...
 
@@ -104,6 +107,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Accuracy of each stream and of the decision (fractions in [0, 1]) on an image set, or on
     float images ``(N, C, H, W)`` in [0, 1] with their labels."""
+    pairs: Iterable[tuple[Tensor, Tensor]]
     if isinstance(data, tuple):
         x, y = data
         pairs = zip(x.split(batch_size), y.split(batch_size), strict=True)
