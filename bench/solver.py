@@ -85,7 +85,7 @@ def real_maps(run: Path, count: int) -> torch.Tensor:
     with torch.no_grad():
         x = to_float(dataset.test.images[: max(1, count // cfg.model.width + 1)])
         r.client.segment.eval()
-        a = r.client.segment(r.client.encode(x, None))
+        a = r.client.segment(r.client.defense.encode(x, None))
     return a.flatten(0, 1)[:count].contiguous()
 
 

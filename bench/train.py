@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgsl.client.party import ClientParty
-from pgsl.client.surrogate import train_surrogate
 from pgsl.config import DataConfig, load_preset
 from pgsl.data import batches, load_dataset
 from pgsl.layers import conv_block
 from pgsl.server.party import ServerParty
 from pgsl.server.streams import StreamTail
 from pgsl.split.channel import InProcessChannel
+from pgsl.split.trainer import DECISION
 
 
 def plain_cnn(channels: int, classes: int, width: int, pool: int, hidden: int) -> nn.Module:
@@ -89,8 +89,7 @@ def main() -> None:
 
     client = ClientParty(cfg, ds.channels, 10, device)
     channel = InProcessChannel(ServerParty(cfg, 10, device))
-    train_surrogate(client.surrogate, ds.train, epochs=1, batch_size=args.batch, seed=0,
-                    device=device)
+    client.defense.prepare(ds.train, batch_size=args.batch, seed=0, device=torch.device(device))
 
     def pgsl_step(x: torch.Tensor, y: torch.Tensor) -> None:
         client.train_step(x, y, channel)
@@ -131,7 +130,7 @@ def accuracy(preset: str, svt: str, out: Path, device: str, seeds: int = 1) -> N
         for method in ("svd", svt):
             cfg = load_preset(preset).replace(recovery={"svt": method}, train={"seed": seed})
             metrics = train_run(cfg, out / f"seed{seed}" / method, device=device, resume=False)
-            fused[method].append(100 * metrics["test_accuracy"]["S_awa"])
+            fused[method].append(100 * metrics["test_accuracy"][DECISION])
             print(f"  seed {seed}  svt {method:<7} train {metrics['train_seconds']:7.1f} s  "
                   + "  ".join(f"{k} {v:.4f}" for k, v in metrics["test_accuracy"].items()),
                   flush=True)
