@@ -304,3 +304,16 @@ def test_a_failing_exact_svd_falls_back_to_the_gram_path(monkeypatch: pytest.Mon
     assert "falling back to the float64 Gram path" in caplog.text
     torch.testing.assert_close(got.low_rank, expected.low_rank, atol=1e-8, rtol=0)
     assert torch.equal(got.iterations, expected.iterations)
+
+
+def test_gesvda_fallback_reads_the_failed_batch_element_from_torchs_message() -> None:
+    """The gesvda route reruns a batch from the element PyTorch names in its LinAlgError; the
+    message format is PyTorch's shared batched-LAPACK check, raised here on a CPU by cholesky."""
+    from pgsl.recovery.svt import _FAILED_ELEMENT
+
+    batch = torch.eye(3).repeat(4, 1, 1)
+    batch[2] = -batch[2]  # not positive definite: element 2 fails
+    with pytest.raises(torch.linalg.LinAlgError) as info:
+        torch.linalg.cholesky(batch)
+    found = _FAILED_ELEMENT.search(str(info.value))
+    assert found is not None and found.group(1) == "2", str(info.value)

@@ -333,10 +333,10 @@ def mu_sweep(
     for col in ("dataset", "mu", "MSE", "iterations", "converged"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["dataset"], f"{r['mu']:g}", f"{r['mse_mean']:.5f}", f"{r['iterations']:.0f}",
-                      f"{r['converged']:.2f}")
+        table.add_row(r.dataset, f"{r.mu:g}", f"{r.mse_mean:.5f}", f"{r.iterations:.0f}",
+                      f"{r.converged:.2f}")
     console.print(table)
-    for name in dict.fromkeys(r["dataset"] for r in rows):
+    for name in dict.fromkeys(r.dataset for r in rows):
         console.print(f"{name}: lowest MSE at mu = {best_mu(rows, name):g} (paper: 0.55)")
     console.print(f"wrote {out / 'mu_sweep.csv'} and {out / 'mu_sweep.png'}")
 

@@ -19,16 +19,15 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from pgsl.checkpoint import write_csv, write_json
 from pgsl.client.pixel_attack import intentional_jsma
 from pgsl.client.surrogate import Surrogate, train_surrogate
 from pgsl.config import Config
 from pgsl.data import load_dataset, to_float
 from pgsl.experiments.figures import pyplot, save_figure
+from pgsl.experiments.results import MuSweepRow, write_rows
 from pgsl.recovery.rpca import robust_pca
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ class SweepConfig:
     solver: str = "apg"  # or "admm": the same minimiser (robust_pca's ``solver``)
 
 
-def sweep_dataset(cfg: Config, sc: SweepConfig, device: torch.device) -> list[dict[str, Any]]:
+def sweep_dataset(cfg: Config, sc: SweepConfig, device: torch.device) -> list[MuSweepRow]:
     """One row per mu (plus mu = 0, the attacked image) for ``cfg.data.dataset``."""
     t0 = time.perf_counter()
     data = load_dataset(cfg.data, seed=cfg.train.seed)
@@ -67,11 +66,12 @@ def sweep_dataset(cfg: Config, sc: SweepConfig, device: torch.device) -> list[di
         for xb, yb in zip(clean.split(256), labels.split(256), strict=True)
     ])
 
-    def row(mu: float, image: torch.Tensor, iters: float, converged: float) -> dict[str, Any]:
+    def row(mu: float, image: torch.Tensor, iters: float, converged: float) -> MuSweepRow:
         mse = (image.clamp(0, 1) - clean).square().flatten(1).mean(1)
-        return {"dataset": data.name, "mu": mu, "mse_mean": round(float(mse.mean()), 6),
-                "mse_std": round(float(mse.std()), 6), "n_images": len(clean),
-                "iterations": round(iters, 1), "converged": round(converged, 4), "solver": sc.solver}
+        return MuSweepRow(dataset=data.name, mu=mu, mse_mean=round(float(mse.mean()), 6),
+                          mse_std=round(float(mse.std()), 6) if len(mse) > 1 else 0.0,
+                          n_images=len(clean), iterations=round(iters, 1),
+                          converged=round(converged, 4), solver=sc.solver)
 
     rows = [row(0.0, attacked, 0.0, 1.0)]
     for mu in sc.mus:
@@ -79,27 +79,27 @@ def sweep_dataset(cfg: Config, sc: SweepConfig, device: torch.device) -> list[di
                        eta=cfg.recovery.eta, svt=cfg.recovery.svt, solver=sc.solver)
         rows.append(row(mu, r.low_rank.float(), float(r.iterations.double().mean()),
                         float(r.converged.double().mean())))
-        log.info("%s mu %.2f: MSE %.5f (%.0f iterations)", data.name, mu, rows[-1]["mse_mean"],
-                 rows[-1]["iterations"])
+        log.info("%s mu %.2f: MSE %.5f (%.0f iterations)", data.name, mu, rows[-1].mse_mean,
+                 rows[-1].iterations)
     log.info("%s: mu sweep on %d images in %.0f s", data.name, len(clean), time.perf_counter() - t0)
     return rows
 
 
-def best_mu(rows: Sequence[dict[str, Any]], dataset: str) -> float:
+def best_mu(rows: Sequence[MuSweepRow], dataset: str) -> float:
     """The swept mu (> 0) with the lowest mean MSE on ``dataset``."""
-    swept = [r for r in rows if r["dataset"] == dataset and r["mu"] > 0]
-    return float(min(swept, key=lambda r: r["mse_mean"])["mu"])
+    swept = [r for r in rows if r.dataset == dataset and r.mu > 0]
+    return float(min(swept, key=lambda r: r.mse_mean).mu)
 
 
-def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
+def plot(rows: Sequence[MuSweepRow], path: Path) -> None:
     """Fig. 3: MSE against mu, one line per dataset, the attacked image's MSE dashed."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=120)
-    for name in dict.fromkeys(r["dataset"] for r in rows):
-        pts = [r for r in rows if r["dataset"] == name and r["mu"] > 0]
-        (line,) = ax.plot([r["mu"] for r in pts], [r["mse_mean"] for r in pts], marker="o",
+    for name in dict.fromkeys(r.dataset for r in rows):
+        pts = [r for r in rows if r.dataset == name and r.mu > 0]
+        (line,) = ax.plot([r.mu for r in pts], [r.mse_mean for r in pts], marker="o",
                           label=f"{name}: APG low-rank part (best mu {best_mu(rows, name):g})")
-        ref = next(r["mse_mean"] for r in rows if r["dataset"] == name and r["mu"] == 0)
+        ref = next(r.mse_mean for r in rows if r.dataset == name and r.mu == 0)
         ax.axhline(ref, color=line.get_color(), linestyle="--", linewidth=1,
                    label=f"{name}: attacked image, no recovery")
     ax.axvline(PAPER_BEST_MU, color="grey", linestyle=":", linewidth=1, label="paper's mu (0.55)")
@@ -112,19 +112,16 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     save_figure(fig, path)
 
 
-COLUMNS = ["dataset", "mu", "mse_mean", "mse_std", "n_images", "iterations", "converged", "solver"]
-
-
 def mu_sweep(configs: Sequence[Config], out: Path, sc: SweepConfig,
-             device: torch.device) -> list[dict[str, Any]]:
+             device: torch.device) -> list[MuSweepRow]:
     """Sweep every dataset; write ``mu_sweep.csv``, ``mu_sweep.json`` and ``mu_sweep.png``."""
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    rows: list[MuSweepRow] = []
     for cfg in configs:
         rows.extend(sweep_dataset(cfg, sc, device))
-    write_csv(out / "mu_sweep.csv", rows, COLUMNS)
-    best = {name: best_mu(rows, name) for name in dict.fromkeys(r["dataset"] for r in rows)}
-    write_json(out / "mu_sweep.json", {"config": dataclasses.asdict(sc), "best_mu": best,
-                                       "paper_best_mu": PAPER_BEST_MU, "rows": rows})
+    write_rows(out / "mu_sweep.csv", rows)
+    best = {name: best_mu(rows, name) for name in dict.fromkeys(r.dataset for r in rows)}
+    write_rows(out / "mu_sweep.json", rows, config=dataclasses.asdict(sc), best_mu=best,
+               paper_best_mu=PAPER_BEST_MU)
     plot(rows, out / "mu_sweep.png")
     return rows

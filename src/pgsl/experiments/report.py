@@ -16,7 +16,7 @@ from typing import Any
 
 from pgsl.attacks import ATTACKS as PRIVACY_ATTACKS
 from pgsl.checkpoint import write_text
-from pgsl.experiments.results import FrontierPoint, PrivacyRow, RobustnessRow, read_rows
+from pgsl.experiments.results import FrontierPoint, MuSweepRow, PrivacyRow, RobustnessRow, read_rows
 from pgsl.experiments.robustness import ATTACK_NAMES as ROBUSTNESS_ATTACKS
 from pgsl.split.trainer import DECISION
 
@@ -175,12 +175,13 @@ def _table2(out: Path) -> str:
 
 def _mu(out: Path) -> str:
     t = _read(out / "mu_sweep" / "mu_sweep.json")
-    body = [[r["dataset"], f"{r['mu']:g}", f"{r['mse_mean']:.5f}", f"{r['iterations']:.0f}",
-             f"{r['converged']:.2f}"] for r in t["rows"]]
+    rows = read_rows(out / "mu_sweep" / "mu_sweep.json", MuSweepRow)
+    body = [[r.dataset, f"{r.mu:g}", f"{r.mse_mean:.5f}", f"{r.iterations:.0f}", f"{r.converged:.2f}"]
+            for r in rows]
     verdicts = []
     for name, best in t["best_mu"].items():
-        ref = next(r["mse_mean"] for r in t["rows"] if r["dataset"] == name and r["mu"] == 0)
-        low = min(r["mse_mean"] for r in t["rows"] if r["dataset"] == name and r["mu"] > 0)
+        ref = next(r.mse_mean for r in rows if r.dataset == name and r.mu == 0)
+        low = min(r.mse_mean for r in rows if r.dataset == name and r.mu > 0)
         verdicts.append(f"{name}: lowest MSE at mu = {best:g} (paper: 0.55). The recovered image's MSE "
                         f"({low:.5f}) is " + ("below" if low < ref else "ABOVE")
                         + f" the attacked image's own ({ref:.5f}): robust PCA "

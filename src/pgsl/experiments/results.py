@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pgsl.checkpoint import write_csv, write_json
 
-__all__ = ["FrontierPoint", "PrivacyRow", "RobustnessRow", "read_rows", "rows_from_dicts",
+__all__ = ["FrontierPoint", "MuSweepRow", "PrivacyRow", "RobustnessRow", "read_rows", "rows_from_dicts",
            "rows_to_dicts", "write_rows"]
 
 
@@ -73,6 +73,21 @@ class RobustnessRow:
     adversarial: dict[str, float]
     paper_clean: float | None = None
     paper: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MuSweepRow:
+    """Fig. 3: mean MSE to the clean images of APG's low-rank part at one mu (mu 0: the attacked
+    image itself, no recovery)."""
+
+    dataset: str
+    mu: float
+    mse_mean: float
+    mse_std: float
+    n_images: int
+    iterations: float
+    converged: float  # fraction of images whose solve met its tolerance
+    solver: str
 
 
 R = TypeVar("R")
