@@ -1,16 +1,29 @@
-"""Fig. 3 (the mu sweep), Table II (robustness) and the reproduce report, on tiny real-MNIST runs."""
+"""Fig. 3 (the mu sweep), Table II (robustness) and the reproduce report, on tiny real-MNIST runs.
+
+One tiny ``pgsl reproduce`` -- the README's main command, run as a user runs it -- is shared by
+every reproduce test (module fixture); they read its typed rows back with ``read_rows``."""
 
 from __future__ import annotations
 
 import base64
-import csv
 import json
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from pgsl.experiments.privacy import PAPER_MSE
+from pgsl.experiments.results import FrontierPoint, MuSweepRow, PrivacyRow, RobustnessRow, read_rows
+from pgsl.experiments.robustness import PAPER, RECON_ATTACKS
+
 TINY = str(Path(__file__).parent / "tiny.toml")
+REPRODUCE = [sys.executable, "-m", "pgsl", "reproduce", "--dataset", "mnist", "--preset", TINY,
+             "--plan", "tiny"]
+MAIN = {"pgsl": "pgsl-mu-0.55", "none": "none", "noise": "noise-0.5", "nopeek": "nopeek-0.5"}
 
 
 def test_mu_sweep_cli_writes_curve_and_reports_the_attacked_reference(tmp_path: Path) -> None:
@@ -19,30 +32,33 @@ def test_mu_sweep_cli_writes_curve_and_reports_the_attacked_reference(tmp_path: 
            "--images", "32", "--mus", "0.15,0.55"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = list(csv.DictReader((out / "mu_sweep.csv").open()))
-    assert [float(row["mu"]) for row in rows] == [0.0, 0.15, 0.55]
-    assert all(int(row["n_images"]) == 32 for row in rows)
+    rows = read_rows(out / "mu_sweep.json", MuSweepRow)
+    assert [(row.dataset, row.mu, row.n_images, row.solver) for row in rows] == [
+        ("mnist", 0.0, 32, "apg"), ("mnist", 0.15, 32, "apg"), ("mnist", 0.55, 32, "apg")]
     # mu 0 is the attacked image: the 2-pixel attack moved it away from the clean one
-    assert 0 < float(rows[0]["mse_mean"]) < 0.05
-    assert all(0 < float(row["mse_mean"]) < 1 for row in rows[1:])
+    assert 0 < rows[0].mse_mean < 0.05
+    assert all(0 < row.mse_mean < 1 for row in rows[1:])
     summary = json.loads((out / "mu_sweep.json").read_text())
-    best = min(rows[1:], key=lambda row: float(row["mse_mean"]))
-    assert summary["best_mu"] == {"mnist": float(best["mu"])} and summary["paper_best_mu"] == 0.55
+    best = min(rows[1:], key=lambda row: row.mse_mean)
+    assert summary["best_mu"] == {"mnist": best.mu} and summary["paper_best_mu"] == 0.55
+    assert f"lowest MSE at mu = {best.mu:g}" in " ".join(r.stdout.split())
     assert (out / "mu_sweep.png").read_bytes()[:4] == b"\x89PNG"
-    bad = subprocess.run(cmd[:-1] + ["0,0.5"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "positive" in bad.stderr
     # ADMM solves the same problem: the same curve, in fewer iterations
     out_admm = tmp_path / "mu_admm"
     r = subprocess.run(cmd[:4] + ["--out", str(out_admm)] + cmd[6:] + ["--solver", "admm"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    admm_rows = list(csv.DictReader((out_admm / "mu_sweep.csv").open()))
-    assert [row["solver"] for row in admm_rows] == ["admm"] * 3 and rows[1]["solver"] == "apg"
+    admm_rows = read_rows(out_admm / "mu_sweep.json", MuSweepRow)
+    assert [row.solver for row in admm_rows] == ["admm"] * 3
     for apg_row, admm_row in zip(rows[1:], admm_rows[1:], strict=True):
-        assert abs(float(apg_row["mse_mean"]) - float(admm_row["mse_mean"])) < 1e-5
-        assert float(admm_row["iterations"]) < float(apg_row["iterations"])
-    bad = subprocess.run(cmd + ["--solver", "alm"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "apg or admm" in bad.stderr
+        assert abs(apg_row.mse_mean - admm_row.mse_mean) < 1e-5
+        assert admm_row.iterations < apg_row.iterations
+    # refused before any work (in-process: no interpreter to start)
+    from pgsl.cli import app
+
+    for args, message in ((["--mus", "0,0.5"], "positive"), (["--solver", "alm"], "apg or admm")):
+        bad = CliRunner().invoke(app, [*cmd[3:-2], *args])
+        assert bad.exit_code == 2 and message in " ".join(bad.output.split()), bad.output
 
 
 class _Balanced(HTMLParser):
@@ -71,11 +87,16 @@ class _Balanced(HTMLParser):
         self.stack.pop()
 
 
-def test_reproduce_writes_a_valid_self_contained_report_and_resumes(tmp_path: Path) -> None:
-    out = tmp_path / "rep"
-    cmd = [sys.executable, "-m", "pgsl", "reproduce", "--out", str(out), "--preset", TINY, "--plan", "tiny"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reproduce") / "rep"
+    r = subprocess.run([*REPRODUCE, "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_reproduce_writes_a_valid_self_contained_report(reproduced: Path) -> None:
+    out = reproduced
     text = (out / "report.html").read_text()
     assert text.startswith("<!DOCTYPE html>")
     parser = _Balanced()
@@ -87,37 +108,111 @@ def test_reproduce_writes_a_valid_self_contained_report_and_resumes(tmp_path: Pa
     produced = {p.read_bytes() for p in out.rglob("*.png")}
     assert len(parser.images) == len(produced) == 5 + 1 + 1 + 1  # 5 Fig. 4 grids, Fig. 5, Fig. 3, frontier
     assert set(parser.images) == produced
-    # every Table I and Table II number in the report comes from this run's tables
-    for row in csv.DictReader((out / "privacy" / "table1.csv").open()):
-        assert f"{float(row['mse_mean']):.4f} ± {float(row['mse_std']):.4f}" in text
-    for row in csv.DictReader((out / "robustness" / "table2.csv").open()):
-        assert f"{100 * float(row['clean']):.1f}%" in text
+    assert sorted(p.name for p in (out / "privacy").glob("fig4_*.png")) == [
+        "fig4_noise-0.5_cut.png", "fig4_none_cut.png", "fig4_nopeek-0.5_cut.png",
+        "fig4_pgsl-mu-0.55_cut.png", "fig4_pgsl-mu-0.55_recovered.png"]
+    # every number of every table in the report comes from this run's typed rows
+    for r in read_rows(out / "privacy" / "table1.json", PrivacyRow):
+        assert f"{r.mse_mean:.4f} ± {r.mse_std:.4f}" in text
+        assert r.paper_mse is None or f"<td>{r.paper_mse}</td>" in text
+    for t in read_rows(out / "robustness" / "table2.json", RobustnessRow):
+        assert f"{100 * t.clean:.1f}%" in text
+    for m in read_rows(out / "mu_sweep" / "mu_sweep.json", MuSweepRow):
+        assert f"{m.mse_mean:.5f}" in text
+    for f in read_rows(out / "frontier" / "frontier.json", FrontierPoint):
+        assert f"{f.mse:.4f} ± {f.mse_std:.4f}" in text
     assert "99.8%" in text and "paper" in text  # the paper's figures beside ours
-    # a killed run resumes: only the missing stage is recomputed
+
+
+def test_reproduce_table1_attacks_every_target_of_every_run_within_the_plans_budgets(
+        reproduced: Path) -> None:
+    rows = read_rows(reproduced / "privacy" / "table1.json", PrivacyRow)
+    everything = ("mean", "mia", "gan", "activation", "dlg", "idlg", "ggl")
+    black_box = ("mean", "mia", "gan", "activation")  # what needs no client gradient
+    expected = [(d, "cut", a) for d in MAIN for a in everything]
+    expected[7:7] = [("pgsl", "recovered", a) for a in black_box]
+    assert [(r.defense, r.target, r.attack) for r in rows] == expected
+    assert {r.run for r in rows} == {str(reproduced / "runs" / name) for name in MAIN.values()}
+    table = json.loads((reproduced / "privacy" / "table1.json").read_text())
+    assert table["skipped"] == [f"pgsl / recovered / {a}: needs the victims' training-step gradients "
+                                "of the client segment's weights" for a in ("dlg", "idlg", "ggl")]
+    budgets = {"mean": 32, "mia": 32, "gan": 32, "activation": 4, "dlg": 2, "idlg": 2, "ggl": 2}
+    assert all(r.n_victims == budgets[r.attack] and r.dataset == "mnist" for r in rows)
+    assert all(r.paper_mse == PAPER_MSE["mnist"].get((r.attack, r.defense, r.target)) for r in rows)
+    # every cell of the paper's Table I but DLG's and iDLG's on the recovered maps (left out above)
+    assert {(r.attack, r.defense, r.target) for r in rows if r.paper_mse is not None} == set(
+        PAPER_MSE["mnist"]) - {("dlg", "pgsl", "recovered"), ("idlg", "pgsl", "recovered")}
+    # the trivial baseline ignores the observation: one score for every target of every run
+    assert len({(r.mse_mean, r.ssim_mean) for r in rows if r.attack == "mean"}) == 1
+    # iDLG and GGL read the label off the last layer's gradient: exact
+    assert all(r.label_accuracy == 1.0 for r in rows if r.attack in ("idlg", "ggl"))
+    assert all(r.label_accuracy is None for r in rows if r.attack in black_box)
+
+
+def test_reproduce_frontier_and_table2_reuse_the_main_runs(reproduced: Path) -> None:
+    table1 = read_rows(reproduced / "privacy" / "table1.json", PrivacyRow)
+    points = read_rows(reproduced / "frontier" / "frontier.json", FrontierPoint)
+    assert [(p.curve, p.value, p.run) for p in points] == [
+        ("none", 0.0, "none"), ("noise", 0.5, "noise-0.5"), ("nopeek", 0.5, "nopeek-0.5"),
+        ("pgsl-mu", 0.55, "pgsl-mu-0.55")]
+    assert sorted(p.name for p in (reproduced / "runs").iterdir() if p.is_dir()) == sorted(MAIN.values())
+    for p in points:  # Table I's learned-inversion scores, the attacker's better view; no new attack
+        mia = [r for r in table1 if r.run == str(reproduced / "runs" / p.run) and r.attack == "mia"]
+        best = min(mia, key=lambda r: r.mse_mean)
+        assert (p.mse, p.mse_std, p.target, p.n_victims) == (best.mse_mean, best.mse_std, best.target, 32)
+        metrics = json.loads((reproduced / "runs" / p.run / "metrics.json").read_text())
+        assert p.accuracy == metrics["test_accuracy"]["decision"] and p.n_test == 128
+    rows = read_rows(reproduced / "robustness" / "table2.json", RobustnessRow)
+    assert [(r.defense, r.stream) for r in rows[:8]] == [
+        ("-", "-"), ("pgsl", "S_a"), ("pgsl", "S_f"), ("pgsl", "S_r"), ("pgsl", "decision"),
+        ("none", "-"), ("noise", "-"), ("nopeek", "-")]
+    assert all(r.n_test == 32 and list(r.adversarial) == ["jsma", "cw", "bim", "fgsm"] for r in rows[:8])
+    # then a CNN trained on each attack's reconstructions of each target (the mean image is no
+    # reconstruction; the gradient attacks have none of the recovered maps)
+    # reconstructions, file by file in name order (recon_noise-0.5_cut.pt first)
+    recon = [(r.defense, r.model.split(" reconstructions")[0].split(" ", 5)[-1]) for r in rows[8:]]
+    names = list(RECON_ATTACKS.values())
+    assert recon == [(d, n) for d in ("noise", "none", "nopeek", "pgsl") for n in names] + [
+        ("pgsl", RECON_ATTACKS["gan"]), ("pgsl", RECON_ATTACKS["mia"])]
+    assert all(r.adversarial == {} and r.paper_clean == PAPER["mnist"].get(a)
+               for r, a in zip(rows[8:], [*list(RECON_ATTACKS) * 4, "gan", "mia"], strict=True))
+    for r in rows:  # accuracies are counts over the same 32 test images (rounded to 4 places)
+        assert all(abs(a - round(32 * a) / 32) <= 5e-5 for a in (r.clean, *r.adversarial.values())), r
+
+
+def test_reproduce_cli_resumes_only_the_missing_stage(reproduced: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    shutil.copytree(reproduced, out)  # a run killed during Table II
     (out / "robustness" / "table2.json").unlink()
     (out / "report.html").unlink()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    r = subprocess.run([*REPRODUCE, "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     log = " ".join(r.stderr.split())
     for stage in ("train", "table1", "frontier", "mu_sweep"):
         assert f"{stage}: cached" in log, stage
     assert "table2 ..." in log and (out / "report.html").is_file()
+    # the stage recomputed from its own caches gives the same table
+    assert (read_rows(out / "robustness" / "table2.json", RobustnessRow)
+            == read_rows(reproduced / "robustness" / "table2.json", RobustnessRow))
 
 
-def test_reproduce_runs_on_mias_with_the_papers_mias_numbers(tmp_path: Path) -> None:
+def test_runs_on_mias_carry_the_papers_mias_numbers(tmp_path: Path) -> None:
+    """The paper figures attached to a row are its dataset's: MIAS's, not MNIST's."""
     from fixtures import mias_folder
+
+    from pgsl.config import load_preset
+    from pgsl.experiments.privacy import PrivacyConfig, privacy
+    from pgsl.experiments.robustness import RobustnessConfig, robustness
+    from pgsl.experiments.train import train_run
 
     data = tmp_path / "mias"
     mias_folder(data, size=16)
-    out = tmp_path / "rep"
-    cmd = [sys.executable, "-m", "pgsl", "reproduce", "--out", str(out), "--preset", TINY,
-           "--plan", "tiny", "--dataset", "mias", "--data-dir", str(data)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = list(csv.DictReader((out / "privacy" / "table1.csv").open()))
-    assert rows and all(row["dataset"] == "mias" for row in rows)
-    # the paper's MIAS MSE for the learned attack on the vanilla split, not its MNIST one
-    assert any(row["paper_mse"] == "2.925" for row in rows)
-    assert not any(row["paper_mse"] == "0.08" for row in rows)
-    text = (out / "report.html").read_text()
-    assert "mias" in text.lower() and "2.925" in text
+    cfg = load_preset(TINY).replace(data={"dataset": "mias", "data_dir": str(data)}, defense={"kind": "none"})
+    train_run(cfg, tmp_path / "none")
+    rows = privacy([tmp_path / "none"], tmp_path / "t1",
+                   PrivacyConfig(victims=8, attacks=("mean", "mia"), budgets={"mia": {"epochs": 1}}))
+    assert [(r.dataset, r.attack, r.paper_mse) for r in rows] == [
+        ("mias", "mean", None), ("mias", "mia", 2.925)]  # not MNIST's 0.08
+    table2 = robustness([tmp_path / "none"], tmp_path / "t2",
+                        RobustnessConfig(n_test=8, attacks=("fgsm",)))
+    assert table2[0].paper == {"fgsm": 61.9} and table2[0].n_test == 8

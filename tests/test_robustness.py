@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,9 @@ from pgsl.client.pixel_attack import jsma
 from pgsl.client.surrogate import Surrogate, train_surrogate
 from pgsl.config import load_preset
 from pgsl.data import load_dataset, to_float
-from pgsl.experiments.robustness import RobustnessConfig, ShiftedLogits, craft
+from pgsl.experiments.privacy import PrivacyConfig, privacy
+from pgsl.experiments.results import RobustnessRow, read_rows
+from pgsl.experiments.robustness import ATTACKS, CRAFTERS, RobustnessConfig, ShiftedLogits, craft
 
 TINY = str(Path(__file__).parent / "tiny.toml")
 
@@ -65,12 +66,13 @@ def test_our_jsma_agrees_with_art_saliency_map_method(mnist_model) -> None:
     assert torch.equal(same.attacked, x[:4])
 
 
-def test_every_test_time_attack_lowers_accuracy(mnist_model) -> None:
+def test_every_test_time_attack_lowers_accuracy(mnist_model, monkeypatch: pytest.MonkeyPatch) -> None:
     model, x, y = mnist_model
     rc = RobustnessConfig(cw_steps=50)
     with torch.no_grad():
         clean = float((model(x).argmax(1) == y).float().mean())
-    for attack in ("jsma", "cw", "bim", "fgsm"):
+    assert tuple(CRAFTERS) == ATTACKS  # the registry holds the default set, in table order
+    for attack in CRAFTERS:
         adv = craft(model, x, y, attack, rc, 10)
         assert adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
         with torch.no_grad():
@@ -78,6 +80,19 @@ def test_every_test_time_attack_lowers_accuracy(mnist_model) -> None:
         assert acc < clean - 0.3, (attack, clean, acc)
         if attack in ("fgsm", "bim"):  # L-inf attacks stay in their ball
             assert float((adv - x).abs().max()) <= rc.fgsm_eps + 1e-6
+    # a crafter is a registry entry: craft() batches it and hands it the seeded generator
+    calls = []
+
+    def flip(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, rc: RobustnessConfig, k: int,
+             g: torch.Generator) -> torch.Tensor:
+        calls.append((len(xb), k, int(torch.randint(1000, (1,), generator=g))))
+        return 1 - xb
+
+    monkeypatch.setitem(CRAFTERS, "flip", flip)
+    assert torch.equal(craft(model, x, y, "flip", RobustnessConfig(batch_size=64), 10), 1 - x)
+    assert [c[:2] for c in calls] == [(64, 10), (36, 10)] and calls[0][2] != calls[1][2]
+    with pytest.raises(ValueError, match="unknown attack 'pgd'"):
+        craft(model, x, y, "pgd", rc, 10)
 
 
 def test_shifted_logits_keep_every_difference_and_are_positive() -> None:
@@ -93,26 +108,33 @@ def test_shifted_logits_keep_every_difference_and_are_positive() -> None:
 def test_robustness_cli_writes_table2_with_every_model_and_reconstruction_rows(
         runs: dict[str, Path], tmp_path: Path) -> None:
     priv = tmp_path / "priv"
-    r = subprocess.run([sys.executable, "-m", "pgsl", "privacy", str(runs["none"]), "--out", str(priv),
-                        "--victims", "64", "--aux", "300", "--attacks", "mia", "--mia-epochs", "1"],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    privacy([runs["none"]], priv, PrivacyConfig(victims=64, aux=300, attacks=("mia",),
+                                                budgets={"mia": {"epochs": 1}}))
     out = tmp_path / "rob"
     cmd = [sys.executable, "-m", "pgsl", "robustness", str(runs["pgsl"]), str(runs["none"]),
            "--out", str(out), "--n-test", "64", "--cw-steps", "5", "--bim-steps", "3",
-           "--reconstructions", str(priv / "recon_none_none.pt")]
+           "--reconstructions", str(priv / "recon_none_cut.pt")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = list(csv.DictReader((out / "table2.csv").open()))
-    assert [(row["defense"], row["stream"]) for row in rows] == [
-        ("-", "-"), ("pgsl", "S_a"), ("pgsl", "S_f"), ("pgsl", "S_r"), ("pgsl", "S_awa"), ("none", "-"),
+    rows = read_rows(out / "table2.json", RobustnessRow)
+    # one-stream models: one row, stream "-"; PGSL: each stream, then its decision
+    assert [(row.defense, row.stream) for row in rows] == [
+        ("-", "-"), ("pgsl", "S_a"), ("pgsl", "S_f"), ("pgsl", "S_r"), ("pgsl", "decision"), ("none", "-"),
         ("none", "-")]
-    assert rows[0]["paper_jsma"] == "65.4" and rows[4]["paper_clean"] == "99.8"
-    assert "64 MIA reconstructions" in rows[-1]["model"]
+    assert [row.model for row in rows[:-1]] == [
+        "plain CNN (centralised)", *["pgsl (pgsl)"] * 4, "none (none)"]
+    assert rows[0].paper == {"jsma": 65.4, "cw": 58.6, "bim": 81.2, "fgsm": 83.8}
+    assert [row.paper_clean for row in rows] == [None, 65.4, 86.6, 99.2, 99.8, None, None]
+    assert rows[-1].model == "plain CNN trained on 64 MIA reconstructions (none cut, recon_none_cut)"
+    assert rows[-1].adversarial == {} and rows[-1].n_test == 64
+    for row in rows:  # accuracies are counts over the same 64 test images (rounded to 4 places)
+        accs = [row.clean, *row.adversarial.values()]
+        assert all(abs(a - round(64 * a) / 64) <= 5e-5 for a in accs), row
     for row in rows[:-1]:
-        for col in ("clean", "jsma", "cw", "bim", "fgsm"):
-            assert 0.0 <= float(row[col]) <= 1.0
-    assert "white-box against the plain CNN" in (out / "table2.md").read_text()
+        assert row.n_test == 64 and list(row.adversarial) == ["jsma", "cw", "bim", "fgsm"]
+    assert "adversarial.jsma" in (out / "table2.csv").read_text().splitlines()[0]
+    md = (out / "table2.md").read_text()
+    assert "white-box against the plain CNN" in md and "| pgsl (pgsl) | decision |" in md
     assert (out / "fig5.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "plain_cnn.pt").is_file() and (out / "adversarial.pt").is_file()
     bad = subprocess.run(cmd[:-2] + ["--attacks", "pgd"], capture_output=True, text=True, timeout=300)

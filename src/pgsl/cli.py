@@ -370,7 +370,7 @@ def robustness(
         _fail(e)
         return
     table = Table(title=f"Table II: accuracy (n={rows[0].n_test})")
-    for col in ("model", "stream", "clean", *(ATTACK_NAMES[a] for a in names)):
+    for col in ("model", "stream", "clean", *(ATTACK_NAMES.get(a, a) for a in names)):
         table.add_column(col)
     for r in rows:
         table.add_row(r.model, r.stream, f"{100 * r.clean:.1f}%",

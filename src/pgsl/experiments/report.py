@@ -143,14 +143,14 @@ def _table2(out: Path) -> str:
 
     body = []
     for r in rows:
-        paper = [f"{ROBUSTNESS_ATTACKS[a]} {v}%" for a, v in r.paper.items()]
+        paper = [f"{ROBUSTNESS_ATTACKS.get(a, a)} {v}%" for a, v in r.paper.items()]
         if r.paper_clean is not None:
             paper.insert(0, f"{r.paper_clean}%")
         body.append([r.model, r.stream, pct(r.clean), *(pct(r.adversarial.get(a)) for a in attacks),
                      ", ".join(paper) or "-"])
     plain = rows[0]
     verdicts = ["Plain CNN under white-box attack: " + ", ".join(
-        f"{ROBUSTNESS_ATTACKS[a]} {pct(plain.adversarial[a])} (paper {plain.paper.get(a, '-')}%)"
+        f"{ROBUSTNESS_ATTACKS.get(a, a)} {pct(plain.adversarial[a])} (paper {plain.paper.get(a, '-')}%)"
         for a in attacks) + "; every attack lowers its accuracy from " + pct(plain.clean) + "."]
     pgsl = {r.stream: r for r in rows if r.defense == "pgsl" and r.adversarial}
     if DECISION in pgsl:
@@ -160,12 +160,12 @@ def _table2(out: Path) -> str:
                         f"{pct(pgsl[best].clean)}; the paper's claim that the fusion is best "
                         + ("holds" if fused.clean >= pgsl[best].clean else "does not hold") + " here.")
         for a in attacks:
-            verdicts.append(f"{ROBUSTNESS_ATTACKS[a]} (transferred from the plain CNN): PGSL fused "
+            verdicts.append(f"{ROBUSTNESS_ATTACKS.get(a, a)} (transferred from the plain CNN): PGSL fused "
                             f"{pct(fused.adversarial[a])} vs plain CNN {pct(plain.adversarial[a])}"
                             + "".join(f", {r.model} {pct(r.adversarial[a])}" for r in rows[1:]
                                       if r.defense != "pgsl" and a in r.adversarial))
     return ("<h2>Table II: accuracy under test-time adversarial attacks</h2>" + _p(t["protocol"], "small")
-            + _table(["model", "stream", "clean", *(ROBUSTNESS_ATTACKS[a] for a in attacks), "paper"],
+            + _table(["model", "stream", "clean", *(ROBUSTNESS_ATTACKS.get(a, a) for a in attacks), "paper"],
                      body, 2)
             + "<h3>What our numbers say</h3>" + _verdicts(verdicts)
             + _p("A transfer attack is weaker than a white-box one: PGSL's and the baselines' rows "

@@ -197,7 +197,7 @@ def robustness(runs: Sequence[Path], out: Path, rc: RobustnessConfig, device: st
         rows.extend(_reconstruction_rows(path, first, x, y, rc, paper))
 
     write_table(rows, out, rc, perturbation, dataset.name)
-    cols = {"original": x[:8], **{ATTACK_NAMES[a]: adversarial[a][:8] for a in rc.attacks}}
+    cols = {"original": x[:8], **{ATTACK_NAMES.get(a, a): adversarial[a][:8] for a in rc.attacks}}
     save_grid(out / "fig5.png", cols)
     return rows
 
@@ -237,15 +237,15 @@ def write_table(rows: list[RobustnessRow], out: Path, rc: RobustnessConfig,
         f"C&W-L2 (torchattacks, logits shifted positive): c {rc.cw_c}, kappa {rc.cw_kappa}, "
         f"{rc.cw_steps} Adam steps at lr {rc.cw_lr}. BIM: eps {rc.bim_eps}, alpha {rc.bim_alpha}, "
         f"{rc.bim_steps} steps. FGSM: eps {rc.fgsm_eps}. Mean L2 perturbation: "
-        + ", ".join(f"{ATTACK_NAMES[a]} {v:.2f}" for a, v in perturbation.items())
+        + ", ".join(f"{ATTACK_NAMES.get(a, a)} {v:.2f}" for a, v in perturbation.items())
         + ". Stream 'decision' is the model's final answer (PGSL: the fusion S_awa). Paper columns: "
         "its Table II figure attached to our closest row (its protocol is not stated)."
     )
-    head = ["model", "stream", "clean", *(ATTACK_NAMES[a] for a in rc.attacks), "paper"]
+    head = ["model", "stream", "clean", *(ATTACK_NAMES.get(a, a) for a in rc.attacks), "paper"]
     lines = ["# Table II: accuracy under test-time adversarial attacks", "", protocol, "",
              "| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     for r in rows:
-        paper = [f"{ATTACK_NAMES[a]} {v}%" for a, v in r.paper.items()]
+        paper = [f"{ATTACK_NAMES.get(a, a)} {v}%" for a, v in r.paper.items()]
         if r.paper_clean is not None:
             paper.insert(0, f"{r.paper_clean}%")
         cells = [r.model, r.stream, _pct(r.clean), *(_pct(r.adversarial.get(a)) for a in rc.attacks),
