@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from pgsl.config import Config, apply_settings, available_presets, load_preset
+from pgsl.config import Config, apply_settings, available_presets, load_preset, parse_value
 from pgsl.data import LOADERS
 from pgsl.split.trainer import EpochStats
 
@@ -86,19 +86,13 @@ def _accuracy_table(title: str, acc: dict[str, float], n: int) -> Table:
 
 
 def _options(items: list[str], option: str) -> dict[str, Any]:
-    """``KEY=VALUE`` items as a dict; values read as TOML (``0.5``, ``true``, ``"x"``; a bare
-    word is a string)."""
-    from pgsl.config import tomllib
-
+    """``KEY=VALUE`` items as a dict; values read by :func:`pgsl.config.parse_value`."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"{option} needs KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = text.strip()
+        out[key.strip()] = parse_value(text)
     return out
 
 

@@ -162,6 +162,15 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     return Config(**sections)
 
 
+def parse_value(text: str) -> Any:
+    """A command-line value read as a TOML value (``8``, ``0.5``, ``true``, ``"svd"``, ``[1, 2]``);
+    anything that is not TOML (a bare word) is the stripped string itself."""
+    try:
+        return tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
 def apply_settings(cfg: Config, settings: list[str]) -> Config:
     """Apply ``section.key=value`` overrides (``recovery.svt=auto``, ``attack.pixels=8``).
 
@@ -177,10 +186,7 @@ def apply_settings(cfg: Config, settings: list[str]) -> Config:
         if section not in raw or name not in raw[section]:
             known = sorted(f"{s}.{k}" for s, fields in raw.items() for k in fields)
             raise ValueError(f"unknown setting {key!r}; known: {', '.join(known)}")
-        try:
-            value = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text.strip()
+        value = parse_value(text)
         old = raw[section][name]
         if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pgsl.attacks import ATTACKS as PRIVACY_ATTACKS
 from pgsl.checkpoint import write_text
 from pgsl.experiments.results import FrontierPoint, MuSweepRow, PrivacyRow, RobustnessRow, read_rows
 from pgsl.experiments.robustness import ATTACK_NAMES as ROBUSTNESS_ATTACKS
@@ -75,14 +74,14 @@ def _training(out: Path, meta: dict[str, Any]) -> str:
             + _table(["run", "defence", "train", "test", "streams", "decision", "time"], rows, 2))
 
 
-def _title(attack: str) -> str:
-    cls = PRIVACY_ATTACKS.get(attack)
-    return cls.title if cls is not None else attack
-
-
 def _table1(out: Path) -> str:
     t = _read(out / "privacy" / "table1.json")
     rows = read_rows(out / "privacy" / "table1.json", PrivacyRow)
+    titles: dict[str, str] = t["titles"]  # the attacks' titles, as the run that scored them wrote them
+
+    def _title(attack: str) -> str:
+        return titles.get(attack, attack)
+
     body = [[r.defense, r.target, _title(r.attack), r.n_victims, f"{r.mse_mean:.4f} ± {r.mse_std:.4f}",
              f"{r.psnr_mean:.2f}", f"{r.ssim_mean:.3f}", "-" if r.paper_mse is None else r.paper_mse]
             for r in rows]
