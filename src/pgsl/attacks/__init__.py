@@ -17,6 +17,7 @@ from pgsl.attacks.gan import GAN
 from pgsl.attacks.ggl import GGL
 from pgsl.attacks.mean import MeanImage
 from pgsl.attacks.mia import MIA
+from pgsl.attacks.unsplit import UnSplit
 from pgsl.attacks.view import AttackerView, Need, reconstruction_scores
 
 __all__ = ["ATTACKS", "Attack", "AttackerView", "Budget", "Need", "Reconstruction", "get_attack",
@@ -30,6 +31,7 @@ ATTACKS: dict[str, type[Attack]] = {
     "dlg": DLG,
     "idlg": IDLG,
     "ggl": GGL,
+    "unsplit": UnSplit,
 }
 
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from pgsl.attacks.dlg import GradientLeak
 
-__all__ = ["AttackerView", "Need", "reconstruction_scores"]
+__all__ = ["AttackerView", "CloneFactory", "Need", "PipelineClone", "reconstruction_scores"]
 
 
 class Need:
@@ -21,6 +21,39 @@ class Need:
     AUX = "auxiliary images with the client pipeline's answers (black-box queries)"
     WHITE_BOX = "a differentiable model of image -> observation (client architecture and weights)"
     GRADIENTS = "the victims' training-step gradients of the client segment's weights"
+    ARCHITECTURE = "the client pipeline's architecture, without its weights: an untrained copy to fit"
+
+
+class PipelineClone(nn.Module):
+    """An attacker's untrained copy of the client pipeline for one target, in two stages.
+
+    ``forward(images) = fit(encode(images))``: ``(B, C, H, W)`` in [0, 1] -> an observation
+    shaped like the target's (``(B, K, h, w)``). ``encode`` is the part without weights to fit
+    (the defence's input encoding, differentiable in the images, BPDA where it is discrete);
+    ``fit`` is the rest (the client segment, the defence's perturbation, for a server observable
+    the server's map). :meth:`parameters` are those of ``weights``, the modules whose weights the
+    attacker fits (the segment); nothing else the stages use is fitted. An attack that updates only
+    the weights may encode its images once and call ``fit`` on the code.
+
+    Args:
+        encode: images -> the segment's input; independent of ``weights``.
+        fit: the segment's input -> the observation, computed with ``weights``.
+        weights: the module(s) ``fit`` runs whose weights the attacker does not know.
+    """
+
+    def __init__(self, encode: Callable[[Tensor], Tensor], fit: Callable[[Tensor], Tensor],
+                 weights: nn.Module) -> None:
+        super().__init__()
+        self.encode, self.fit = encode, fit
+        self.weights = weights
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.fit(self.encode(images))
+
+
+CloneFactory = Callable[[int], PipelineClone]
+"""``seed -> a fresh, randomly initialised`` :class:`PipelineClone` (the same seed, the same
+initial weights)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +72,11 @@ class AttackerView:
             server's map), with gradients straight through the non-differentiable steps (BPDA).
             ``path(aux_images)`` equals ``aux_observed`` (for a noisy defence, under the same RNG).
         leak: the first victims' training-step gradients (for the cut only), or None.
+        clone: architecture only -- ``clone(seed)`` builds a fresh, randomly initialised copy of
+            ``path`` (:class:`PipelineClone`): the defence's own code with fresh weights and fresh
+            random draws, an untrained client segment, then (for a server observable) the server's
+            map with the gradient straight through. The attacker knows how the client computes,
+            not what it learned.
         memo: results attacks on this view may share (e.g. the learned inversion's decoder).
     """
 
@@ -48,6 +86,7 @@ class AttackerView:
     aux_observed: Tensor
     path: Callable[[Tensor], Tensor] | None = None
     leak: GradientLeak | None = None
+    clone: CloneFactory | None = None
     memo: dict[Any, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +106,8 @@ class AttackerView:
             out.add(Need.WHITE_BOX)
         if self.leak is not None:
             out.add(Need.GRADIENTS)
+        if self.clone is not None:
+            out.add(Need.ARCHITECTURE)
         return out
 
     def first(self, n: int | None) -> AttackerView:

@@ -60,13 +60,19 @@ class ClientParty:
         self.segment.eval()
         return self.send(self.defense.encode_differentiable(x))
 
-    def train_step(self, x: Tensor, y: Tensor, channel: Channel) -> Gradient:
-        """One split-learning step: forward to the cut, server step, backward, client step."""
+    def train_step(self, x: Tensor, y: Tensor, channel: Channel, *, sent_labels: Tensor | None = None,
+                   update: bool = True) -> Gradient:
+        """One split-learning step: forward to the cut, server step, backward, client step.
+
+        ``sent_labels``: labels to send instead of ``y`` (a detector's fake batch); ``update``:
+        False computes the segment's gradient (:meth:`segment_gradient`) but does not apply it.
+        """
         x_check = self.defense.encode(x, y)
         self.segment.train()
         a = self.send(x_check)
         self.step += 1
-        reply = channel.train_step(Activations(self.step, a.detach(), y))
+        labels = y if sent_labels is None else sent_labels
+        reply = channel.train_step(Activations(self.step, a.detach(), labels))
         if reply.grad.shape != a.shape:
             raise ValueError(
                 f"server returned a gradient of shape {tuple(reply.grad.shape)} for activations "
@@ -79,8 +85,16 @@ class ClientParty:
             a.backward(grad)
         else:
             torch.autograd.backward([a, extra], [grad, torch.ones_like(extra)])
-        self.optimizer.step()
+        if update:
+            self.optimizer.step()
         return reply
+
+    def segment_gradient(self) -> Tensor:
+        """The last training step's gradient of the segment's weights, flattened ``(P,)``."""
+        grads = [p.grad.flatten() for p in self.segment.parameters() if p.grad is not None]
+        if not grads:
+            raise ValueError("no training step has computed a gradient yet")
+        return torch.cat(grads).detach()
 
     @torch.no_grad()
     def predict(self, x: Tensor, channel: Channel) -> Scores:

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 from pgsl.checkpoint import write_csv, write_json
 
-__all__ = ["FrontierPoint", "MuSweepRow", "PrivacyRow", "RobustnessRow", "read_rows", "rows_from_dicts",
-           "rows_to_dicts", "write_rows"]
+__all__ = ["FrontierPoint", "HijackRow", "MuSweepRow", "PrivacyRow", "RobustnessRow", "read_rows",
+           "rows_from_dicts", "rows_to_dicts", "write_rows"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,33 @@ class PrivacyRow:
     ssim_std: float
     paper_mse: float | None  # the paper's Table I figure for this cell, if it has one
     label_accuracy: float | None  # attacks that recover labels
+    seconds: float
+    run: str
+
+
+@dataclass(frozen=True)
+class HijackRow:
+    """A malicious server (FSHA) against one defence's client, one seed, with the client's
+    detector watching: the decoder's reconstructions of the victims at the end (means and stds
+    over victims), the mean-image baseline, and when the detector flagged the hijack and whether
+    it flagged honest training of the same client (None: never)."""
+
+    dataset: str
+    defense: str
+    seed: int
+    steps: int
+    n_victims: int
+    mse_mean: float
+    mse_std: float
+    ssim_mean: float
+    ssim_std: float
+    mean_image_mse: float
+    mean_image_ssim: float
+    detected_at: int | None  # the step at which SplitGuard flagged the hijack
+    false_alarm_at: int | None  # the step at which it flagged honest training
+    fsha_score: float | None  # SplitGuard's mean score under the hijack / honest training
+    honest_score: float | None
+    curve: list[dict[str, float]]  # [{"step", "mse", "ssim"}] during the hijack
     seconds: float
     run: str
 

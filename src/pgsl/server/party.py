@@ -44,6 +44,15 @@ class ServerParty:
         )
         self.expected_hw: tuple[int, int] | None = None
 
+    @property
+    def width(self) -> int:
+        """Channels of the activations this server takes."""
+        return self.model.width
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
     def _validate(self, msg: Activations, *, need_labels: bool) -> tuple[Tensor, Tensor | None]:
         a = msg.activations
         if not isinstance(a, Tensor) or not a.is_floating_point():

@@ -28,14 +28,14 @@ from collections.abc import Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, Protocol
 
 import grpc
 import torch
 
 from pgsl.checkpoint import load_checkpoint, save_checkpoint
-from pgsl.server.party import BadRequest, ServerParty
-from pgsl.split.messages import Activations, StreamStats
+from pgsl.server.party import BadRequest
+from pgsl.split.messages import Activations, Gradient, Scores, StreamStats
 from pgsl.transport import pgsl_pb2 as pb
 from pgsl.transport import pgsl_pb2_grpc as pb_grpc
 from pgsl.transport.codec import DecodeError, decode_request, encode_gradient, encode_scores
@@ -66,8 +66,29 @@ def _fmt(losses: Sequence[float]) -> str:
     return "/".join(f"{x:.4f}" for x in losses)
 
 
+class Party(Protocol):
+    """What the service hosts: :class:`ServerParty`, or any other endpoint of the protocol (a
+    malicious server in an attack experiment)."""
+
+    device: torch.device
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def train_step(self, msg: Activations) -> Gradient: ...
+
+    def predict(self, msg: Activations) -> Scores: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
 class SplitLearningService(pb_grpc.SplitLearningServicer):
-    def __init__(self, party: ServerParty, *, sites: set[str] | None = None, secure: bool = True,
+    def __init__(self, party: Party, *, sites: set[str] | None = None, secure: bool = True,
                  checkpoint: Path | None = None, checkpoint_every: int = 200,
                  log_every: int = 100) -> None:
         self.party = party
@@ -108,7 +129,7 @@ class SplitLearningService(pb_grpc.SplitLearningServicer):
     # ---------------------------------------------------------------- RPCs
     def Join(self, request: pb.Hello, context: grpc.ServicerContext) -> pb.Welcome:
         site = self._site(context)
-        width = self.party.model.width
+        width = self.party.width
         if request.width != width:
             _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                    f"client segment width {request.width} does not match the server's {width}")
@@ -116,7 +137,7 @@ class SplitLearningService(pb_grpc.SplitLearningServicer):
             last = self.last_step.get(site, 0)
         log.info("site %s joined (last step %d)", site, last)
         return pb.Welcome(site=site, last_step=last, width=width,
-                          num_classes=self.party.model.num_classes)
+                          num_classes=self.party.num_classes)
 
     def Steps(self, request_iterator: Iterator[pb.StepRequest],
               context: grpc.ServicerContext) -> Iterator[pb.StepReply]:
