@@ -150,3 +150,17 @@ def test_hijack_runs_against_every_defence(runs: dict[str, Path]) -> None:
         row = hijack_run(runs[kind], hc, seed=0)
         assert row.defense == kind and len(row.curve) == 2 and row.false_alarm_at is None
         assert 0 < row.mse_mean < 1 and row.mean_image_mse > 0
+
+
+def test_cli_hijack_writes_the_table_and_refuses_bad_options(runs: dict[str, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pgsl.cli import app
+
+    res = CliRunner().invoke(app, ["hijack", str(runs["pgsl"]), "--out", str(tmp_path), "--steps", "6",
+                                   "--every", "3", "--victims", "4", "--aux", "32", "--no-honest"])
+    assert res.exit_code == 0, res.output
+    (row,) = read_rows(tmp_path / "hijack.json", HijackRow)
+    assert row.defense == "pgsl" and row.steps == 6 and [p["step"] for p in row.curve] == [3, 6]
+    bad = CliRunner().invoke(app, ["hijack", str(runs["pgsl"]), "--out", str(tmp_path), "--steps", "0"])
+    assert bad.exit_code != 0 and "steps" in bad.output and "Traceback" not in bad.output

@@ -214,6 +214,40 @@ def privacy(
     console.print(f"wrote {out / 'table1.csv'}, {out / 'table1.md'} and the grids in {out}")
 
 
+@app.command()
+def hijack(
+    runs: list[Path] = typer.Argument(..., help="Trained run folders (any defences): the client's "
+                                      "configuration, data and prepared defence state."),
+    out: Path = typer.Option(..., help="Folder for hijack.csv/.md/.json."),
+    device: str = typer.Option("cpu"),
+    steps: int = typer.Option(500, help="Client training steps under the malicious server."),
+    every: int = typer.Option(50, help="Steps between points of the reconstruction curve."),
+    victims: int = typer.Option(64, help="Training images whose reconstructions are scored."),
+    aux: int | None = typer.Option(None, help="The server's auxiliary images (default: half the "
+                                   "test set)."),
+    seeds: int = typer.Option(1, help="Seeds 0..N-1 (victims, client weights, server, detector)."),
+    honest: bool = typer.Option(True, help="Also train honestly with SplitGuard (false alarms)."),
+) -> None:
+    """A malicious server (FSHA) hijacks each run's client while SplitGuard watches."""
+    from pgsl.experiments.hijack import HijackConfig
+    from pgsl.experiments.hijack import hijack as run_hijack
+
+    try:
+        hc = HijackConfig(steps=steps, every=every, victims=victims, aux=aux, seeds=seeds, honest=honest)
+        rows = run_hijack(runs, out, hc, device=device)
+    except USER_ERRORS as e:
+        _fail(e)
+        return
+    table = Table(title="FSHA against each defence; SplitGuard on the client")
+    for col in ("defence", "seed", "FSHA MSE", "FSHA SSIM", "mean image MSE", "flagged at", "false alarm at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.defense, str(r.seed), f"{r.mse_mean:.4f}", f"{r.ssim_mean:.3f}",
+                      f"{r.mean_image_mse:.4f}", str(r.detected_at or "-"), str(r.false_alarm_at or "-"))
+    console.print(table)
+    console.print(f"wrote {out / 'hijack.md'}, {out / 'hijack.csv'} and {out / 'hijack.json'}")
+
+
 @app.command("attacks")
 def list_attacks() -> None:
     """List the registered inversion attacks, what each needs, and its budget knobs."""
