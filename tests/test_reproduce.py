@@ -17,7 +17,14 @@ import pytest
 from typer.testing import CliRunner
 
 from pgsl.experiments.privacy import PAPER_MSE
-from pgsl.experiments.results import FrontierPoint, MuSweepRow, PrivacyRow, RobustnessRow, read_rows
+from pgsl.experiments.results import (
+    FrontierPoint,
+    HijackRow,
+    MuSweepRow,
+    PrivacyRow,
+    RobustnessRow,
+    read_rows,
+)
 from pgsl.experiments.robustness import PAPER, RECON_ATTACKS
 
 TINY = str(Path(__file__).parent / "tiny.toml")
@@ -103,7 +110,7 @@ def test_reproduce_writes_a_valid_self_contained_report(reproduced: Path) -> Non
     parser.feed(text)
     parser.close()
     assert parser.stack == []
-    assert parser.tables == 5  # runs, Table I, Table II, mu sweep, frontier
+    assert parser.tables == 6  # runs, Table I, hijack, Table II, mu sweep, frontier
     # every figure in the report is a file this run produced, byte for byte
     produced = {p.read_bytes() for p in out.rglob("*.png")}
     assert len(parser.images) == len(produced) == 5 + 1 + 1 + 1  # 5 Fig. 4 grids, Fig. 5, Fig. 3, frontier
@@ -117,6 +124,10 @@ def test_reproduce_writes_a_valid_self_contained_report(reproduced: Path) -> Non
         assert r.paper_mse is None or f"<td>{r.paper_mse}</td>" in text
     for t in read_rows(out / "robustness" / "table2.json", RobustnessRow):
         assert f"{100 * t.clean:.1f}%" in text
+    hijacked = read_rows(out / "hijack" / "hijack.json", HijackRow)
+    assert sorted(h.defense for h in hijacked) == ["noise", "none", "nopeek", "pgsl"]
+    for h in hijacked:
+        assert f"{h.mse_mean:.4f} ± {h.mse_std:.4f}" in text
     for m in read_rows(out / "mu_sweep" / "mu_sweep.json", MuSweepRow):
         assert f"{m.mse_mean:.5f}" in text
     for f in read_rows(out / "frontier" / "frontier.json", FrontierPoint):
@@ -127,16 +138,17 @@ def test_reproduce_writes_a_valid_self_contained_report(reproduced: Path) -> Non
 def test_reproduce_table1_attacks_every_target_of_every_run_within_the_plans_budgets(
         reproduced: Path) -> None:
     rows = read_rows(reproduced / "privacy" / "table1.json", PrivacyRow)
-    everything = ("mean", "mia", "gan", "activation", "dlg", "idlg", "ggl")
-    black_box = ("mean", "mia", "gan", "activation")  # what needs no client gradient
+    everything = ("mean", "mia", "gan", "activation", "unsplit", "dlg", "idlg", "ggl")
+    black_box = ("mean", "mia", "gan", "activation", "unsplit")  # what needs no client gradient
     expected = [(d, "cut", a) for d in MAIN for a in everything]
-    expected[7:7] = [("pgsl", "recovered", a) for a in black_box]
+    expected[8:8] = [("pgsl", "recovered", a) for a in black_box]
     assert [(r.defense, r.target, r.attack) for r in rows] == expected
     assert {r.run for r in rows} == {str(reproduced / "runs" / name) for name in MAIN.values()}
     table = json.loads((reproduced / "privacy" / "table1.json").read_text())
     assert table["skipped"] == [f"pgsl / recovered / {a}: needs the victims' training-step gradients "
                                 "of the client segment's weights" for a in ("dlg", "idlg", "ggl")]
-    budgets = {"mean": 32, "mia": 32, "gan": 32, "activation": 4, "dlg": 2, "idlg": 2, "ggl": 2}
+    budgets = {"mean": 32, "mia": 32, "gan": 32, "activation": 4, "unsplit": 4, "dlg": 2, "idlg": 2,
+               "ggl": 2}
     assert all(r.n_victims == budgets[r.attack] and r.dataset == "mnist" for r in rows)
     assert all(r.paper_mse == PAPER_MSE["mnist"].get((r.attack, r.defense, r.target)) for r in rows)
     # every cell of the paper's Table I but DLG's and iDLG's on the recovered maps (left out above)
@@ -188,7 +200,7 @@ def test_reproduce_cli_resumes_only_the_missing_stage(reproduced: Path, tmp_path
     r = subprocess.run([*REPRODUCE, "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     log = " ".join(r.stderr.split())
-    for stage in ("train", "table1", "frontier", "mu_sweep"):
+    for stage in ("train", "table1", "hijack", "frontier", "mu_sweep"):
         assert f"{stage}: cached" in log, stage
     assert "table2 ..." in log and (out / "report.html").is_file()
     # the stage recomputed from its own caches gives the same table

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from pgsl.checkpoint import write_text
-from pgsl.experiments.results import FrontierPoint, MuSweepRow, PrivacyRow, RobustnessRow, read_rows
+from pgsl.experiments.results import (
+    FrontierPoint,
+    HijackRow,
+    MuSweepRow,
+    PrivacyRow,
+    RobustnessRow,
+    read_rows,
+)
 from pgsl.experiments.robustness import ATTACK_NAMES as ROBUSTNESS_ATTACKS
 from pgsl.split.trainer import DECISION
 
@@ -207,6 +214,26 @@ def _frontier(out: Path) -> str:
             + _img(out / "frontier" / "frontier.png", "frontier"))
 
 
+def _hijack(out: Path) -> str:
+    path = out / "hijack" / "hijack.json"
+    if not path.is_file():
+        return ""
+    t = _read(path)
+    rows = read_rows(path, HijackRow)
+    body = [[r.defense, r.seed, f"{r.mse_mean:.4f} ± {r.mse_std:.4f}", f"{r.ssim_mean:.3f}",
+             f"{r.mean_image_mse:.4f}", "-" if r.detected_at is None else r.detected_at,
+             "-" if r.false_alarm_at is None else r.false_alarm_at,
+             "-" if r.fsha_score is None else r.fsha_score, "-" if r.honest_score is None else r.honest_score]
+            for r in rows]
+    return ("<h2>A malicious server: FSHA, and SplitGuard on the client</h2>" + _p(t["protocol"], "small")
+            + _p("FSHA returns its critic's gradient instead of the task's, so nothing right of the cut "
+                 "(PGSL's recovery and streams) runs: only what the client does before the cut can "
+                 "resist. An FSHA MSE well below the mean image's means the hijack inverts that "
+                 "client. Not in the paper.")
+            + _table(["defence", "seed", "FSHA MSE", "SSIM", "mean image MSE", "flagged at step",
+                      "false alarm at step", "SG score (FSHA)", "SG score (honest)"], body, 1))
+
+
 def write_report(out: Path, meta: dict[str, Any]) -> Path:
     """Assemble ``out/report.html`` from the stage outputs; returns its path."""
     env = meta["environment"]
@@ -221,7 +248,8 @@ def write_report(out: Path, meta: dict[str, Any]) -> Path:
                  "Defense against Model Inversion Attacks on IoMT data, IEEE TNSE 2023. Every number "
                  "and figure below was produced by this run; the CSV/JSON files beside this report "
                  "hold them all."))
-    body = [head, _training(out, meta), _table1(out), _table2(out), _mu(out), _frontier(out)]
+    body = [head, _training(out, meta), _table1(out), _hijack(out), _table2(out), _mu(out),
+            _frontier(out)]
     doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<title>PGSL reproduction ({html.escape(meta['dataset'])})</title><style>{CSS}</style></head>"
            "<body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -3,7 +3,8 @@
 Stages, each cached in ``out`` so a killed run resumes where it stopped:
 
 1. train PGSL and the baselines (vanilla split, Laplacian noise, NoPeek) -- ``runs/<name>``;
-2. Table I: the inversion attacks against them (``privacy/``, reconstructions saved);
+2. Table I: the inversion attacks against them (``privacy/``, reconstructions saved), then a
+   malicious server (FSHA) against each run's client with SplitGuard watching (``hijack/``);
 3. the privacy-utility frontier: more defence strengths, learned attack (``frontier/``);
 4. Table II: the plain CNN and every run under JSMA, C&W, BIM, FGSM, plus CNNs trained on the
    attacks' reconstructions (``robustness/``);
@@ -28,9 +29,12 @@ from typing import Any
 import torch
 
 from pgsl.checkpoint import write_json
+from pgsl.client.splitguard import SplitGuardParams
 from pgsl.config import Config
 from pgsl.experiments.frontier import Point, run_dir, sweep, train_point
 from pgsl.experiments.frontier import frontier as run_frontier
+from pgsl.experiments.hijack import HijackConfig
+from pgsl.experiments.hijack import hijack as run_hijack
 from pgsl.experiments.mu_sweep import SweepConfig, mu_sweep
 from pgsl.experiments.privacy import PrivacyConfig
 from pgsl.experiments.privacy import privacy as run_privacy
@@ -48,6 +52,7 @@ class Plan:
 
     train: dict[str, dict[str, Any]]  # config overrides on top of the training preset
     privacy: PrivacyConfig
+    hijack: HijackConfig
     robustness: RobustnessConfig
     sweep: SweepConfig
     noise: tuple[float, ...]  # frontier strengths; the first of noise / nopeek is the main run's
@@ -65,11 +70,13 @@ PLANS = {
         # and 256 they took 4-6.5 min per run here, measured); GGL: pgsl privacy only (at 20
         # generations it scored near the mean image here, for ~2-4 more minutes per run)
         privacy=PrivacyConfig(victims=500, aux=1500,
-                              attacks=("mean", "mia", "gan", "activation", "dlg", "idlg"),
+                              attacks=("mean", "mia", "gan", "activation", "unsplit", "dlg", "idlg"),
                               budgets={"mia": {"epochs": 5}, "gan": {"epochs": 2, "pretrain_epochs": 5},
                                        "activation": {"victims": 32, "steps": 200},
+                                       "unsplit": {"main_iters": 5},
                                        "dlg": {"victims": 32, "iterations": 40, "starts": 64},
                                        "idlg": {"victims": 32, "iterations": 40, "starts": 64}}),
+        hijack=HijackConfig(steps=200, every=50, victims=64, aux=1500),
         robustness=RobustnessConfig(n_test=1000, cw_steps=50, bim_steps=10, recon_epochs=5),
         sweep=SweepConfig(images=200),
         noise=(0.5, 2.0), nopeek=(0.5, 3.0), mu=(0.95,), pixels=(),
@@ -80,10 +87,14 @@ PLANS = {
         privacy=PrivacyConfig(victims=32, aux=200,
                               budgets={"mia": {"epochs": 1}, "gan": {"epochs": 1, "pretrain_epochs": 1},
                                        "activation": {"victims": 4, "steps": 10},
+                                       "unsplit": {"victims": 4, "main_iters": 1, "input_iters": 2,
+                                                   "model_iters": 2},
                                        "dlg": {"victims": 2, "iterations": 5},
                                        "idlg": {"victims": 2, "iterations": 5},
                                        "ggl": {"victims": 2, "prior_epochs": 2, "population": 8,
                                                "generations": 2, "starts": 16}}),
+        hijack=HijackConfig(steps=6, every=3, victims=4, aux=64,
+                            guard=SplitGuardParams(p_fake=0.5, warmup=1, min_fakes=1)),
         robustness=RobustnessConfig(n_test=32, cw_steps=3, bim_steps=2, recon_epochs=1),
         sweep=SweepConfig(images=8, mus=(0.15, 0.55), max_iter=50),
         noise=(0.5,), nopeek=(0.5,), mu=(), pixels=(),
@@ -92,6 +103,7 @@ PLANS = {
     "paper": Plan(
         train={},
         privacy=PrivacyConfig(),
+        hijack=HijackConfig(steps=2000, every=100, victims=256, seeds=3),
         robustness=RobustnessConfig(n_test=None),
         sweep=SweepConfig(images=1000),
         noise=(0.5, 0.25, 1.0, 2.0), nopeek=(0.5, 0.1, 1.0, 3.0), mu=(0.15, 0.35, 0.75, 0.95),
@@ -143,6 +155,8 @@ def reproduce(base: Config, preset: str, out: Path, *, plan: str | None = None, 
     _stage(out, "train", out / "runs" / "trained.json", train_main, timings)
     _stage(out, "table1", out / "privacy" / "table1.json",
            lambda: run_privacy(runs, out / "privacy", spec.privacy, device=device), timings)
+    _stage(out, "hijack", out / "hijack" / "hijack.json",
+           lambda: run_hijack(runs, out / "hijack", spec.hijack, device=device), timings)
     known: dict[str, list[PrivacyRow]] = {}
     for r in read_rows(out / "privacy" / "table1.json", PrivacyRow):
         known.setdefault(r.run, []).append(r)
