@@ -10,8 +10,8 @@ leaked gradient set, stacked as ``(N, C, H, W)`` and ``(N,)``. The attacker's ow
 ``(M, C, H, W)`` in [0, 1], if given, only choose the start.
 
 Method. The leak is ``g = J_theta(x)^T d`` with ``d = dL/dlogits`` ``(1, K)``. Both attacks
-minimise, over a dummy image ``x`` in the box ``[0, 1]`` (L-BFGS-B, scipy: MNIST's background sits
-on the bound), the normalised squared gradient distance
+minimise, over a dummy image ``x`` in the box ``[0, 1]`` (box-constrained L-BFGS: MNIST's background
+sits on the bound), the normalised squared gradient distance
 
     D_S(x, d) = mean_{i in S} ||grad_i <logits(x), d> - g_i||^2 / ||g_i||^2
 
@@ -34,8 +34,20 @@ published recipe (squared distance over every gradient, cross-entropy through th
 label, L-BFGS from noise), which recovers victims in the papers' sigmoid LeNets and fails on
 PGSL's ReLU + BatchNorm network. GGL (:mod:`pgsl.attacks.ggl`) searches a learned prior instead.
 
-Measured behaviour (why the published recipe fails here, what this method reaches, its cost):
-docs/findings.md#dlg-and-idlg
+Solvers (:data:`SOLVERS`), the same objective and stages:
+
+- ``"torch"`` (default): the victims of a batch are optimised together on the leak's device --
+  per-sample gradients of a batch of dummies (:mod:`pgsl.attacks.per_sample`), each victim's own
+  box-constrained L-BFGS (:mod:`pgsl.attacks.lbfgs`, batched), the start scored against the
+  auxiliary images with one backward pass per class (:func:`~pgsl.attacks.per_sample.logit_gradient_basis`).
+  A victim's answer does not depend on the others in its batch (equal to rounding; tests).
+- ``"scipy"``: scipy's L-BFGS-B, one victim at a time, the reference (``bench/attacks.py``
+  compares the two). The L-BFGS variants differ (generalized Cauchy point and strong Wolfe line
+  search there, projected path and Armijo backtracking here), so the two end at different points
+  of this non-smooth objective.
+
+Measured behaviour (why the published recipe fails here, what this method reaches, its cost, the
+two solvers side by side): docs/findings.md#dlg-and-idlg
 """
 
 from __future__ import annotations
@@ -47,14 +59,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize
-from torch import Tensor
+from torch import Tensor, nn
 
 from pgsl.attacks.base import Attack, Budget, Reconstruction
+from pgsl.attacks.lbfgs import lbfgsb
+from pgsl.attacks.per_sample import logit_gradient_basis, parameter_owners, per_sample_grads
 from pgsl.attacks.view import AttackerView, Need
 
 # Stage k matches the last k weight tensors of the leak; 0 (or k beyond their number): all of them.
 STAGES = (2, 4, 5, 6, 7, 0)
 BLEND = 4  # the start is the mean of this many closest auxiliary images
+LABEL_ITERATIONS = 50  # DLG's output-gradient stage, on the last layer alone
+# L-BFGS settings of both solvers: memory 50; evaluations at most twice the iterations; ftol and
+# gtol that never stop a run early (the iterations, or a failed line search, end it)
+MEMORY, FTOL, GTOL = 50, 1e-16, 1e-14
 
 
 @dataclass(frozen=True)
@@ -65,12 +83,15 @@ class GradientLeak:
         gradients: per victim, the leaked gradients, in the order of ``params``.
         params: the parameters those gradients belong to, input side first; the last one is the
             final layer's weight.
-        logits: a differentiable map from an image ``(1, C, H, W)`` to the logits whose
-            cross-entropy produced the leak (the client's discrete pixel attack left out). It may
-            raise ``FloatingPointError`` when an iterate drives it out of the finite range.
+        logits: a differentiable map from images ``(B, C, H, W)`` to the logits ``(B, K)`` whose
+            cross-entropy produced the leak (the client's discrete pixel attack left out), row
+            ``b`` a function of image ``b`` alone (eval mode). It may raise ``FloatingPointError``
+            when an iterate drives it out of the finite range.
         num_classes: number of classes of that loss.
         output_bias: the index in ``params`` of the final layer's bias, if it has one: at batch size
             1 its gradient is ``dL/dlogits``.
+        modules: the modules holding ``params`` (searched recursively), for per-sample gradients;
+            empty: ``logits`` itself, if it is a module.
     """
 
     gradients: Sequence[Sequence[Tensor]]
@@ -78,6 +99,7 @@ class GradientLeak:
     logits: Callable[[Tensor], Tensor]
     num_classes: int
     output_bias: int | None = None
+    modules: Sequence[nn.Module] = ()
 
     @property
     def weights(self) -> list[int]:
@@ -89,11 +111,32 @@ class GradientLeak:
         w = self.weights
         return w if k <= 0 or k >= len(w) else w[-k:]
 
+    def owners(self, indices: Sequence[int]) -> dict[int, tuple[nn.Module, str]]:
+        """``{index: (layer, "weight" | "bias")}``: the layer holding each of ``params[indices]``.
+
+        Raises:
+            ValueError: no module to search, or a parameter of a layer without per-sample
+                gradients (:func:`~pgsl.attacks.per_sample.parameter_owners`); a weight tensor
+                must belong to an ``nn.Linear`` or ``nn.Conv2d``.
+        """
+        modules = list(self.modules) or ([self.logits] if isinstance(self.logits, nn.Module) else [])
+        if not modules:
+            raise ValueError("the leak names no modules holding its parameters (GradientLeak.modules); "
+                             "the batched attacks need them for per-sample gradients")
+        found = parameter_owners(modules, [self.params[i] for i in indices])
+        for i, (layer, _) in zip(indices, found, strict=True):
+            if self.params[i].ndim > 1 and not isinstance(layer, nn.Linear | nn.Conv2d):
+                raise ValueError(f"weight tensor {i} belongs to a {type(layer).__name__}; gradient "
+                                 "matching is written for nn.Linear and nn.Conv2d weights")
+        return dict(zip(indices, found, strict=True))
+
 
 def idlg_label(last_weight_grad: Tensor) -> int:
     """iDLG's analytic label: the class whose last-layer weight gradient row sums lowest."""
     return int(last_weight_grad.sum(dim=-1).argmin())
 
+
+# ---- the reference: scipy's L-BFGS-B, one victim at a time -------------------------------------
 
 class _Matching:
     """The distance between a dummy's gradients and one victim's leak, over chosen tensors."""
@@ -135,7 +178,7 @@ def _lbfgsb(fun: Callable[[Tensor], Tensor], v0: Tensor, bounds: list[tuple[floa
 
     res = minimize(value_and_grad, v0.detach().double().cpu().numpy(), jac=True, method="L-BFGS-B",
                    bounds=bounds, options={"maxiter": iterations, "maxfun": 2 * iterations,
-                                           "maxcor": 50, "ftol": 1e-16, "gtol": 1e-14})
+                                           "maxcor": MEMORY, "ftol": FTOL, "gtol": GTOL})
     return torch.from_numpy(res.x).to(device, dtype)
 
 
@@ -165,7 +208,7 @@ def _invert_one(leak: GradientLeak, target: Sequence[Tensor], image_shape: tuple
             # than over the last `select` tensors, MSE 0.041 vs 0.051 on 8 quick vanilla victims)
             x_mean = aux.mean(0, keepdim=True)
             d = _lbfgsb(lambda v: match(x_mean, v.view(1, k), leak.trailing(1)), d.flatten(),  # type: ignore[union-attr]
-                        d_box, 50).view(1, k)
+                        d_box, LABEL_ITERATIONS).view(1, k)
         x = _start(match, d, aux, leak.trailing(select), blend)
     else:
         x = torch.rand((1, *image_shape), generator=g).to(device, dtype)
@@ -185,44 +228,183 @@ def _invert_one(leak: GradientLeak, target: Sequence[Tensor], image_shape: tuple
     return x.clamp(0, 1), torch.tensor([used], device=device)
 
 
-def gradient_inversion(leak: GradientLeak, image_shape: tuple[int, int, int], *, idlg: bool,
-                       aux_images: Tensor | None = None, iterations: int = 150,
-                       stages: Sequence[int] = STAGES, starts: int = 256, select: int = 4,
-                       blend: int = BLEND, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Reconstruct every victim of ``leak`` (see the module's text for the method).
-
-    Args:
-        aux_images: the attacker's own images ``(M, C, H, W)`` in [0, 1]; ``starts`` of them (a
-            seeded sample) are scored for the start. None: start from uniform noise.
-        iterations: L-BFGS-B iterations per stage.
-        stages: trailing weight tensors matched in each stage (:data:`STAGES`).
-        select, blend: the start is the mean of the ``blend`` auxiliary images closest to the leak
-            over the last ``select`` weight tensors.
-
-    Returns:
-        images ``(N, C, H, W)`` in [0, 1] and the labels used (iDLG: recovered analytically; DLG:
-        the most negative entry of its learned output gradient).
-    """
-    if iterations < 1 or not stages or blend < 1 or starts < 1:
-        raise ValueError("iterations, starts and blend must be >= 1 and stages non-empty")
-    g = torch.Generator().manual_seed(seed)
-    aux = None
-    if aux_images is not None:
-        aux = aux_images[torch.randperm(len(aux_images), generator=g)[:starts].to(aux_images.device)]
-        blend = min(blend, len(aux))
+def _invert_scipy(leak: GradientLeak, image_shape: tuple[int, int, int], idlg: bool, aux: Tensor | None,
+                  iterations: int, stages: Sequence[int], select: int, blend: int, batch: int,
+                  g: torch.Generator) -> tuple[Tensor, Tensor]:
     out = [_invert_one(leak, t, image_shape, idlg, aux, iterations, stages, select, blend, g)
            for t in leak.gradients]
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
 
+# ---- batched: every victim of a batch at once, in torch ----------------------------------------
+
+class _Victims:
+    """The victims' leaks stacked per weight tensor, and the matching distance of a batch of
+    dummies, each against its own victim's leak (row ``b`` of a batch: victim ``rows[b]``)."""
+
+    def __init__(self, leak: GradientLeak) -> None:
+        self.leak = leak
+        self.owners = leak.owners(leak.weights)
+        self.targets = {i: torch.stack([g[i].detach() for g in leak.gradients]) for i in leak.weights}
+        self.norm2 = {i: (t.double() ** 2).flatten(1).sum(1).clamp(min=1e-30).to(t.dtype)
+                      for i, t in self.targets.items()}
+        # iDLG's analytic label (idlg_label) of every victim
+        self.labels = torch.stack([g[-1].detach() for g in leak.gradients]).sum(-1).argmin(-1)
+
+    def distance(self, x: Tensor, rows: Tensor, d: Tensor | None, layers: Sequence[int]) -> Tensor:
+        """``D_S`` ``(B,)`` of dummies ``x`` ``(B, C, H, W)`` against victims ``rows`` ``(B,)``
+        under output gradients ``d`` ``(B, K)`` (None: cross-entropy with the victims' iDLG
+        labels); differentiable in ``x`` and ``d``."""
+        labels = self.labels[rows]
+
+        def loss(logits: Tensor) -> Tensor:
+            return F.cross_entropy(logits, labels, reduction="none") if d is None else (logits * d).sum(1)
+        grads = per_sample_grads(self.leak.logits, x, loss, [self.owners[i] for i in layers],
+                                 create_graph=True)
+        return torch.stack([(g - self.targets[i][rows]).square().flatten(1).sum(1) / self.norm2[i][rows]
+                            for g, i in zip(grads, layers, strict=True)]).mean(0)
+
+    def start_distances(self, aux: Tensor, d: Tensor | None, layers: Sequence[int], chunk: int) -> Tensor:
+        """``D_S`` ``(N, M)`` of every auxiliary image ``(M, C, H, W)`` for every victim, first
+        order. Under output gradient ``c`` an image's gradient is ``sum_k c_k G_k`` (the logit
+        gradient basis), so ``||G c - g||^2 = c^T (G^T G) c - 2 c^T G^T g + ||g||^2``: one forward
+        and K backward passes per image serve every victim."""
+        k = self.leak.num_classes
+        out = []
+        for a in aux.split(chunk):
+            logits, basis = logit_gradient_basis(self.leak.logits, a, [self.owners[i] for i in layers])
+            if d is None:  # cross-entropy: dL/dlogits = softmax - onehot(label)
+                c = (logits.double().softmax(1)[:, None]
+                     - F.one_hot(self.labels, k).double()[None])  # (M', N, K)
+            else:
+                c = d.double()[None].expand(len(a), -1, -1)
+            total = torch.zeros(len(a), len(self.labels), dtype=torch.float64, device=a.device)
+            for basis_i, i in zip(basis, layers, strict=True):
+                b64, t = basis_i.double(), self.targets[i].flatten(1).double()
+                quad = torch.einsum("mnk,mkj,mnj->mn", c, b64 @ b64.transpose(1, 2), c)
+                cross = torch.einsum("mnk,mkn->mn", c, b64 @ t.T)
+                total += (quad - 2 * cross + t.square().sum(1)) / self.norm2[i].double()
+            out.append(total.T / len(layers))
+        return torch.cat(out, 1)
+
+
+def _solve(fun: Callable[[Tensor, Tensor], Tensor], v0: Tensor, lower: Tensor, upper: Tensor,
+           iterations: int, batch: int) -> Tensor:
+    """The batched L-BFGS on ``fun(v, victims)`` for every victim, ``batch`` victims at a time,
+    in float64 (as scipy's); ``v0`` ``(N, n)``; returns ``(N, n)`` in ``v0``'s dtype."""
+    out = []
+    for rows in torch.arange(len(v0), device=v0.device).split(batch):
+        def chunk_fun(v: Tensor, r: Tensor, rows: Tensor = rows) -> Tensor:
+            return fun(v.to(v0.dtype), rows[r])
+        res = lbfgsb(chunk_fun, v0[rows].double(), lower=lower.double(), upper=upper.double(),
+                     max_iter=iterations, max_eval=2 * iterations, memory=MEMORY, ftol=FTOL, gtol=GTOL)
+        out.append(res.x.to(v0.dtype))
+    return torch.cat(out)
+
+
+def _invert_torch(leak: GradientLeak, image_shape: tuple[int, int, int], idlg: bool, aux: Tensor | None,
+                  iterations: int, stages: Sequence[int], select: int, blend: int, batch: int,
+                  g: torch.Generator) -> tuple[Tensor, Tensor]:
+    victims = _Victims(leak)
+    first = leak.gradients[0][0]
+    device, dtype = first.device, first.dtype
+    n_victims, n, k = len(leak.gradients), int(np.prod(image_shape)), leak.num_classes
+    x_box = (torch.zeros(n, device=device), torch.ones(n, device=device))
+    d_box = (-torch.ones(k, device=device), torch.ones(k, device=device))
+    d: Tensor | None = None
+    if idlg and leak.output_bias is not None:
+        d = torch.stack([t[leak.output_bias].detach().reshape(k) for t in leak.gradients])
+    elif not idlg:  # DLG: a random dummy label per victim, learned by matching
+        d = (1e-3 * torch.randn((n_victims, k), generator=g)).to(device, dtype)
+
+    if aux is not None:
+        if not idlg:  # DLG learns its label first, on the auxiliary images' mean and the last layer
+            x_mean = aux.mean(0, keepdim=True)
+
+            def label_stage(v: Tensor, rows: Tensor) -> Tensor:
+                return victims.distance(x_mean.expand(len(rows), *image_shape), rows, v, leak.trailing(1))
+            assert d is not None
+            d = _solve(label_stage, d, *d_box, LABEL_ITERATIONS, batch)
+        dist = victims.start_distances(aux, d, leak.trailing(select), max(1, batch // k))
+        x = aux[dist.argsort(1)[:, :blend]].mean(1)
+    else:
+        x = torch.rand((n_victims, *image_shape), generator=g).to(device, dtype)
+
+    for stage in stages:
+        layers = leak.trailing(stage)
+        if idlg:
+            def objective(v: Tensor, rows: Tensor, layers: list[int] = layers,
+                          d: Tensor | None = d) -> Tensor:
+                return victims.distance(v.view(-1, *image_shape), rows, None if d is None else d[rows],
+                                        layers)
+            x = _solve(objective, x.flatten(1), *x_box, iterations, batch).view(-1, *image_shape)
+        else:  # the image and the dummy output gradient together
+            def joint(v: Tensor, rows: Tensor, layers: list[int] = layers) -> Tensor:
+                return victims.distance(v[:, :n].view(-1, *image_shape), rows, v[:, n:], layers)
+            assert d is not None
+            v = _solve(joint, torch.cat([x.flatten(1), d], 1), torch.cat([x_box[0], d_box[0]]),
+                       torch.cat([x_box[1], d_box[1]]), iterations, batch)
+            x, d = v[:, :n].view(-1, *image_shape), v[:, n:]
+    used = victims.labels if idlg else d.argmin(1)  # type: ignore[union-attr]
+    return x.clamp(0, 1), used
+
+
+Solver = Callable[[GradientLeak, tuple[int, int, int], bool, Tensor | None, int, Sequence[int], int, int,
+                   int, torch.Generator], tuple[Tensor, Tensor]]
+SOLVERS: dict[str, Solver] = {"torch": _invert_torch, "scipy": _invert_scipy}
+
+
+def gradient_inversion(leak: GradientLeak, image_shape: tuple[int, int, int], *, idlg: bool,
+                       aux_images: Tensor | None = None, iterations: int = 150,
+                       stages: Sequence[int] = STAGES, starts: int = 256, select: int = 4,
+                       blend: int = BLEND, batch: int = 128, solver: str = "torch",
+                       seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Reconstruct every victim of ``leak`` (see the module's text for the method).
+
+    Args:
+        aux_images: the attacker's own images ``(M, C, H, W)`` in [0, 1]; ``starts`` of them (a
+            seeded sample) are scored for the start. None: start from uniform noise.
+        iterations: L-BFGS iterations per stage (evaluations: at most twice as many).
+        stages: trailing weight tensors matched in each stage (:data:`STAGES`).
+        select, blend: the start is the mean of the ``blend`` auxiliary images closest to the leak
+            over the last ``select`` weight tensors.
+        batch: victims optimised together (``"torch"``); memory grows with it.
+        solver: a key of :data:`SOLVERS`: ``"torch"`` (batched) or ``"scipy"`` (the reference).
+
+    Returns:
+        images ``(N, C, H, W)`` in [0, 1] and the labels used ``(N,)`` (iDLG: recovered
+        analytically; DLG: the most negative entry of its learned output gradient).
+    """
+    if iterations < 1 or not stages or blend < 1 or starts < 1 or batch < 1:
+        raise ValueError("iterations, starts, blend and batch must be >= 1 and stages non-empty")
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if not leak.gradients:
+        raise ValueError("the leak holds no victims")
+    g = torch.Generator().manual_seed(seed)
+    aux = None
+    if aux_images is not None:
+        aux = aux_images[torch.randperm(len(aux_images), generator=g)[:starts].to(aux_images.device)]
+        blend = min(blend, len(aux))
+    return SOLVERS[solver](leak, image_shape, idlg, aux, iterations, stages, select, blend, batch, g)
+
+
 @dataclass(frozen=True)
 class DLGBudget(Budget):
     victims: int | None = 32  # one optimisation problem per victim
-    iterations: int = 150  # L-BFGS-B iterations per stage of the layer-wise continuation
+    iterations: int = 150  # L-BFGS iterations per stage of the layer-wise continuation
     starts: int = 256  # auxiliary images scored for the start
     stages: tuple[int, ...] = STAGES
     select: int = 4
     blend: int = BLEND
+    batch: int = 128  # victims optimised together (solver "torch")
+    solver: str = "torch"  # "scipy": scipy's L-BFGS-B one victim at a time, the reference
+
+    def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}")
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
 
 
 class DLG(Attack):
@@ -241,7 +423,7 @@ class DLG(Attack):
         images, labels = gradient_inversion(
             view.leak, view.image_shape, idlg=self.idlg, aux_images=view.aux_images,
             iterations=b.iterations, stages=b.stages, starts=b.starts, select=b.select,
-            blend=b.blend, seed=self.seed)
+            blend=b.blend, batch=b.batch, solver=b.solver, seed=self.seed)
         return Reconstruction(images, labels)
 
 

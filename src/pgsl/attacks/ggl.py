@@ -26,7 +26,6 @@ docs/findings.md#dlg-and-idlg)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +34,8 @@ from torch import Tensor, nn
 
 from pgsl.attacks.base import Attack, Budget, Reconstruction
 from pgsl.attacks.base import Budget as BaseBudget
-from pgsl.attacks.dlg import GradientLeak, idlg_label
+from pgsl.attacks.dlg import GradientLeak
+from pgsl.attacks.per_sample import logit_gradient_basis, per_sample_grads
 from pgsl.attacks.view import AttackerView, Need
 
 
@@ -83,51 +83,102 @@ def train_prior(images: Tensor, *, latent: int = 32, epochs: int = 40, batch_siz
     return prior
 
 
-def gradient_distance(leak: GradientLeak, target: Sequence[Tensor], x: Tensor, label: Tensor) -> float:
-    """Mean over parameter tensors of ``1 - cos(grad(x), leaked grad)`` (Geiping et al. 2020)."""
-    loss = F.cross_entropy(leak.logits(x), label)
-    grads = torch.autograd.grad(loss, leak.params)
-    cos = [F.cosine_similarity(g.flatten(), t.flatten(), dim=0) for g, t in zip(grads, target, strict=True)]
-    return float(1.0 - torch.stack(cos).mean())
+class _Victims:
+    """The victims' leaks stacked per parameter tensor ``(N, numel)``, their iDLG labels, and the
+    cosine distance of images to them."""
+
+    def __init__(self, leak: GradientLeak) -> None:
+        self.leak = leak
+        self.owners = list(leak.owners(range(len(leak.params))).values())
+        self.targets = [torch.stack([g[i].detach().flatten() for g in leak.gradients])
+                        for i in range(len(leak.params))]
+        self.labels = torch.stack([g[-1].detach() for g in leak.gradients]).sum(-1).argmin(-1)
+
+    def distance(self, images: Tensor, rows: Tensor) -> Tensor:
+        """``1 - mean_i cos(grad_i, g_i)`` ``(B,)`` of ``images`` ``(B, C, H, W)`` under the
+        cross-entropy of victims ``rows`` ``(B,)``'s labels, against their leaks."""
+        labels = self.labels[rows]
+        grads = per_sample_grads(self.leak.logits, images,
+                                 lambda z: F.cross_entropy(z, labels, reduction="none"), self.owners)
+        cos = [_cosine((g.flatten(1) * t[rows]).sum(1), g.flatten(1).norm(dim=1), t[rows].norm(dim=1))
+               for g, t in zip(grads, self.targets, strict=True)]
+        return 1.0 - torch.stack(cos).mean(0)
+
+    def start_distances(self, images: Tensor, chunk: int) -> Tensor:
+        """The same distance ``(N, M)`` of every image ``(M, C, H, W)`` for every victim, from the
+        logit-gradient basis (:func:`~pgsl.attacks.per_sample.logit_gradient_basis`): under
+        cross-entropy the gradient is ``G c`` with ``c = softmax - onehot(label)``, so
+        ``<G c, g> = c^T G^T g`` and ``||G c||^2 = c^T G^T G c``."""
+        k = self.leak.num_classes
+        out = []
+        for a in images.split(chunk):
+            logits, basis = logit_gradient_basis(self.leak.logits, a, self.owners)
+            c = logits.double().softmax(1)[:, None] - F.one_hot(self.labels, k).double()[None]
+            cos = torch.zeros(len(a), len(self.labels), dtype=torch.float64, device=a.device)
+            for b, t in zip(basis, self.targets, strict=True):
+                b64, t64 = b.double(), t.double()
+                dot = torch.einsum("mnk,mkn->mn", c, b64 @ t64.T)
+                sq = torch.einsum("mnk,mkj,mnj->mn", c, b64 @ b64.transpose(1, 2), c)
+                cos += _cosine(dot, sq.clamp(min=0).sqrt(), t64.norm(dim=1))
+            out.append(1.0 - cos.T / len(self.targets))
+        return torch.cat(out, 1)
 
 
-def _invert_one(leak: GradientLeak, target: Sequence[Tensor], prior: ImagePrior, starts: Tensor,
-                start_codes: Tensor, population: int, generations: int,
-                g: torch.Generator) -> tuple[Tensor, Tensor]:
-    device = starts.device
-    label = torch.tensor([idlg_label(target[-1])], device=device)
-    dist = torch.tensor([gradient_distance(leak, target, s[None], label) for s in starts])
-    best = int(dist.argmin())
-    best_d, best_z = float(dist[best]), start_codes[best].clone()
-    mean, sigma = best_z.clone(), 0.5 * start_codes.std(0).clamp(min=1e-3)
-    elite = max(2, population // 4)
-    with torch.no_grad():
-        for _ in range(generations):
-            z = mean + sigma * torch.randn((population, len(mean)), generator=g).to(device)
-            images = prior.decode(z)
-            with torch.enable_grad():
-                d = torch.tensor([gradient_distance(leak, target, x[None], label) for x in images])
-            order = d.argsort()[:elite]
-            if float(d[order[0]]) < best_d:
-                best_d, best_z = float(d[order[0]]), z[order[0]].clone()
-            chosen = z[order.to(device)]
-            mean = chosen.mean(0)
-            sigma = 0.8 * sigma + 0.2 * chosen.std(0)
-        return prior.decode(best_z[None]), label
+def _cosine(dot: Tensor, norm_a: Tensor, norm_b: Tensor, eps: float = 1e-8) -> Tensor:
+    """``F.cosine_similarity`` from a dot product and the two norms."""
+    return dot / (norm_a.clamp(min=eps) * norm_b.clamp(min=eps))
 
 
 def ggl_inversion(leak: GradientLeak, prior: ImagePrior, aux_images: Tensor, *, population: int = 32,
-                  generations: int = 40, starts: int = 256, seed: int = 0) -> tuple[Tensor, Tensor]:
+                  generations: int = 40, starts: int = 256, batch: int = 256,
+                  seed: int = 0) -> tuple[Tensor, Tensor]:
     """Reconstruct every victim of ``leak``; returns images ``(N, C, H, W)`` in [0, 1] and the
-    labels used (iDLG's). ``starts`` auxiliary images are tried as starting points."""
-    if population < 2 or generations < 0:
-        raise ValueError("population must be >= 2 and generations >= 0")
+    labels used ``(N,)`` (iDLG's). ``starts`` auxiliary images are tried as starting points.
+
+    Every victim runs its own evolution strategy (mean and step sizes ``(N, latent)``); each
+    generation's ``N x population`` candidates are decoded and scored ``batch`` images at a time
+    (per-sample gradients, :mod:`pgsl.attacks.per_sample`). A victim's answer does not depend on
+    ``batch`` or on the other victims (equal to rounding). The noise is drawn per generation,
+    ``(N, population, latent)``, from one generator seeded with ``seed``.
+    """
+    if population < 2 or generations < 0 or batch < 1:
+        raise ValueError("population must be >= 2, generations >= 0 and batch >= 1")
+    if not leak.gradients:
+        raise ValueError("the leak holds no victims")
     g = torch.Generator().manual_seed(seed)
-    pool = aux_images[torch.randperm(len(aux_images), generator=g)[:starts].to(aux_images.device)]
+    device = aux_images.device
+    pool = aux_images[torch.randperm(len(aux_images), generator=g)[:starts].to(device)]
+    victims = _Victims(leak)
+    n_victims = len(victims.labels)
     with torch.no_grad():
         codes = prior.encode(pool)
-    out = [_invert_one(leak, t, prior, pool, codes, population, generations, g) for t in leak.gradients]
-    return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+    dist = victims.start_distances(pool, max(1, batch // leak.num_classes))
+    best_d, best = dist.min(1)
+    best_z = codes[best]
+    mean = best_z.clone()
+    sigma = (0.5 * codes.std(0).clamp(min=1e-3)).expand_as(mean).clone()
+    elite = max(2, population // 4)
+    rows = torch.arange(n_victims, device=device).repeat_interleave(population)
+    for _ in range(generations):
+        noise = torch.randn((n_victims, population, prior.latent), generator=g).to(device)
+        z = mean[:, None] + sigma[:, None] * noise  # (N, population, latent)
+        flat = z.flatten(0, 1)
+        d = torch.cat([victims.distance(_decode(prior, zc), rc).detach().double()
+                       for zc, rc in zip(flat.split(batch), rows.split(batch), strict=True)])
+        order = d.view(n_victims, population).argsort(1)[:, :elite]
+        top = d.view(n_victims, population).gather(1, order[:, :1]).squeeze(1)
+        better = top < best_d
+        best_d = torch.where(better, top, best_d)
+        best_z = torch.where(better[:, None], z[torch.arange(n_victims, device=device), order[:, 0]], best_z)
+        chosen = z.gather(1, order[..., None].expand(-1, -1, z.shape[-1]))
+        mean = chosen.mean(1)
+        sigma = 0.8 * sigma + 0.2 * chosen.std(1)
+    return _decode(prior, best_z), victims.labels
+
+
+def _decode(prior: ImagePrior, z: Tensor) -> Tensor:
+    with torch.no_grad():
+        return prior.decode(z)
 
 
 @dataclass(frozen=True)
@@ -137,6 +188,7 @@ class GGLBudget(Budget):
     population: int = 32
     generations: int = 40
     starts: int = 256  # auxiliary images tried as the search's start
+    batch: int = 256  # candidate images scored per per-sample-gradient pass (victims x population)
 
 
 class GGL(Attack):
@@ -161,5 +213,6 @@ class GGL(Attack):
         if key not in self._priors:
             self._priors[key] = train_prior(aux, epochs=b.prior_epochs, seed=self.seed)
         images, labels = ggl_inversion(view.leak, self._priors[key], aux, population=b.population,
-                                       generations=b.generations, starts=b.starts, seed=self.seed)
+                                       generations=b.generations, starts=b.starts, batch=b.batch,
+                                       seed=self.seed)
         return Reconstruction(images, labels)

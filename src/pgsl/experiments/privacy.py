@@ -29,6 +29,7 @@ from torch import Tensor
 
 from pgsl.attacks import Attack, AttackerView, Need, get_attack, parse_budget, reconstruction_scores
 from pgsl.attacks.dlg import GradientLeak
+from pgsl.attacks.view import CloneFactory, PipelineClone
 from pgsl.checkpoint import save_checkpoint, write_text
 from pgsl.data import to_float
 from pgsl.experiments.figures import save_grid
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["PAPER_MSE", "PrivacyConfig", "attacker_views", "evaluate_privacy", "privacy"]
 
-DEFAULT_ATTACKS = ("mean", "mia", "gan", "activation", "dlg", "idlg", "ggl")
+DEFAULT_ATTACKS = ("mean", "mia", "gan", "activation", "unsplit", "dlg", "idlg", "ggl")
 # Paper Table I (MSE; the paper does not state its pixel scale). Keys: (attack, defence, target).
 _PAPER_MNIST = {("mia", "none"): 0.08, ("dlg", "none"): 0.12, ("idlg", "none"): 0.048,
                 ("gan", "none"): 0.056, ("dlg", "pgsl"): 0.24, ("idlg", "pgsl"): 0.22,
@@ -99,7 +100,9 @@ def _batched(fn: Callable[[Tensor], Tensor], x: Tensor, size: int = 256) -> Tens
 def gradient_leak(run: Run, x: Tensor, y: Tensor) -> GradientLeak:
     """Each victim's training-step gradients (batch size 1), taken by the evaluator from the real
     pipeline -- the defence's encoding and perturbation included -- in inference mode (BatchNorm
-    running statistics, no dropout), with the attacker's white-box model of that step."""
+    running statistics, no dropout), with the attacker's white-box model of that step: a batched
+    map (each image's logits from that image alone) and the modules holding the parameters, for
+    per-sample gradients."""
     assert run.server is not None
     client, model = run.client, run.server.model
     last = model.output_layer()
@@ -116,10 +119,11 @@ def gradient_leak(run: Run, x: Tensor, y: Tensor) -> GradientLeak:
     def logits(xd: Tensor) -> Tensor:
         a = client.observe(xd)
         if not torch.isfinite(a).all():  # an L-BFGS trial point far outside the image range
-            raise FloatingPointError("the dummy image's activations are not finite")
+            raise FloatingPointError("the dummy images' activations are not finite")
         return model.client_path(a)
     output_bias = next((i for i, p in enumerate(params) if p is last.bias), None)
-    return GradientLeak(grads, params, logits, model.num_classes, output_bias)
+    return GradientLeak(grads, params, logits, model.num_classes, output_bias,
+                        modules=(client.segment, *model.client_path_modules()))
 
 
 def _through(observe: Callable[[Tensor], Tensor], server_map: Callable[[Tensor], Tensor]
@@ -131,23 +135,53 @@ def _through(observe: Callable[[Tensor], Tensor], server_map: Callable[[Tensor],
     return path
 
 
+def _clone_factory(run: Run, server_map: Callable[[Tensor], Tensor] | None = None) -> CloneFactory:
+    """What an attacker who knows only the client's architecture can build: ``seed -> `` a fresh
+    copy of the run's client pipeline (:class:`~pgsl.attacks.view.PipelineClone`), then, for a
+    server observable, ``server_map`` with the gradient straight through it (as ``_through``).
+
+    The copy is a new :class:`~pgsl.client.party.ClientParty` from the run's config, initialised
+    under ``seed``: an untrained segment, and the defence's own code with fresh state (PGSL's
+    surrogate untrained: its code is public, the client's data is not); a noise defence draws its
+    noise when the clone is called. Its fitted weights are the segment's; its weight-free stage
+    is the defence's differentiable encoding, so ``clone(x)`` is ``party.observe(x)`` (then the
+    server's map)."""
+    from pgsl.client.party import ClientParty
+
+    channels, num_classes = run.dataset.channels, len(run.dataset.classes)
+
+    def make(seed: int) -> PipelineClone:
+        with torch.random.fork_rng(devices=[]):  # modules are initialised on the CPU, then moved
+            torch.manual_seed(seed)
+            party = ClientParty(run.cfg, channels, num_classes, run.device)
+
+        def send(code: Tensor) -> Tensor:
+            party.segment.eval()  # inference, as party.observe: BatchNorm's running statistics
+            return party.send(code)
+        fit = send if server_map is None else _through(send, server_map)
+        return PipelineClone(party.defense.encode_differentiable, fit, party.segment)
+    return make
+
+
 def attacker_views(run: Run, victims: Tensor, victim_labels: Tensor, aux: Tensor,
                    leak_victims: int) -> list[AttackerView]:
     """One view per target of the run: the cut, then each server observable. The client is
     queried once; a server observable is derived from the same cut observations, as the server
     derives it. Leaked gradients (of the first ``leak_victims``) exist at the cut only: no client
-    gradient flows from what the server derives."""
+    gradient flows from what the server derives. Every view carries a :func:`_clone_factory` of
+    its target's pipeline (architecture-only attacks)."""
     assert run.server is not None
     client, model = run.client, run.server.model
     observed, aux_observed = _batched(client.query, victims), _batched(client.query, aux)
     k = min(leak_victims, len(victims))
     leak = gradient_leak(run, victims[:k], victim_labels[:k]) if k else None
-    views = [AttackerView("cut", observed, aux, aux_observed, client.observe, leak)]
+    views = [AttackerView("cut", observed, aux, aux_observed, client.observe, leak, _clone_factory(run))]
     for name, server_map in model.observables().items():
         with torch.no_grad():
             views.append(AttackerView(name, _batched(server_map, observed), aux,
                                       _batched(server_map, aux_observed),
-                                      _through(client.observe, server_map)))
+                                      _through(client.observe, server_map),
+                                      clone=_clone_factory(run, server_map)))
     return views
 
 
