@@ -481,3 +481,19 @@ def test_frontier_cli_trains_attacks_plots_and_resumes_from_its_cache(tmp_path: 
     bad_cmd = [c if c != "0.55" else "x" for c in cmd]
     bad = subprocess.run(bad_cmd, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "comma-separated numbers" in bad.stderr
+
+
+def test_seeds_repeat_the_protocol_and_report_the_spread_of_the_per_seed_means(
+        runs: dict[str, Path], tmp_path: Path) -> None:
+    base = PrivacyConfig(victims=8, aux=64, attacks=("mean", "mia"), budgets={"mia": {"epochs": 1}})
+    single = [privacy([runs["none"]], tmp_path / str(s), dataclasses.replace(base, seed=s)) for s in (0, 1)]
+    rows = privacy([runs["none"]], tmp_path / "both", dataclasses.replace(base, seeds=2))
+    assert [(r.attack, r.seeds) for r in rows] == [("mean", 2), ("mia", 2)]
+    for i, r in enumerate(rows):
+        per_seed = [single[0][i].mse_mean, single[1][i].mse_mean]
+        assert r.mse_mean == pytest.approx(sum(per_seed) / 2, abs=2e-6)
+        assert r.mse_seed_std == pytest.approx(float(torch.tensor(per_seed).std()), abs=2e-6)
+        assert r.mse_seed_std is not None and r.mse_seed_std > 0  # another sample, another score
+    assert read_rows(tmp_path / "both" / "table1.json", PrivacyRow) == rows
+    assert "seeds 0..1" in (tmp_path / "both" / "table1.md").read_text()
+    assert all(r.seeds == 1 and r.mse_seed_std is None for r in single[0])

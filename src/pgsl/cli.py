@@ -184,6 +184,8 @@ def privacy(
                                       "or activation.victims=32 (repeatable; `pgsl attacks` lists "
                                       "the knobs)."),
     seed: int = typer.Option(0),
+    seeds: int = typer.Option(1, help="Repeat with seeds SEED..SEED+N-1 (victims' sample, attacks' "
+                              "initialisation); cells report the std of the per-seed means too."),
 ) -> None:
     """Table I: run the adversary's inversion attacks against trained runs and score them."""
     from pgsl.experiments.privacy import PrivacyConfig
@@ -198,7 +200,8 @@ def privacy(
             per_attack.setdefault(attack, {})[knob] = value
         names = {} if attacks is None else {
             "attacks": tuple(a.strip() for a in attacks.split(",") if a.strip())}
-        pc = PrivacyConfig(victims=victims, aux=aux, seed=seed, budgets=per_attack, **names)
+        pc = PrivacyConfig(victims=victims, aux=aux, seed=seed, seeds=seeds, budgets=per_attack,
+                           **names)
         rows = run_privacy(runs, out, pc, device=device)
     except USER_ERRORS as e:
         _fail(e)
@@ -207,7 +210,8 @@ def privacy(
     for col in ("defence", "target", "attack", "n", "MSE", "PSNR", "SSIM", "paper MSE"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.defense, r.target, r.attack, str(r.n_victims), f"{r.mse_mean:.4f}",
+        mse = f"{r.mse_mean:.4f}" + ("" if r.mse_seed_std is None else f" ± {r.mse_seed_std:.4f}")
+        table.add_row(r.defense, r.target, r.attack, str(r.n_victims), mse,
                       f"{r.psnr_mean:.2f}", f"{r.ssim_mean:.3f}",
                       "" if r.paper_mse is None else str(r.paper_mse))
     console.print(table)

@@ -69,17 +69,19 @@ PAPER_MSE = {"mnist": _paper_keys(_PAPER_MNIST), "mias": _paper_keys(_PAPER_MIAS
 class PrivacyConfig:
     """The Table I protocol. ``victims``: the seeded sample every attack draws from (each attack
     takes the first ``victims`` of its budget); ``budgets``: per attack, knobs of its ``Budget``
-    dataclass (e.g. ``{"dlg": {"iterations": 40}}``)."""
+    dataclass (e.g. ``{"dlg": {"iterations": 40}}``); ``seeds``: the protocol is repeated with
+    seeds ``seed .. seed + seeds - 1`` (the victims' sample and the attacks' initialisation)."""
 
     victims: int = 500
     aux: int | None = None  # None: the first half of the official test set
     seed: int = 0
+    seeds: int = 1
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
     budgets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.victims < 1:
-            raise ValueError(f"victims must be >= 1, got {self.victims}")
+        if self.victims < 1 or self.seeds < 1:
+            raise ValueError(f"victims and seeds must be >= 1, got {self.victims} and {self.seeds}")
         for name in (*self.attacks, *self.budgets):
             get_attack(name)
         self.build()  # refuse an unknown budget knob now, not after the training stage
@@ -235,6 +237,36 @@ def evaluate_privacy(run_dir: Path, pc: PrivacyConfig, device: str = "cpu",
     return rows, skipped
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _over_seeds(per_seed: list[list[PrivacyRow]]) -> list[PrivacyRow]:
+    """One row per cell from the rows of each seed (same cells, same order): means and per-victim
+    stds averaged over the seeds, and the std of the per-seed means beside them."""
+    if len(per_seed) == 1:
+        return per_seed[0]
+    out = []
+    for cell in zip(*per_seed, strict=True):
+        keys = {(r.run, r.target, r.attack) for r in cell}
+        if len(keys) != 1:
+            raise RuntimeError(f"seeds scored different cells: {sorted(keys)}")
+        first = cell[0]
+
+        def spread(name: str, cell: tuple[PrivacyRow, ...] = cell) -> float:
+            return round(float(torch.tensor([getattr(r, name) for r in cell]).std()), 6)
+
+        labels = [r.label_accuracy for r in cell if r.label_accuracy is not None]
+        out.append(dataclasses.replace(
+            first, **{f: round(_mean([getattr(r, f) for r in cell]), 6) for f in
+                      ("mse_mean", "mse_std", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std")},
+            label_accuracy=round(_mean(labels), 4) if labels else None,
+            seconds=round(sum(r.seconds for r in cell), 1), seeds=len(cell),
+            mse_seed_std=spread("mse_mean"), psnr_seed_std=spread("psnr_mean"),
+            ssim_seed_std=spread("ssim_mean")))
+    return out
+
+
 def _save_view(out: Path, name: str, kind: str, view: AttackerView, victims: Tensor, labels: Tensor,
                recons: dict[str, Tensor]) -> None:
     """Fig. 4's grid for one target, and its reconstructions for Table II's "trained on
@@ -253,7 +285,11 @@ def protocol(pc: PrivacyConfig, attacks: list[Attack], skipped: list[str]) -> st
     budgets = "; ".join(
         f"{a.title}: " + ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(a.budget).items())
         for a in attacks)
-    text = (f"Victims: a seeded sample (seed {pc.seed}) of up to {pc.victims} of each run's training "
+    seeds = (f"seed {pc.seed}" if pc.seeds == 1 else
+             f"seeds {pc.seed}..{pc.seed + pc.seeds - 1}, each also seeding the attacks; a cell's "
+             "scores are means over the seeds of the per-seed mean ± per-victim std, with the std of "
+             "the per-seed means after the slash")
+    text = (f"Victims: a seeded sample ({seeds}) of up to {pc.victims} of each run's training "
             "images; each attack takes the first `victims` of its budget (None: all). Attacker's "
             f"auxiliary data: {'the first half' if pc.aux is None else f'the first {pc.aux} images'} "
             "of the official test set (disjoint from the victims), queried through the trained client "
@@ -268,6 +304,10 @@ def protocol(pc: PrivacyConfig, attacks: list[Attack], skipped: list[str]) -> st
     return text
 
 
+def _seed_std(value: float | None, digits: int) -> str:
+    return "" if value is None else f" / {value:.{digits}f}"
+
+
 def write_table(rows: list[PrivacyRow], out: Path, pc: PrivacyConfig, attacks: list[Attack],
                 skipped: list[str]) -> None:
     """``table1.csv``, ``table1.md`` and ``table1.json`` (rows + protocol), each written atomically."""
@@ -278,8 +318,10 @@ def write_table(rows: list[PrivacyRow], out: Path, pc: PrivacyConfig, attacks: l
              "| dataset | defence | target | attack | n | MSE | PSNR (dB) | SSIM | paper MSE |",
              "|---|---|---|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r.dataset} | {r.defense} | {r.target} | {titles.get(r.attack, r.attack)} | {r.n_victims} "
-              f"| {r.mse_mean:.4f} ± {r.mse_std:.4f} | {r.psnr_mean:.2f} ± {r.psnr_std:.2f} "
-              f"| {r.ssim_mean:.3f} ± {r.ssim_std:.3f} | {'' if r.paper_mse is None else r.paper_mse} |"
+              f"| {r.mse_mean:.4f} ± {r.mse_std:.4f}{_seed_std(r.mse_seed_std, 4)} "
+              f"| {r.psnr_mean:.2f} ± {r.psnr_std:.2f}{_seed_std(r.psnr_seed_std, 2)} "
+              f"| {r.ssim_mean:.3f} ± {r.ssim_std:.3f}{_seed_std(r.ssim_seed_std, 3)} "
+              f"| {'' if r.paper_mse is None else r.paper_mse} |"
               for r in rows]
     write_text(out / "table1.md", "\n".join(lines) + "\n")
     write_rows(out / "table1.csv", rows)
@@ -288,17 +330,23 @@ def write_table(rows: list[PrivacyRow], out: Path, pc: PrivacyConfig, attacks: l
 
 
 def privacy(runs: list[Path], out: Path, pc: PrivacyConfig, device: str = "cpu") -> list[PrivacyRow]:
-    """Evaluate every run, then write the table and the grids into ``out``."""
+    """Evaluate every run (under each seed), then write the table and the grids into ``out`` (the
+    grids and saved reconstructions are the first seed's)."""
     out.mkdir(parents=True, exist_ok=True)
-    attacks = pc.build()
+    configs = [dataclasses.replace(pc, seed=pc.seed + k, seeds=1) for k in range(pc.seeds)]
+    attacks = [c.build() for c in configs]  # one set per seed, each reused across the runs
     rows: list[PrivacyRow] = []
     skipped: list[str] = []
     t0 = time.perf_counter()
     for run_dir in runs:
-        more, left_out = evaluate_privacy(run_dir, pc, device, grid_dir=out, attacks=attacks)
-        rows += more
+        per_seed = []
+        for k, c in enumerate(configs):
+            more, left_out = evaluate_privacy(run_dir, c, device, grid_dir=out if k == 0 else None,
+                                              attacks=attacks[k])
+            per_seed.append(more)
+        rows += _over_seeds(per_seed)
         skipped += left_out
-        write_table(rows, out, pc, attacks, skipped)  # a kill later keeps the runs already scored
+        write_table(rows, out, pc, attacks[0], skipped)  # a kill later keeps the runs already scored
     log.info("Table I: %d runs in %.0f s", len(runs), time.perf_counter() - t0)
     if not math.isfinite(sum(r.mse_mean for r in rows)):
         raise RuntimeError("a reconstruction score is not finite")

@@ -41,6 +41,12 @@ class PrivacyRow:
     label_accuracy: float | None  # attacks that recover labels
     seconds: float
     run: str
+    # over seeds (``pgsl privacy --seeds N``): the means and per-victim stds above are averaged
+    # over the seeds; these are the standard deviations of the per-seed means (None: one seed)
+    seeds: int = 1
+    mse_seed_std: float | None = None
+    psnr_seed_std: float | None = None
+    ssim_seed_std: float | None = None
 
 
 @dataclass(frozen=True)
