@@ -164,3 +164,23 @@ def test_cli_hijack_writes_the_table_and_refuses_bad_options(runs: dict[str, Pat
     assert row.defense == "pgsl" and row.steps == 6 and [p["step"] for p in row.curve] == [3, 6]
     bad = CliRunner().invoke(app, ["hijack", str(runs["pgsl"]), "--out", str(tmp_path), "--steps", "0"])
     assert bad.exit_code != 0 and "steps" in bad.output and "Traceback" not in bad.output
+
+
+def test_train_with_guard_keeps_the_detector_state_in_the_checkpoint(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pgsl.checkpoint import load_checkpoint
+    from pgsl.cli import app
+
+    args = ["train", "--preset", TINY, "--out", str(tmp_path / "run"), "--defense", "none", "--guard",
+            "--set", "guard.warmup=2", "--set", "guard.p_fake=0.5", "--limit-train", "128"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt", torch.device("cpu"))
+    assert state["guard"]["steps"] == 128 // 32  # every step went through the detector
+    assert state["guard"]["sets"]["fakes"]["count"] + state["guard"]["sets"]["r1"]["count"] \
+        + state["guard"]["sets"]["r2"]["count"] == 128 // 32 - 2
+    res = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run"), "--resume", "--epochs", "2"])
+    assert res.exit_code == 0, res.output
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt", torch.device("cpu"))
+    assert state["guard"]["steps"] == 2 * (128 // 32)  # resumed where it stopped

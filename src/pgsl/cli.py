@@ -139,13 +139,18 @@ def train(
                                               "the defence, e.g. scale=0.5 for noise (repeatable)."),
     settings: list[str] = typer.Option([], "--set", help="section.key=value, e.g. recovery.svt=auto "
                                        "(repeatable; any field of the preset)."),
+    guard: bool = typer.Option(False, "--guard", help="SplitGuard on the client: stop when the "
+                               "server's gradients do not depend on the labels (a hijack)."),
 ) -> None:
     """Train a split model with a defence: PGSL (client attack + down-sampling + conv1-2 | APG
     recovery + 3 streams + fusion) or any other registered one (`pgsl defenses`)."""
+    from pgsl.client.splitguard import HijackDetected
     from pgsl.experiments.train import train_run
 
     try:
         cfg = _overrides(load_preset(preset), dataset, data_dir, limit_train, limit_test)
+        if guard:
+            cfg = cfg.replace(guard={"splitguard": True})
         if image_size is not None and image_size % 2:
             raise ValueError(f"--image-size must be even, got {image_size}")
         cfg = cfg.replace(
@@ -160,7 +165,7 @@ def train(
             console.print(f"resuming {out} with its saved configuration")
         metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),
                             epochs=epochs)
-    except USER_ERRORS as e:
+    except USER_ERRORS + (HijackDetected,) as e:
         _fail(e)
         return
     console.print(_accuracy_table(f"{metrics['dataset']} test accuracy after "
@@ -545,10 +550,13 @@ def client(
     device: str = typer.Option("cpu"),
     seed: int | None = typer.Option(None),
     resume: bool = typer.Option(False, "--resume"),
+    guard: bool = typer.Option(False, "--guard", help="SplitGuard: stop when the server's gradients "
+                               "do not depend on the labels sent (a hijacking server)."),
 ) -> None:
     """Train this site's client segment against a remote server (its data never leaves)."""
     import torch
 
+    from pgsl.client.splitguard import HijackDetected
     from pgsl.experiments.train import train_run
     from pgsl.transport.client import GrpcChannel, TransportError
 
@@ -561,12 +569,14 @@ def client(
         cfg = _overrides(load_preset(preset), dataset, data_dir, limit_train, limit_test)
         if seed is not None:
             cfg = cfg.replace(train={"seed": seed})
+        if guard:
+            cfg = cfg.replace(guard={"splitguard": True})
         with GrpcChannel(server_address, site=site, tls_dir=tls, wire_dtype=wire[wire_dtype],
                          retries=retries) as channel:
             metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),
                                 epochs=epochs, channel=channel)
             sent = channel.bytes_sent
-    except USER_ERRORS + (TransportError,) as e:
+    except USER_ERRORS + (TransportError, HijackDetected) as e:
         _fail(e)
         return
     samples = metrics["n_train"] * (metrics["epochs"]) + metrics["n_test"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,30 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    """The client's hijack detector, SplitGuard (:mod:`pgsl.client.splitguard`): on when
+    ``splitguard`` (``pgsl train --guard``), and its knobs."""
+
+    splitguard: bool = False
+    p_fake: float = 0.1  # probability that a batch after the warm-up is sent as a fake one
+    warmup: int = 20  # regular steps before the first fake batch (the paper's N)
+    min_fakes: int = 10  # fake batches scored before a decision, and the window of the mean
+    threshold: float = 0.5  # flag when the mean score falls below it
+    mult: float = 5.0  # squashing: sigmoid(mult * x) ** exp (the paper's choice)
+    exp: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.p_fake < 1 or self.warmup < 0 or self.min_fakes < 1 or not 0 < self.threshold < 1:
+            raise ValueError(f"SplitGuard needs 0 < p_fake < 1, warmup >= 0, min_fakes >= 1 and "
+                             f"0 < threshold < 1, got {self}")
+
+    @property
+    def expected_steps(self) -> int:
+        """About how many steps a hijack takes to be flagged."""
+        return self.warmup + math.ceil(self.min_fakes / self.p_fake)
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     defense: DefenseConfig = field(default_factory=DefenseConfig)
@@ -116,6 +141,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
     def replace(self, **sections: dict[str, Any]) -> Config:
         """A copy with some fields of some sections replaced: ``cfg.replace(train={"epochs": 3})``."""
@@ -142,6 +168,7 @@ _SECTION_TYPES = {
     "model": ModelConfig,
     "fusion": FusionConfig,
     "train": TrainConfig,
+    "guard": GuardConfig,
 }
 
 

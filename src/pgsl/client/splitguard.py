@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from pgsl.client.party import ClientParty
+from pgsl.config import GuardConfig
 from pgsl.split.channel import Channel
 from pgsl.split.messages import Gradient, Scores
 
@@ -43,24 +44,8 @@ class HijackDetected(RuntimeError):
     """The server's gradients are not those of an honest task; training must stop."""
 
 
-@dataclass(frozen=True)
-class SplitGuardParams:
-    p_fake: float = 0.1  # probability that a batch after the warm-up is sent as a fake one
-    warmup: int = 20  # regular steps before the first fake batch (the paper's N)
-    min_fakes: int = 10  # fake batches scored before a decision, and the window of the mean
-    threshold: float = 0.5  # flag when the mean score falls below it
-    mult: float = 5.0  # squashing: sigmoid(mult * x) ** exp (the paper's choice)
-    exp: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.p_fake < 1 or self.warmup < 0 or self.min_fakes < 1 or not 0 < self.threshold < 1:
-            raise ValueError(f"SplitGuard needs 0 < p_fake < 1, warmup >= 0, min_fakes >= 1 and "
-                             f"0 < threshold < 1, got {self}")
-
-    @property
-    def expected_steps(self) -> int:
-        """About how many steps a hijack takes to be flagged."""
-        return self.warmup + math.ceil(self.min_fakes / self.p_fake)
+# the knobs are the config's [guard] section (``pgsl train --guard``); ``splitguard`` is ignored here
+SplitGuardParams = GuardConfig
 
 
 def _angle(u: Tensor, v: Tensor) -> float:

@@ -20,10 +20,11 @@ import torch
 from pgsl import __version__
 from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_json
 from pgsl.client.party import ClientParty
+from pgsl.client.splitguard import GuardedClient, SplitGuard
 from pgsl.config import Config, load_config, save_config
 from pgsl.data import Dataset, load_dataset
 from pgsl.split.channel import Channel, InProcessChannel
-from pgsl.split.trainer import EpochStats, evaluate, train_epoch
+from pgsl.split.trainer import EpochStats, Learner, evaluate, train_epoch
 
 if TYPE_CHECKING:
     from pgsl.server.party import ServerParty
@@ -84,6 +85,9 @@ class Run:
             self.server = ServerParty(cfg, k, device)
             channel = InProcessChannel(self.server)
         self.channel: Channel = channel
+        # the client's hijack detector, when the config turns it on; training steps go through it
+        self.guard = SplitGuard(cfg.guard, seed=cfg.train.seed) if cfg.guard.splitguard else None
+        self.learner: Learner = self.client if self.guard is None else GuardedClient(self.client, self.guard)
 
     def join(self) -> None:
         """For a remote server: check the model fits and continue after the site's last step."""
@@ -105,6 +109,7 @@ class Run:
             "epoch": epoch,
             "client": self.client.state_dict(),
             "server": self.server.state_dict() if self.server else {},
+            "guard": self.guard.state_dict() if self.guard else None,
             "history": history,
             "train_seconds": train_seconds,
             "rng": rng,
@@ -118,6 +123,8 @@ class Run:
             if not state["server"]:
                 raise ValueError("this checkpoint holds no server state (it was written by a site)")
             self.server.load_state_dict(state["server"])
+        if self.guard is not None and state.get("guard") is not None:
+            self.guard.load_state_dict(state["guard"])
         # RNG states must be CPU byte tensors, whatever map_location moved them to
         torch.set_rng_state(state["rng"]["cpu"].cpu())
         if self.device.type == "cuda" and "cuda" in state["rng"]:
@@ -186,7 +193,7 @@ def train_run(
         t0 = time.perf_counter()
         tick = reporter.task(f"epoch {epoch}/{t.epochs}", len(dataset.train))
         stats = train_epoch(
-            run.client, run.channel, dataset.train, batch_size=t.batch_size,
+            run.learner, run.channel, dataset.train, batch_size=t.batch_size,
             shuffle_seed=t.seed * 1000 + epoch, progress=tick,
         )
         reporter.done()
