@@ -40,7 +40,7 @@ def train(out: Path, tiny: bool) -> Path:
     cfg = load_preset("quick").replace(data={"limit_train": 512 if tiny else 6000},
                                        defense={"kind": "none"})
     if tiny:
-        cfg = cfg.replace(model={"width": 8, "hidden": 32, "pool": 2}, train={"eval_batch_size": 128})
+        cfg = cfg.replace(data={"limit_test": 128}, model={"width": 8, "hidden": 32, "pool": 2})
     train_run(cfg, out)
     return out
 
@@ -55,11 +55,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128, help="victims per batch (torch solver)")
     ap.add_argument("--attacks", nargs="+", default=["dlg", "idlg"], choices=["dlg", "idlg"])
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--tiny", action="store_true", help="a correctness run in seconds")
     args = ap.parse_args()
     if args.tiny:
         args.victims, args.iterations, args.starts, args.stages = 3, 3, 16, [2, 0]
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -16,7 +16,7 @@ from torch import nn
 
 from pgsl.attacks.dlg import DLGBudget, GradientLeak, gradient_inversion
 from pgsl.attacks.ggl import ImagePrior, ggl_inversion
-from pgsl.attacks.lbfgs import CONVERGED, LINE_SEARCH, NOT_FINITE, lbfgsb
+from pgsl.attacks.lbfgs import CONVERGED, LINE_SEARCH, NOT_FINITE, _Memory, lbfgsb
 from pgsl.attacks.per_sample import logit_gradient_basis, parameter_owners, per_sample_grads
 from pgsl.client.party import ClientParty
 from pgsl.config import load_preset
@@ -44,6 +44,7 @@ def _net() -> nn.Module:
     return net.eval()
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 def test_per_sample_gradients_match_a_loop_of_autograd_to_second_order() -> None:
     net, b = _net(), 5
     params = list(net.parameters())
@@ -123,17 +124,54 @@ def _quadratics(n_batch: int, n: int, seed: int = 0) -> tuple[torch.Tensor, torc
     return q, b, x_star
 
 
+def test_the_compact_l_bfgs_matrix_equals_the_two_loop_recursion() -> None:
+    """``H g`` from the kept pairs' inner products (the solver's) against the two-loop recursion
+    written out per problem, through a full ring buffer, a rejected pair and a dropped memory."""
+    g = torch.Generator().manual_seed(0)
+    n_batch, n, memory = 5, 12, 4
+    mem = _Memory(n_batch, n, memory, torch.zeros(1, dtype=torch.float64))
+    kept: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(n_batch)]
+    for step in range(11):
+        s = torch.randn(n_batch, n, generator=g, dtype=torch.float64)
+        noise = torch.randn(n_batch, n, generator=g, dtype=torch.float64)
+        y = 2 * s + 0.3 * s.sum(1, keepdim=True) + 0.01 * noise
+        if step == 6:
+            y[1] = -s[1]  # negative curvature: not kept
+        where = torch.rand(n_batch, generator=g) < 0.8
+        mem.push(where, s, y, 2.2e-16)
+        for b in range(n_batch):
+            if where[b] and float(s[b] @ y[b]) > 0:
+                kept[b] = (kept[b] + [(s[b], y[b])])[-memory:]
+        if step == 8:
+            mem.forget(torch.arange(n_batch) == 2)
+            kept[2] = []
+    v = torch.randn(n_batch, n, generator=g, dtype=torch.float64)
+    got = mem.inverse_hessian_times(v)
+    assert {len(k) for k in kept} >= {2, 4}
+    for b in range(n_batch):
+        q, alphas = v[b].clone(), []
+        for s_j, y_j in reversed(kept[b]):
+            a = (s_j @ q) / (s_j @ y_j)
+            q -= a * y_j
+            alphas.append((s_j, y_j, a))
+        if kept[b]:
+            q *= (kept[b][-1][0] @ kept[b][-1][1]) / (kept[b][-1][1] @ kept[b][-1][1])
+        for s_j, y_j, a in reversed(alphas):
+            q += (a - (y_j @ q) / (s_j @ y_j)) * s_j
+        torch.testing.assert_close(got[b], q, rtol=0, atol=1e-13)
+
+
 def test_batched_lbfgs_finds_the_planted_minimiser_of_box_constrained_quadratics() -> None:
     q, b, x_star = _quadratics(6, 30)
 
     def fun(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return 0.5 * torch.einsum("bi,bij,bj->b", x, q[rows], x) - (b[rows] * x).sum(1)
-    res = lbfgsb(fun, torch.zeros_like(b), lower=-1.0, upper=1.0, max_iter=500, ftol=0.0, gtol=1e-10)
+    res = lbfgsb(fun, torch.zeros_like(b), lower=-1.0, upper=1.0, max_iter=500, ftol=1e-15, gtol=1e-9)
     assert (res.status == CONVERGED).all(), res.status
     assert (res.x - x_star).abs().max() < 1e-6
     # one problem alone: the same iterates (no problem reads another's state)
     alone = lbfgsb(lambda x, rows: fun(x, rows + 2), torch.zeros_like(b[2:3]), lower=-1.0, upper=1.0,
-                   max_iter=500, ftol=0.0, gtol=1e-10)
+                   max_iter=500, ftol=1e-15, gtol=1e-9)
     assert torch.equal(alone.iterations, res.iterations[2:3])
     torch.testing.assert_close(alone.x, res.x[2:3], rtol=0, atol=1e-12)
 

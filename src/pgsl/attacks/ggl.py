@@ -20,6 +20,11 @@ Contract: :func:`train_prior` fits an :class:`ImagePrior` (``(B, C, H, W)`` in [
   ``1 - mean_i cos(grad_i(decode(z)), g_i)`` over the parameter tensors ``i``;
 - the answer is the decoded best code.
 
+Batched over victims: each victim runs its own evolution strategy, and one generation's
+candidates of every victim (``victims x population`` images) are scored together, ``batch`` at a
+time, by per-sample gradients (:mod:`pgsl.attacks.per_sample`); the starts by one backward pass
+per class (:func:`~pgsl.attacks.per_sample.logit_gradient_basis`).
+
 Measured behaviour: docs/findings.md#ggl (and, for pixel-space matching on this network,
 docs/findings.md#dlg-and-idlg)
 """
@@ -183,6 +188,10 @@ def _decode(prior: ImagePrior, z: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class GGLBudget(Budget):
+    """GGL's knobs (:func:`train_prior`, :func:`ggl_inversion`). Cost: ``generations x
+    population`` per-sample gradient evaluations per victim (first order, every leaked tensor),
+    ``batch`` images per pass, plus ``starts`` forward and ``starts x K`` backward passes."""
+
     victims: int | None = 32
     prior_epochs: int = 40  # the auxiliary-image autoencoder's training
     population: int = 32

@@ -65,12 +65,13 @@ def parameter_owners(modules: Iterable[nn.Module], params: Sequence[Tensor]) -> 
 
 
 def _conv_input(m: nn.Conv2d, h: Tensor) -> tuple[Tensor, tuple[int, int]]:
-    """``h`` padded as the convolution pads it, and the padding left for ``unfold``."""
+    """``h`` and the padding to give the weight gradient: a string padding (``"same"``) applied
+    here, as ``F.conv2d`` applies it (the odd extra pixel after)."""
     if not isinstance(m.padding, str):
         return h, (int(m.padding[0]), int(m.padding[1]))
     if m.padding == "valid":
         return h, (0, 0)
-    pad: list[int] = []  # "same": the odd extra pixel goes after, as in F.conv2d
+    pad: list[int] = []
     for k, d in reversed(list(zip(m.kernel_size, m.dilation, strict=True))):
         total = d * (k - 1)
         pad += [total // 2, total - total // 2]
