@@ -62,7 +62,7 @@ def test_a_new_defence_is_one_class_and_one_registry_entry(tmp_path: Path,
 
 def test_no_module_outside_the_defences_tests_a_defence_name() -> None:
     root = Path(pgsl.__file__).parent
-    pattern = re.compile(r"kind *[!=]= *['\"](pgsl|none|noise|nopeek)")
+    pattern = re.compile(r"kind *[!=]= *['\"](pgsl|none|noise|nopeek|dp|mid|ressfl)")
     hits = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py") if "defenses" not in p.parts
             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not hits
@@ -106,8 +106,8 @@ def test_nopeek_changes_the_client_update() -> None:
 
 
 def test_defence_config_errors_are_clear() -> None:
-    with pytest.raises(ValueError, match="unknown defence 'dp'; choose one of pgsl, none, noise, nopeek"):
-        TINY.replace(defense={"kind": "dp"})
+    with pytest.raises(ValueError, match="unknown defence 'dpx'; choose one of pgsl, none, noise, nopeek"):
+        TINY.replace(defense={"kind": "dpx"})
     with pytest.raises(ValueError, match="option scale must be a float"):
         TINY.replace(defense={"kind": "noise", "params": {"scale": "big"}})
     with pytest.raises(ValueError, match="noise scale must be >= 0"):

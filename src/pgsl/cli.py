@@ -171,6 +171,14 @@ def train(
     console.print(_accuracy_table(f"{metrics['dataset']} test accuracy after "
                                   f"{metrics['epochs']} epoch(s)",
                                   metrics["test_accuracy"], metrics["n_test"]))
+    g = metrics.get("privacy")
+    if g is not None and {"epsilon", "delta", "releases", "epsilon_subsampled"} <= set(g):
+        console.print(f"({g['epsilon']:.4g}, {g['delta']:g})-DP per training sample's released "
+                      f"activations over {g['releases']:g} release(s) (epsilon as embedding-DP papers "
+                      f"report it, with subsampling: {g['epsilon_subsampled']:.4g}); labels and "
+                      "returned gradients are not covered")
+    elif g is not None:
+        console.print("guarantee: " + ", ".join(f"{k} {v:.4g}" for k, v in g.items()))
     console.print(f"training {metrics['train_seconds']:.1f} s, evaluation "
                   f"{metrics['eval_seconds']:.1f} s; wrote {out / 'metrics.json'}")
 

@@ -35,7 +35,8 @@ class ClientParty:
         self.defense: Defense = get_defense(cfg.defense.kind)(cfg, channels, num_classes).to(self.device)
         self.segment = ClientSegment(self.defense.segment_channels, cfg.model.width).to(self.device)
         self.optimizer = torch.optim.Adam(
-            self.segment.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+            [*self.segment.parameters(), *self.defense.trainable_parameters()],
+            lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
         )
         self.step = 0
 

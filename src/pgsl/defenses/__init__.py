@@ -8,10 +8,13 @@ baselines it is compared with (paper §V-C, DESIGN §3).
 from __future__ import annotations
 
 from pgsl.defenses.base import Defense, NoParams, parse_params
+from pgsl.defenses.dp import GaussianDP
+from pgsl.defenses.mid import MID
 from pgsl.defenses.noise import LaplaceNoise
 from pgsl.defenses.none import VanillaSplit
 from pgsl.defenses.nopeek import NoPeek
 from pgsl.defenses.pgsl import PGSL
+from pgsl.defenses.ressfl import AttackerAware
 
 __all__ = ["DEFENSES", "Defense", "NoParams", "get_defense", "parse_params", "register_defense"]
 
@@ -20,6 +23,9 @@ DEFENSES: dict[str, type[Defense]] = {
     "none": VanillaSplit,
     "noise": LaplaceNoise,
     "nopeek": NoPeek,
+    "dp": GaussianDP,
+    "mid": MID,
+    "ressfl": AttackerAware,
 }
 
 

@@ -63,8 +63,13 @@ class Defense(nn.Module):
             (BPDA, Athalye, Carlini & Wagner 2018), so the value is exactly :meth:`encode`'s.
         perturb(a): the segment's output -> what is sent; applied in training, at inference and
             on the attacker's path alike (noise draws fresh samples each call).
-        extra_loss(x, sent): a client-side loss added to the server's gradient (or None).
+        extra_loss(x, sent): a client-side loss added to the server's gradient (or None). Called
+            once per training step, after the server's reply (a defence may update its own
+            simulated attacker here).
+        trainable_parameters(): the defence's parameters trained with the client segment, by the
+            client's optimiser (a bottleneck layer); none by default.
         prepare(...): client-side work before split training (PGSL: train its surrogate).
+        guarantee(...): a formal guarantee of the training run (DP's epsilon), or None.
 
     Class attributes:
         server_model: the key of the server model it trains (``"one-stream"``, ``"three-streams"``).
@@ -107,6 +112,14 @@ class Defense(nn.Module):
         return a
 
     def extra_loss(self, x: Tensor, sent: Tensor) -> Tensor | None:
+        return None
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def guarantee(self, *, releases: int, n_train: int, batch_size: int) -> dict[str, float] | None:
+        """The run's formal guarantee after each training sample was sent ``releases`` times
+        (once per epoch), with ``n_train`` samples in batches of ``batch_size``; None: none."""
         return None
 
     def describe(self) -> str:

@@ -226,6 +226,10 @@ def train_run(
         "history": history,
         "environment": environment(dev),
     }
+    guarantee = run.client.defense.guarantee(releases=int(history[-1]["epoch"]),
+                                             n_train=len(dataset.train), batch_size=t.batch_size)
+    if guarantee is not None:
+        metrics["privacy"] = guarantee
     write_json(out / METRICS, metrics)
     return metrics
 

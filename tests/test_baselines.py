@@ -1,0 +1,184 @@
+"""The defences PGSL is compared with beyond noise and NoPeek: DP on the cut (and its epsilon),
+MID's variational bottleneck, ResSFL's attacker-aware training."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from opacus.accountants import RDPAccountant
+from typer.testing import CliRunner
+
+from pgsl.cli import app
+from pgsl.client.party import ClientParty
+from pgsl.config import Config, load_preset
+from pgsl.defenses.dp import ORDERS, clip_and_noise, local_epsilon, subsampled_epsilon
+from pgsl.defenses.mid import VariationalBottleneck
+from pgsl.defenses.ressfl import ssim
+from pgsl.server.party import ServerParty
+from pgsl.split.channel import InProcessChannel
+from pgsl.transport.client import GrpcChannel
+from pgsl.transport.server import SplitLearningService, serve
+
+TESTS = Path(__file__).parent
+TINY = Config().replace(model={"width": 8, "hidden": 16, "pool": 2, "dropout": 0.0})
+STRONG = {"dp": {"sigma": 0.05}, "mid": {"weight": 0.1, "code": 2},
+          "ressfl": {"weight": 1.0, "ssim_threshold": 0.0}}
+
+
+# ---- DP ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("sigma", "releases", "delta"), [(1.0, 1, 1e-5), (4.0, 10, 1e-5), (0.3, 3, 1e-6)])
+def test_local_epsilon_is_the_gaussian_mechanisms_with_twice_the_clip_as_sensitivity(
+        sigma: float, releases: int, delta: float) -> None:
+    # the accountant's own answer for releases of a mechanism with noise multiplier sigma / 2
+    accountant = RDPAccountant()
+    for _ in range(releases):
+        accountant.step(noise_multiplier=sigma / 2, sample_rate=1.0)
+    assert local_epsilon(sigma, releases, delta) == pytest.approx(accountant.get_epsilon(delta), rel=1e-9)
+    # and by hand: the Gaussian's RDP T a / (2 s^2), converted as Opacus converts (Balle et al. 2020)
+    a = np.array(ORDERS)
+    rdp = releases * a / (2 * (sigma / 2) ** 2)
+    eps = rdp - (np.log(delta) + np.log(a)) / (a - 1) + np.log((a - 1) / a)
+    assert local_epsilon(sigma, releases, delta) == pytest.approx(float(eps.min()), rel=1e-9)
+
+
+@pytest.mark.parametrize(("sigma", "batch", "n", "epochs"), [(1.0, 32, 1000, 2), (0.8, 64, 6000, 1)])
+def test_subsampled_epsilon_matches_the_accountant_stepped_per_batch(sigma: float, batch: int, n: int,
+                                                                     epochs: int) -> None:
+    accountant = RDPAccountant()
+    for _ in range(epochs * math.ceil(n / batch)):
+        accountant.step(noise_multiplier=sigma, sample_rate=batch / n)
+    expected = accountant.get_epsilon(1e-5)
+    assert subsampled_epsilon(sigma, batch, n, epochs, 1e-5) == pytest.approx(expected, rel=1e-9)
+    # more noise, fewer releases: a smaller epsilon; no noise: none at all
+    assert local_epsilon(2 * sigma, epochs, 1e-5) < local_epsilon(sigma, epochs, 1e-5)
+    assert local_epsilon(sigma, epochs + 1, 1e-5) > local_epsilon(sigma, epochs, 1e-5)
+    assert local_epsilon(0.0, 1, 1e-5) == math.inf and local_epsilon(1.0, 0, 1e-5) == 0.0
+
+
+def test_clip_and_noise_bounds_each_sample_and_adds_noise_of_sigma_times_the_clip() -> None:
+    a = torch.randn(6, 4, 5, 5) * torch.tensor([0.1, 1, 3, 10, 30, 100]).view(6, 1, 1, 1)
+    clipped = clip_and_noise(a, clip=2.0, sigma=0.0)
+    norms, before = clipped.flatten(1).norm(dim=1), a.flatten(1).norm(dim=1)
+    assert torch.allclose(norms, before.clamp(max=2.0), rtol=1e-5)  # small ones untouched
+    assert torch.allclose(clipped[0], a[0]) and torch.allclose(clipped[-1] / norms[-1], a[-1] / before[-1])
+    big = torch.zeros(64, 50, 50)
+    noisy = clip_and_noise(big, clip=2.0, sigma=0.5, generator=torch.Generator().manual_seed(0))
+    assert float(noisy.std()) == pytest.approx(1.0, rel=0.01) and abs(float(noisy.mean())) < 0.01
+    with pytest.raises(ValueError, match="clip must be > 0"):
+        clip_and_noise(a, clip=0.0, sigma=1.0)
+
+
+def test_a_dp_run_reports_the_epsilon_of_its_releases(tmp_path: Path) -> None:
+    out = tmp_path / "dp"
+    result = CliRunner().invoke(app, ["train", "--preset", str(TESTS / "tiny.toml"), "--out", str(out),
+                                      "--defense", "dp", "--defense-option", "sigma=2.0", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    privacy = json.loads((out / "metrics.json").read_text())["privacy"]
+    assert privacy["releases"] == 2 and privacy["delta"] == 1e-5
+    assert privacy["epsilon"] == pytest.approx(local_epsilon(2.0, 2, 1e-5))
+    assert privacy["epsilon_subsampled"] == pytest.approx(subsampled_epsilon(2.0, 32, 256, 2, 1e-5))
+    assert privacy["epsilon_subsampled"] < privacy["epsilon"]
+    assert f"({privacy['epsilon']:.4g}, 1e-05)-DP" in " ".join(result.output.split())
+    bad = CliRunner().invoke(app, ["train", "--preset", str(TESTS / "tiny.toml"), "--out",
+                                   str(tmp_path / "x"), "--defense", "dp", "--defense-option", "delta=2.0"])
+    assert bad.exit_code == 2 and "DP delta must be in (0, 1)" in bad.output
+    # a defence without a guarantee writes none
+    CliRunner().invoke(app, ["train", "--preset", str(TESTS / "tiny.toml"), "--out", str(tmp_path / "v"),
+                             "--defense", "none"])
+    assert "privacy" not in json.loads((tmp_path / "v" / "metrics.json").read_text())
+
+
+# ---- MID ---------------------------------------------------------------------------------------
+
+def test_mid_kl_is_the_gaussian_kl_to_the_standard_normal_per_sample() -> None:
+    torch.manual_seed(0)
+    layer = VariationalBottleneck(width=6, code=3)
+    a = torch.randn(4, 6, 5, 5)
+    out = layer(a)
+    assert out.shape == a.shape and layer.kl is not None
+    mu, raw = torch.relu(layer.encoder(a)).chunk(2, dim=1)
+    q = torch.distributions.Normal(mu, torch.nn.functional.softplus(raw - 0.5))
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    expected = torch.distributions.kl_divergence(q, p).flatten(1).sum(1).mean()
+    torch.testing.assert_close(layer.kl, expected)
+    assert not torch.equal(layer(a), out)  # a fresh sample each call
+
+
+def test_mid_trains_its_bottleneck_with_the_segment_and_its_weight_changes_the_update() -> None:
+    x, y = torch.rand(6, 1, 12, 12), torch.tensor([0, 1, 2, 0, 1, 2])
+    updates = []
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        cfg = TINY.replace(defense={"kind": "mid", "params": {"weight": weight}})
+        client, server = ClientParty(cfg, 1, 3), ServerParty(cfg, 3)
+        before = [p.detach().clone() for p in client.defense.parameters()]
+        torch.manual_seed(1)
+        client.train_step(x, y, InProcessChannel(server))
+        assert all(not torch.equal(b, p) for b, p in zip(before, client.defense.parameters(), strict=True))
+        updates.append(torch.cat([p.detach().flatten() for p in client.segment.parameters()]))
+    assert not torch.allclose(updates[0], updates[1])
+
+
+# ---- ResSFL ------------------------------------------------------------------------------------
+
+def test_ressfl_attacker_learns_and_the_client_term_moves_only_the_segment() -> None:
+    torch.manual_seed(0)
+    cfg = TINY.replace(defense={"kind": "ressfl", "params": {"weight": 1.0, "ssim_threshold": 0.0}})
+    client = ClientParty(cfg, 1, 3)
+    defense = client.defense
+    x = torch.rand(8, 1, 12, 12)
+    sent = client.segment(x).detach()
+    inverter = defense.inverter  # type: ignore[attr-defined]
+    with torch.no_grad():
+        start = float(ssim(inverter(sent, (12, 12)), x))
+    for _ in range(30):
+        defense._attacker_steps(x, sent)  # type: ignore[attr-defined]
+    assert float(ssim(inverter(sent, (12, 12)), x)) > start + 0.1  # the simulated attacker improves
+    before = [p.detach().clone() for p in inverter.parameters()]
+    client.segment.zero_grad()
+    a = client.segment(x)
+    loss = defense.extra_loss(x, a)  # one attacker step, then the client's term
+    assert loss is not None and loss.requires_grad
+    assert any(not torch.equal(b, p) for b, p in zip(before, inverter.parameters(), strict=True))
+    attacker_grads = [p.grad.clone() for p in inverter.parameters()]  # type: ignore[union-attr]
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in client.segment.parameters())
+    # the client's term reaches the segment only: the attacker's gradients are left as they were
+    assert all(torch.equal(g, p.grad) for g, p in zip(attacker_grads, inverter.parameters(), strict=True))
+    # above a threshold it cannot reach, the client's term is zero
+    high = TINY.replace(defense={"kind": "ressfl", "params": {"weight": 1.0, "ssim_threshold": 0.99}})
+    assert float(ClientParty(high, 1, 3).defense.extra_loss(x, a.detach())) == 0.0  # type: ignore[arg-type]
+
+
+# ---- all three: trainable over gRPC, the same weights as in process ------------------------------
+
+@pytest.mark.parametrize("kind", sorted(STRONG))
+def test_each_baseline_trains_over_grpc_with_the_in_process_weights(kind: str) -> None:
+    cfg = load_preset(str(TESTS / "tiny.toml")).replace(defense={"kind": kind, "params": STRONG[kind]})
+    parties = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        parties.append((ClientParty(cfg, channels=1, num_classes=3), ServerParty(cfg, num_classes=3)))
+    grpc_server, port = serve(SplitLearningService(parties[1][1], secure=False), "127.0.0.1:0", tls_dir=None)
+    try:
+        with GrpcChannel(f"127.0.0.1:{port}", site="solo", tls_dir=None) as remote:
+            channels = [InProcessChannel(parties[0][1]), remote]
+            g = torch.Generator().manual_seed(3)
+            for _ in range(3):
+                x, y = torch.rand(6, 1, 16, 16, generator=g), torch.randint(0, 3, (6,), generator=g)
+                for (client, _), channel in zip(parties, channels, strict=True):
+                    torch.manual_seed(7)  # the defences' noise and the dropout draws
+                    client.train_step(x, y, channel)
+    finally:
+        grpc_server.stop(0)
+    first, second = parties[0][0].state_dict(), parties[1][0].state_dict()
+    for part in ("segment", "defense"):
+        for key, value in first[part].items():
+            assert torch.allclose(value.float(), second[part][key].float(), atol=1e-5), (part, key)
+    assert first["step"] == 3
