@@ -62,20 +62,20 @@ class Plan:
 
 
 PLANS = {
-    # 2-core CPU budget (about 20 minutes): smaller training subsets, 2,000 test images, the
-    # attacks at the DESIGN §3 minimums (>= 32 optimisation victims, >= 1,000 robustness images)
+    # 2-core CPU budget (about 15 minutes): smaller training subsets, 2,000 test images, the
+    # attacks above the DESIGN §3 minimums (128 optimisation victims, >= 1,000 robustness images)
     "quick": Plan(
         train={"data": {"limit_train": 6000, "limit_test": 2000}},
-        # DLG/iDLG: 40 L-BFGS-B iterations per stage, starts scored among 64 auxiliary images (at 60
-        # and 256 they took 4-6.5 min per run here, measured); GGL: pgsl privacy only (at 20
-        # generations it scored near the mean image here, for ~2-4 more minutes per run)
+        # DLG/iDLG: 128 victims batched, 40 L-BFGS iterations per stage, starts scored among 64
+        # auxiliary images; GGL: pgsl privacy only (at 20 generations it scored near the mean
+        # image here, for ~2-4 more minutes per run)
         privacy=PrivacyConfig(victims=500, aux=1500,
                               attacks=("mean", "mia", "gan", "activation", "unsplit", "dlg", "idlg"),
                               budgets={"mia": {"epochs": 5}, "gan": {"epochs": 2, "pretrain_epochs": 5},
                                        "activation": {"victims": 32, "steps": 200},
                                        "unsplit": {"main_iters": 5},
-                                       "dlg": {"victims": 32, "iterations": 40, "starts": 64},
-                                       "idlg": {"victims": 32, "iterations": 40, "starts": 64}}),
+                                       "dlg": {"victims": 128, "iterations": 40, "starts": 64},
+                                       "idlg": {"victims": 128, "iterations": 40, "starts": 64}}),
         hijack=HijackConfig(steps=200, every=50, victims=64, aux=1500),
         robustness=RobustnessConfig(n_test=1000, cw_steps=50, bim_steps=10, recon_epochs=5),
         sweep=SweepConfig(images=200),
