@@ -450,6 +450,56 @@ def reproduce(
 
 
 @app.command()
+def benchmark(
+    out: Path = typer.Option(..., help="Folder for the runs, matrix.csv, summary.md, heatmap.png, "
+                             "frontier.png."),
+    dataset: str = typer.Option("mnist", help=f"One of: {', '.join(LOADERS)}."),
+    plan: str = typer.Option("quick", help="tiny | quick (2-core CPU, under an hour) | paper (GPU)."),
+    preset: str = typer.Option("quick", help="Training preset the plan starts from."),
+    data_dir: str | None = typer.Option(None, help="Dataset folder (MIAS)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    seeds: int | None = typer.Option(None, help="Training seeds 0..N-1 (default: the plan's)."),
+    defenses: str | None = typer.Option(None, help="Comma-separated registered defences (default: all)."),
+    attacks: str | None = typer.Option(None, help="Comma-separated registered attacks (default: all)."),
+    settings: list[str] = typer.Option([], "--set", help="section.key=value for every run."),
+) -> None:
+    """Every registered defence at each of its settings, over seeds, against every registered
+    attack: one matrix, a summary with a privacy-utility score per defence, a heatmap and a
+    frontier. Cached per run and per attack: re-running after a kill resumes."""
+    import dataclasses
+
+    from pgsl.experiments.benchmark import PLANS
+    from pgsl.experiments.benchmark import benchmark as run_benchmark
+
+    try:
+        if plan not in PLANS:
+            raise ValueError(f"unknown plan {plan!r}; choose from {', '.join(PLANS)}")
+        spec = PLANS[plan]
+        if seeds is not None:
+            if seeds < 1:
+                raise ValueError(f"--seeds must be >= 1, got {seeds}")
+            spec = dataclasses.replace(spec, seeds=tuple(range(seeds)))
+        if defenses:
+            spec = dataclasses.replace(spec, defenses=tuple(d.strip() for d in defenses.split(",")))
+        if attacks:
+            spec = dataclasses.replace(spec, attacks=tuple(a.strip() for a in attacks.split(",")))
+        cfg = apply_settings(_overrides(load_preset(preset), dataset, data_dir, None, None), settings)
+        summary = run_benchmark(cfg, out, spec, device=device, reporter=RichReporter())
+    except USER_ERRORS as e:
+        _fail(e)
+        return
+    table = Table(title=f"benchmark ({plan} plan): mean ± std over seeds")
+    for column in ("defence", "setting", "accuracy %", "strongest attack", "MSE", "SSIM", "epsilon"):
+        table.add_column(column)
+    for r in summary:
+        table.add_row(r.defense, r.setting, f"{100 * r.accuracy:.1f} ± {100 * r.accuracy_std:.1f}",
+                      r.strongest, f"{r.mse:.4f} ± {r.mse_std:.4f}", f"{r.ssim:.3f} ± {r.ssim_std:.3f}",
+                      "" if r.epsilon is None else f"{r.epsilon:.3g}")
+    console.print(table)
+    console.print(f"[green]wrote {out / 'summary.md'}[/] (matrix.csv, heatmap.png, frontier.png beside it)")
+
+
+@app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A folder written by `pgsl train`."),
     device: str = typer.Option("cpu"),

@@ -24,12 +24,32 @@ if TYPE_CHECKING:
     from pgsl.config import Config
     from pgsl.data.base import ImageSet
 
-__all__ = ["Defense", "NoParams", "parse_params"]
+__all__ = ["Defense", "NoParams", "Setting", "parse_params"]
 
 
 @dataclass(frozen=True)
 class NoParams:
     """A defence without options."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One strength of a defence for ``pgsl benchmark``: the knob, its value, and the config
+    sections to change (``{"defense": {"params": {...}}}``, or PGSL's ``{"recovery": {"mu": ...}}``)."""
+
+    knob: str
+    value: float
+    changes: Mapping[str, Mapping[str, Any]]
+
+    @property
+    def label(self) -> str:
+        return f"{self.knob}={self.value:g}" if self.knob else "default"
+
+    @classmethod
+    def option(cls, knob: str, value: float, **fixed: Any) -> Setting:
+        """A setting of one of the defence's own options (``[defense.params]``), with ``fixed``
+        options beside it."""
+        return cls(knob, value, {"defense": {"params": {knob: value, **fixed}}})
 
 
 def parse_params(cls: type[Any], values: Mapping[str, Any], defense: str) -> Any:
@@ -75,11 +95,13 @@ class Defense(nn.Module):
         server_model: the key of the server model it trains (``"one-stream"``, ``"three-streams"``).
         streams: that model's stream names, in its order (metrics are keyed by them).
         Params: a frozen dataclass of the defence's options (``[defense.params]`` in a config).
+        settings: its strengths for ``pgsl benchmark``, weakest first (empty: its defaults only).
     """
 
     server_model: ClassVar[str] = "one-stream"
     streams: ClassVar[tuple[str, ...]] = ("S",)
     Params: ClassVar[type[Any]] = NoParams
+    settings: ClassVar[tuple[Setting, ...]] = ()
     summary: ClassVar[str] = "vanilla split learning: conv1-2 on the raw image, no defence"
 
     def __init__(self, cfg: Config, channels: int, num_classes: int) -> None:

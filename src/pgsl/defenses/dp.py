@@ -42,7 +42,7 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from torch import Tensor
 
-from pgsl.defenses.base import Defense
+from pgsl.defenses.base import Defense, Setting
 
 __all__ = ["DPParams", "GaussianDP", "clip_and_noise", "local_epsilon", "subsampled_epsilon"]
 
@@ -111,6 +111,7 @@ class GaussianDP(Defense):
     """The vanilla split with each sample's activations clipped and Gaussian-noised before sending."""
 
     Params = DPParams
+    settings = tuple(Setting.option("sigma", s) for s in (0.02, 0.05, 0.1))
     summary = ("split + per-sample clipping and Gaussian noise on the activations, (epsilon, delta) "
                "from Opacus's RDP accountant; options sigma, clip_rms, delta")
 

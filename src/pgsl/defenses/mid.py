@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pgsl.defenses.base import Defense
+from pgsl.defenses.base import Defense, Setting
 
 if TYPE_CHECKING:
     from pgsl.config import Config
@@ -69,6 +69,7 @@ class MID(Defense):
     """The vanilla split with a variational bottleneck between the client segment and the cut."""
 
     Params = MIDParams
+    settings = tuple(Setting.option("weight", w) for w in (1e-4, 1e-3, 1e-2))
     summary = ("split + a variational information bottleneck at the cut (MID, Wang et al. 2022), "
                "options weight (lambda of the KL term) and code (channels)")
 

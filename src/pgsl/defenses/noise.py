@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pgsl.defenses.base import Defense
+from pgsl.defenses.base import Defense, Setting
 
 __all__ = ["LaplaceNoise", "laplace_noise"]
 
@@ -41,6 +41,7 @@ class LaplaceNoise(Defense):
     """The vanilla split plus Laplace(0, b) noise on every activation sent."""
 
     Params = NoiseParams
+    settings = tuple(Setting.option("scale", b) for b in (0.5, 1.0, 2.0))
     summary = "split + Laplacian noise on the activations (Titcombe et al. 2021), option scale (b)"
 
     def perturb(self, a: Tensor) -> Tensor:

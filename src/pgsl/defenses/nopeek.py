@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pgsl.defenses.base import Defense
+from pgsl.defenses.base import Defense, Setting
 
 __all__ = ["NoPeek", "distance_correlation"]
 
@@ -54,6 +54,7 @@ class NoPeek(Defense):
     """The vanilla split trained with ``weight * dCor(x, a)`` added on the client."""
 
     Params = NoPeekParams
+    settings = tuple(Setting.option("weight", a) for a in (0.5, 1.0, 3.0))
     summary = "split + NoPeek distance-correlation loss (Vepakomma et al. 2019), option weight (alpha)"
 
     def extra_loss(self, x: Tensor, sent: Tensor) -> Tensor | None:

@@ -20,7 +20,7 @@ from torch import Tensor
 from pgsl.client.pixel_attack import intentional_jsma
 from pgsl.client.sampling import downsample
 from pgsl.client.surrogate import Surrogate, train_surrogate
-from pgsl.defenses.base import Defense
+from pgsl.defenses.base import Defense, Setting
 
 if TYPE_CHECKING:
     from pgsl.config import Config
@@ -34,6 +34,12 @@ class PGSL(Defense):
 
     server_model = "three-streams"
     streams = ("S_a", "S_f", "S_r")
+    # the paper's two knobs: mu (Fig. 3's sweep) at the 4-pixel budget, then the budget at mu 0.55
+    settings = (
+        *(Setting("mu", m, {"recovery": {"mu": m}, "attack": {"pixels": 4}}) for m in (0.15, 0.55, 0.95)),
+        *(Setting("pixels", p, {"recovery": {"mu": 0.55},
+                                "attack": {"pixels": p, "pixels_per_step": min(2, p)}}) for p in (1, 16)),
+    )
     summary = ("PGSL: intentional JSMA + reversible down-sampling on the client; APG recovery, "
                "three streams and decision fusion on the server (options: attack.pixels, recovery.mu)")
 

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 from pgsl.checkpoint import write_csv, write_json
 
-__all__ = ["FrontierPoint", "HijackRow", "MuSweepRow", "PrivacyRow", "RobustnessRow", "read_rows",
-           "rows_from_dicts", "rows_to_dicts", "write_rows"]
+__all__ = ["BenchmarkRow", "BenchmarkSummary", "FrontierPoint", "HijackRow", "MuSweepRow", "PrivacyRow",
+           "RobustnessRow", "read_rows", "rows_from_dicts", "rows_to_dicts", "write_rows"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,50 @@ class FrontierPoint:
     n_victims: int
     n_test: int
     run: str
+
+
+@dataclass(frozen=True)
+class BenchmarkRow:
+    """``pgsl benchmark``'s matrix: one attack against one target of one run (a defence at one
+    setting, one training seed). Scores are means over the victims; ``accuracy`` is the run's
+    decision accuracy on the test set; ``epsilon``: the run's DP guarantee, if it has one."""
+
+    dataset: str
+    defense: str
+    setting: str  # "knob=value", or "default"
+    value: float
+    seed: int
+    attack: str
+    target: str
+    n_victims: int
+    accuracy: float
+    mse: float
+    psnr: float
+    ssim: float
+    epsilon: float | None
+    run: str
+
+
+@dataclass(frozen=True)
+class BenchmarkSummary:
+    """One defence setting over the seeds: accuracy, and the strongest attack (the lowest MSE on
+    the attacker's best target), each as mean and std over the seeds; ``ssim_max``: the highest
+    seed-mean SSIM of any attack but the mean-image baseline (and which one)."""
+
+    defense: str
+    setting: str
+    value: float
+    seeds: int
+    accuracy: float
+    accuracy_std: float
+    strongest: str
+    mse: float
+    mse_std: float
+    ssim: float
+    ssim_std: float
+    ssim_max: float
+    ssim_max_attack: str
+    epsilon: float | None
 
 
 @dataclass(frozen=True)
