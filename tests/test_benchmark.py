@@ -123,6 +123,10 @@ def test_a_toy_defence_and_attack_appear_in_the_matrix_and_a_killed_benchmark_re
     summary_json = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary_json["scores"]) == {"none", "noise", "blackout"}
     assert "| blackout | default |" in (tmp_path / "summary.md").read_text()
+    report = (tmp_path / "report.html").read_text()
+    for s in summary:
+        assert f"{100 * s.accuracy:.1f} ± {100 * s.accuracy_std:.1f}%" in report
+    assert report.count("data:image/png;base64,") == 2  # the heatmap and the frontier
 
     # killed after one attack's result was lost: only that one runs again, nothing is retrained
     (tmp_path / "matrix.json").unlink()

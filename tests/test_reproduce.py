@@ -111,6 +111,13 @@ def test_reproduce_writes_a_valid_self_contained_report(reproduced: Path) -> Non
     parser.close()
     assert parser.stack == []
     assert parser.tables == 6  # runs, Table I, hijack, Table II, mu sweep, frontier
+    # the first screen: one sentence per section, linked to it, read from the section's numbers
+    summary = text[text.index("<h2"):text.index('<h2 id="runs">')]
+    for anchor in ("table1", "hijack", "table2", "mu", "frontier"):
+        assert f'href="#{anchor}"' in summary and f'<h2 id="{anchor}">' in text
+    strongest = min((r for r in read_rows(out / "privacy" / "table1.json", PrivacyRow)
+                     if r.defense == "pgsl" and r.attack != "mean"), key=lambda r: r.mse_mean)
+    assert f"({strongest.attack}, {strongest.target}) reaches MSE {strongest.mse_mean:.4f}" in summary
     # every figure in the report is a file this run produced, byte for byte
     produced = {p.read_bytes() for p in out.rglob("*.png")}
     assert len(parser.images) == len(produced) == 5 + 1 + 1 + 1  # 5 Fig. 4 grids, Fig. 5, Fig. 3, frontier

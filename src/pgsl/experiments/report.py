@@ -76,7 +76,7 @@ def _training(out: Path, meta: dict[str, Any]) -> str:
         rows.append([metrics_path.parent.name, cfg["defense"]["kind"], m["n_train"], m["n_test"],
                      streams if len(acc) > 2 else "-", f"{100 * acc[DECISION]:.2f}%",
                      f"{m['train_seconds']:.0f} s"])
-    return ("<h2>Trained runs</h2>"
+    return ('<h2 id="runs">Trained runs</h2>'
             + _p("The decision is PGSL's fused S_awa, a one-stream model's only stream. The paper "
                  "reports 99.8% for PGSL's fused decision on MNIST (paper preset, full data).")
             + _table(["run", "defence", "train", "test", "streams", "decision", "time"], rows, 2))
@@ -131,7 +131,7 @@ def _table1(out: Path) -> str:
             paper_claim.append(f"{_title(attack)}: the paper says PGSL's cut is harder to invert "
                                f"than the vanilla split's (its JSMA + {attack.upper()} row above its "
                                f"{attack.upper()} row) -- our numbers {verdict}")
-    return ("<h2>Table I: model inversion attacks</h2>" + _p(t["protocol"], "small")
+    return ('<h2 id="table1">Table I: model inversion attacks</h2>' + _p(t["protocol"], "small")
             + _table(["defence", "target", "attack", "n", "MSE", "PSNR", "SSIM", "paper MSE"], body, 3)
             + "<h3>What our numbers say</h3>" + _verdicts(verdicts + paper_claim)
             + _p("The paper does not state its pixel scale or victim protocol, so its MSE column is "
@@ -171,7 +171,8 @@ def _table2(out: Path) -> str:
                             f"{pct(fused.adversarial[a])} vs plain CNN {pct(plain.adversarial[a])}"
                             + "".join(f", {r.model} {pct(r.adversarial[a])}" for r in rows[1:]
                                       if r.defense != "pgsl" and a in r.adversarial))
-    return ("<h2>Table II: accuracy under test-time adversarial attacks</h2>" + _p(t["protocol"], "small")
+    return ('<h2 id="table2">Table II: accuracy under test-time adversarial attacks</h2>'
+            + _p(t["protocol"], "small")
             + _table(["model", "stream", "clean", *(ROBUSTNESS_ATTACKS.get(a, a) for a in attacks), "paper"],
                      body, 2)
             + "<h3>What our numbers say</h3>" + _verdicts(verdicts)
@@ -193,7 +194,7 @@ def _mu(out: Path) -> str:
                         f"({low:.5f}) is " + ("below" if low < ref else "ABOVE")
                         + f" the attacked image's own ({ref:.5f}): robust PCA "
                         + ("does" if low < ref else "does not") + " undo the pixel attack on images.")
-    return ("<h2>Fig. 3: the mu sweep</h2>"
+    return ('<h2 id="mu">Fig. 3: the mu sweep</h2>'
             + _p(f"{t['config']['images']} test images per dataset, attacked by the client's JSMA, "
                  f"recovered by APG robust PCA (max {t['config']['max_iter']} iterations, tol "
                  f"{t['config']['tol']}); MSE of the low-rank part to the clean image. mu = 0: the "
@@ -206,7 +207,7 @@ def _frontier(out: Path) -> str:
     rows = read_rows(out / "frontier" / "frontier.json", FrontierPoint)
     body = [[r.curve, f"{r.value:g}", f"{100 * r.accuracy:.2f}%", f"{r.mse:.4f} ± {r.mse_std:.4f}",
              f"{r.ssim:.3f}", r.target] for r in rows]
-    return ("<h2>Privacy-utility frontier</h2>"
+    return ('<h2 id="frontier">Privacy-utility frontier</h2>'
             + _p("Each point is one trained run; the learned inversion (MIA) attacks it under the "
                  "Table I protocol. For PGSL the attacker keeps the better of its two views (cut or "
                  "recovered maps). Up and to the right is better. No published anchor has this plot.",
@@ -226,7 +227,8 @@ def _hijack(out: Path) -> str:
              "-" if r.false_alarm_at is None else r.false_alarm_at,
              "-" if r.fsha_score is None else r.fsha_score, "-" if r.honest_score is None else r.honest_score]
             for r in rows]
-    return ("<h2>A malicious server: FSHA, and SplitGuard on the client</h2>" + _p(t["protocol"], "small")
+    return ('<h2 id="hijack">A malicious server: FSHA, and SplitGuard on the client</h2>'
+            + _p(t["protocol"], "small")
             + _p("FSHA returns its critic's gradient instead of the task's, so nothing right of the cut "
                  "(PGSL's recovery and streams) runs: only what the client does before the cut can "
                  "resist. An FSHA MSE well below the mean image's means the hijack inverts that "
@@ -284,6 +286,68 @@ def write_benchmark_report(folder: Path, dataset: str) -> Path:
     return path
 
 
+def _headlines(out: Path) -> list[tuple[str, str, str]]:
+    """``(anchor, title, one sentence)`` per finished section, each sentence read from its numbers."""
+    lines: list[tuple[str, str, str]] = []
+    if (path := out / "privacy" / "table1.json").is_file():
+        rows = [r for r in read_rows(path, PrivacyRow) if r.attack != "mean"]
+        base = next((r for r in read_rows(path, PrivacyRow) if r.attack == "mean"), None)
+        pgsl = [r for r in rows if r.defense == "pgsl"]
+        vanilla = [r for r in rows if r.defense == "none"]
+        if pgsl and vanilla and base is not None:
+            p, v = min(pgsl, key=lambda r: r.mse_mean), min(vanilla, key=lambda r: r.mse_mean)
+            b = base.mse_mean
+            verdict = ("PGSL leaves near-perfect reconstructions" if p.mse_mean < 0.2 * b
+                       else "the best attack on PGSL is within 5x of the mean image" if p.mse_mean < b
+                       else "no attack beats the mean image against PGSL")
+            lines.append(("table1", "Table I", f"the strongest attack on PGSL ({p.attack}, {p.target}) "
+                          f"reaches MSE {p.mse_mean:.4f} / SSIM {p.ssim_mean:.3f}, against {v.mse_mean:.4f} "
+                          f"on the vanilla split ({v.attack}) and {b:.4f} for the mean image: {verdict}."))
+    if (path := out / "hijack" / "hijack.json").is_file():
+        hijack = read_rows(path, HijackRow)
+        flagged = sum(r.detected_at is not None for r in hijack)
+        alarms = sum(r.false_alarm_at is not None for r in hijack)
+        pg = [r for r in hijack if r.defense == "pgsl"]
+        fsha = (f"FSHA ends at MSE {pg[0].mse_mean:.4f} against PGSL's client after {pg[0].steps} steps "
+                f"(mean image {pg[0].mean_image_mse:.4f}); " if pg else "")
+        lines.append(("hijack", "Malicious server", f"{fsha}SplitGuard flagged {flagged} of {len(hijack)} "
+                      f"hijacks and {alarms} honest trainings."))
+    if (path := out / "robustness" / "table2.json").is_file():
+        robust = read_rows(path, RobustnessRow)
+        fused = next((r for r in robust if r.defense == "pgsl" and r.stream == DECISION), None)
+        if fused is not None and fused.adversarial:
+            worst = min(fused.adversarial, key=lambda a: fused.adversarial[a])
+            name, plain = ROBUSTNESS_ATTACKS.get(worst, worst), robust[0].adversarial.get(worst, 0.0)
+            lines.append(("table2", "Table II", f"PGSL's fused decision: {100 * fused.clean:.1f}% clean, "
+                          f"{100 * fused.adversarial[worst]:.1f}% under {name} transferred from the plain "
+                          f"CNN ({100 * plain:.1f}% on the plain CNN itself)."))
+    if (path := out / "mu_sweep" / "mu_sweep.json").is_file():
+        best = _read(path)["best_mu"]
+        lines.append(("mu", "Fig. 3", "lowest recovery MSE at " + ", ".join(
+            f"mu = {m:g} ({d})" for d, m in best.items()) + " (paper: 0.55)."))
+    if (path := out / "frontier" / "frontier.json").is_file():
+        points = read_rows(path, FrontierPoint)
+        top = max(points, key=lambda r: r.mse)
+        lines.append(("frontier", "Frontier", f"the most private point is {top.curve} {top.value:g}: "
+                      f"MIA MSE {top.mse:.4f} at {100 * top.accuracy:.1f}% accuracy."))
+    if (path := out / "benchmark" / "summary.json").is_file():
+        scores = {d: v for d, v in _read(path)["scores"].items() if v is not None}
+        leader = max(scores, key=scores.__getitem__) if scores else ""
+        lines.append(("benchmark", "Benchmark", f"best privacy-utility score: {leader} "
+                      f"({100 * scores[leader]:.1f}%)." if scores else
+                      "no defence keeps every attack near the mean image at any setting."))
+    return lines
+
+
+def _summary(out: Path) -> str:
+    """The report's first screen: one sentence per section, linked, and the benchmark's heatmap."""
+    items = "".join(f'<li><a href="#{a}">{html.escape(t)}</a>: {html.escape(x)}</li>'
+                    for a, t, x in _headlines(out))
+    heat = out / "benchmark" / "heatmap.png"
+    return ('<div class="verdict"><h2 style="margin-top:.3rem">Summary</h2><ul>' + items + "</ul></div>"
+            + (_img(heat, "attack x defence heatmap") if heat.is_file() else ""))
+
+
 def write_report(out: Path, meta: dict[str, Any]) -> Path:
     """Assemble ``out/report.html`` from the stage outputs; returns its path."""
     env = meta["environment"]
@@ -298,7 +362,7 @@ def write_report(out: Path, meta: dict[str, Any]) -> Path:
                  "Defense against Model Inversion Attacks on IoMT data, IEEE TNSE 2023. Every number "
                  "and figure below was produced by this run; the CSV/JSON files beside this report "
                  "hold them all."))
-    body = [head, _training(out, meta), _table1(out), _hijack(out), _table2(out), _mu(out),
+    body = [head, _summary(out), _training(out, meta), _table1(out), _hijack(out), _table2(out), _mu(out),
             _frontier(out), benchmark_section(out / "benchmark")]
     doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<title>PGSL reproduction ({html.escape(meta['dataset'])})</title><style>{CSS}</style></head>"
