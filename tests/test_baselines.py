@@ -182,3 +182,42 @@ def test_each_baseline_trains_over_grpc_with_the_in_process_weights(kind: str) -
         for key, value in first[part].items():
             assert torch.allclose(value.float(), second[part][key].float(), atol=1e-5), (part, key)
     assert first["step"] == 3
+
+
+# ---- what each costs and buys, on a configuration that learns in seconds ---------------------------
+
+# 2,048 MNIST images for one epoch (the vanilla split reaches ~88%), the learned inversion from
+# 1,000 auxiliary images. ResSFL is left out: on such runs its simulated decoder does not hinder a
+# fresh one (docs/findings.md#dp-mid-and-ressfl).
+SWEEPS = {"dp": ("sigma", (0.02, 0.1)), "mid": ("weight", (1e-3, 1e-2))}
+
+
+@pytest.fixture(scope="module")
+def strength_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, float], tuple[float, float]]:
+    """(defence, strength) -> (decision accuracy, the learned inversion's MSE); vanilla at 0."""
+    from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
+    from pgsl.experiments.train import train_run
+
+    root = tmp_path_factory.mktemp("strengths")
+    base = load_preset("quick").replace(data={"limit_train": 2048, "limit_test": 512})
+    pc = PrivacyConfig(victims=64, aux=1000, attacks=("mia",), budgets={"mia": {"epochs": 4}})
+    points = [("none", "", 0.0)] + [(d, knob, v) for d, (knob, values) in SWEEPS.items() for v in values]
+    out = {}
+    for kind, knob, value in points:
+        path = root / f"{kind}-{value:g}"
+        params = {knob: value} if knob else {}
+        metrics = train_run(base.replace(defense={"kind": kind, "params": params}), path)
+        (mia,) = evaluate_privacy(path, pc)[0]
+        out[(kind, value)] = (metrics["test_accuracy"]["decision"], mia.mse_mean)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(SWEEPS))
+def test_a_stronger_setting_costs_accuracy_and_each_raises_the_learned_inversions_error(
+        kind: str, strength_runs: dict[tuple[str, float], tuple[float, float]]) -> None:
+    vanilla_accuracy, vanilla_mse = strength_runs[("none", 0.0)]
+    assert vanilla_accuracy > 0.8 and vanilla_mse < 0.03  # the attack works on the undefended split
+    weak, strong = (strength_runs[(kind, v)] for v in SWEEPS[kind][1])
+    assert weak[1] > 1.5 * vanilla_mse and strong[1] > 1.5 * vanilla_mse
+    assert strong[0] < weak[0] <= vanilla_accuracy + 0.02  # monotone in the strength (one seed)
