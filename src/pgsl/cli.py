@@ -644,6 +644,54 @@ def client(
 
 
 @app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A trained run folder (`pgsl train`), or a site's "
+                                   "(`pgsl client`) with --server."),
+    images: Path = typer.Option(..., help="An image file or a folder of PNG/PGM/JPEG/TIFF/DICOM files."),
+    out: Path = typer.Option(..., help="CSV: per image, each stream's and the decision's scores and "
+                             "the predicted class."),
+    server_address: str | None = typer.Option(None, "--server", help="HOST:PORT of a running "
+                                              "`pgsl server` (the site's client classifies through it)."),
+    site: str | None = typer.Option(None, help="This site's name, with --server."),
+    tls: Path | None = typer.Option(None, help="Folder with ca.pem, <site>.pem, <site>.key."),
+    insecure: bool = typer.Option(False, "--insecure"),
+    batch_size: int = typer.Option(64),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Classify new images through a trained split model: the run's own preprocessing, client
+    pipeline and server model. Unusable images get a row with the reason; the rest are classified."""
+    from pgsl.experiments.predict import Predictor, find_images, predict_images
+    from pgsl.experiments.train import resolve_device
+
+    try:
+        if batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        dev = resolve_device(device)
+        files = find_images(images)
+        if server_address is None:
+            if site is not None or tls is not None or insecure:
+                raise ValueError("--site, --tls and --insecure go with --server")
+            rows = predict_images(Predictor.in_process(run_dir, dev), files, out, batch_size)
+        else:
+            from pgsl.transport.client import GrpcChannel, TransportError
+
+            if site is None or (tls is None) == (not insecure):
+                raise ValueError("with --server give --site, and --tls DIR (mutual TLS) or --insecure")
+            try:
+                with GrpcChannel(server_address, site=site, tls_dir=tls) as channel:
+                    rows = predict_images(Predictor.remote(run_dir, channel, dev), files, out, batch_size)
+            except TransportError as e:
+                raise ValueError(str(e)) from e
+    except USER_ERRORS as e:
+        _fail(e)
+        return
+    failed = [r for r in rows if r["error"]]
+    console.print(f"classified {len(rows) - len(failed)} of {len(rows)} image(s); wrote {out}")
+    for r in failed:
+        err_console.print(f"[yellow]skipped[/] {r['error']}")
+
+
+@app.command()
 def defenses() -> None:
     """List the registered defences and their options."""
     import dataclasses

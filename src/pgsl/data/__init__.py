@@ -17,6 +17,10 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
     "cbis-ddsm-sample": lambda cfg: dicom.load(cfg.data_dir, cfg.image_size),
 }
 
+# datasets of large images that the loader zero-pads to a square and resizes to ``data.image_size``
+# (:func:`pgsl.data.imageops.square_resize`); the others are used at their native size
+RESIZED = frozenset({"mias", "cbis-ddsm-sample"})
+
 
 def load_dataset(cfg: DataConfig, *, seed: int = 0) -> Dataset:
     """Load ``cfg.dataset`` and apply the subset limits (a seeded train subset, the first N test)."""
@@ -32,4 +36,4 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0) -> Dataset:
     return Dataset(ds.name, ds.classes, train, test)
 
 
-__all__ = ["LOADERS", "DataError", "Dataset", "ImageSet", "batches", "load_dataset", "to_float"]
+__all__ = ["LOADERS", "RESIZED", "DataError", "Dataset", "ImageSet", "batches", "load_dataset", "to_float"]

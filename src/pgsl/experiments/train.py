@@ -223,6 +223,8 @@ def train_run(
         "n_train": len(dataset.train),
         "n_test": len(dataset.test),
         "dataset": dataset.name,
+        "classes": list(dataset.classes),  # what `pgsl predict` answers, and the images it takes
+        "image_shape": list(dataset.image_shape),
         "history": history,
         "environment": environment(dev),
     }
