@@ -140,6 +140,9 @@ def test_reproduce_writes_a_valid_self_contained_report(reproduced: Path) -> Non
     for f in read_rows(out / "frontier" / "frontier.json", FrontierPoint):
         assert f"{f.mse:.4f} ± {f.mse_std:.4f}" in text
     assert "99.8%" in text and "paper" in text  # the paper's figures beside ours
+    for metrics_path in (out / "runs").glob("*/metrics.json"):  # the decision's balanced accuracy
+        m = json.loads(metrics_path.read_text())
+        assert f"{100 * m['test_metrics']['decision']['balanced_accuracy']:.2f}%" in text
 
 
 def test_reproduce_table1_attacks_every_target_of_every_run_within_the_plans_budgets(

@@ -85,6 +85,29 @@ def _accuracy_table(title: str, acc: dict[str, float], n: int) -> Table:
     return table
 
 
+def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    """Per stream and the decision: accuracy, balanced accuracy, macro-F1, AUC and recall per
+    class; the majority-class baseline in the caption."""
+    detailed: dict[str, dict[str, Any]] = metrics.get("test_metrics") or {}
+    if not detailed:  # a run written before these metrics existed
+        return _accuracy_table(title, metrics["test_accuracy"], metrics["n_test"])
+    table = Table(title=f"{title} (n={metrics['n_test']})")
+    classes = list(next(iter(detailed.values()))["recall"])
+    for column in ("", "accuracy", "balanced acc.", "macro-F1", "AUC (ovr)", "recall per class"):
+        table.add_column(column, justify="left" if column in ("", "recall per class") else "right")
+    for key, m in detailed.items():
+        recall = " ".join(f"{c}:{'-' if r is None else f'{r:.2f}'}" for c, r in m["recall"].items())
+        if len(classes) > 6:
+            recall = f"lowest {min(v for v in m['recall'].values() if v is not None):.2f}"
+        table.add_row(key, f"{m['accuracy']:.4f}", f"{m['balanced_accuracy']:.4f}", f"{m['macro_f1']:.4f}",
+                      "-" if m["auc_ovr"] is None else f"{m['auc_ovr']:.4f}", recall)
+    base = metrics.get("majority_baseline")
+    if base:
+        table.caption = (f"majority-class baseline (always '{base['class']}'): accuracy "
+                         f"{base['accuracy']:.4f}, balanced accuracy {base['balanced_accuracy']:.4f}")
+    return table
+
+
 def _options(items: list[str], option: str) -> dict[str, Any]:
     """``KEY=VALUE`` items as a dict; values read by :func:`pgsl.config.parse_value`."""
     out: dict[str, Any] = {}
@@ -168,9 +191,8 @@ def train(
     except USER_ERRORS + (HijackDetected,) as e:
         _fail(e)
         return
-    console.print(_accuracy_table(f"{metrics['dataset']} test accuracy after "
-                                  f"{metrics['epochs']} epoch(s)",
-                                  metrics["test_accuracy"], metrics["n_test"]))
+    console.print(_metrics_table(f"{metrics['dataset']} test set after {metrics['epochs']} epoch(s)",
+                                 metrics))
     g = metrics.get("privacy")
     if g is not None and {"epsilon", "delta", "releases", "epsilon_subsampled"} <= set(g):
         console.print(f"({g['epsilon']:.4g}, {g['delta']:g})-DP per training sample's released "
@@ -638,8 +660,7 @@ def client(
         _fail(e)
         return
     samples = metrics["n_train"] * (metrics["epochs"]) + metrics["n_test"]
-    console.print(_accuracy_table(f"site {site}: test accuracy", metrics["test_accuracy"],
-                                  metrics["n_test"]))
+    console.print(_metrics_table(f"site {site}: test set", metrics))
     console.print(f"bytes sent per sample ({wire_dtype}): {sent / max(samples, 1):.0f}")
 
 

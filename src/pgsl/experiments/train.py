@@ -23,8 +23,9 @@ from pgsl.client.party import ClientParty
 from pgsl.client.splitguard import GuardedClient, SplitGuard
 from pgsl.config import Config, load_config, save_config
 from pgsl.data import Dataset, load_dataset
+from pgsl.experiments.metrics import classification_metrics, majority_baseline
 from pgsl.split.channel import Channel, InProcessChannel
-from pgsl.split.trainer import EpochStats, Learner, evaluate, train_epoch
+from pgsl.split.trainer import EpochStats, Learner, accuracies, collect_scores, evaluate, train_epoch
 
 if TYPE_CHECKING:
     from pgsl.server.party import ServerParty
@@ -189,6 +190,8 @@ def train_run(
     run.join()
 
     eval_seconds = 0.0
+    test: dict[str, float] | None = None
+    detailed: dict[str, dict[str, Any]] = {}
     for epoch in range(start_epoch + 1, t.epochs + 1):
         t0 = time.perf_counter()
         tick = reporter.task(f"epoch {epoch}/{t.epochs}", len(dataset.train))
@@ -198,24 +201,34 @@ def train_run(
         )
         reporter.done()
         train_seconds += time.perf_counter() - t0
-        test: dict[str, float] | None = None
+        test = None
         if epoch == t.epochs or (t.eval_every > 0 and epoch % t.eval_every == 0):
             t0 = time.perf_counter()
             tick = reporter.task(f"test {epoch}/{t.epochs}", len(dataset.test))
-            test = evaluate(run.client, run.channel, dataset.test,
-                            batch_size=t.eval_batch_size, progress=tick)
+            scores, labels = collect_scores(run.client, run.channel, dataset.test,
+                                            batch_size=t.eval_batch_size, progress=tick)
+            test = accuracies(scores, labels)
+            detailed = {k: classification_metrics(v, labels, dataset.classes) for k, v in scores.items()}
             reporter.done()
             eval_seconds += time.perf_counter() - t0
         history.append({"epoch": epoch, "train_loss": stats.loss,
                         "train_accuracy": stats.accuracy, "test_accuracy": test,
+                        "test_balanced_accuracy": None if test is None else
+                        {k: m["balanced_accuracy"] for k, m in detailed.items()},
                         "samples_per_second": round(stats.samples / max(stats.seconds, 1e-9), 1)})
         save_checkpoint(ckpt_path, run.state(epoch, history, train_seconds))
         reporter.epoch(epoch, stats, test)
 
     if not history or history[-1]["test_accuracy"] is None:
         raise ValueError("the run has no evaluated epoch: set train.epochs >= 1")
+    if not detailed or test is None:  # resumed after the last epoch: evaluate again
+        scores, labels = collect_scores(run.client, run.channel, dataset.test, batch_size=t.eval_batch_size)
+        detailed = {k: classification_metrics(v, labels, dataset.classes) for k, v in scores.items()}
     metrics = {
         "test_accuracy": history[-1]["test_accuracy"],
+        # balanced accuracy, recall per class, macro-F1, AUC, confusion, per stream and decision
+        "test_metrics": detailed,
+        "majority_baseline": majority_baseline(dataset.train.labels, dataset.test.labels, dataset.classes),
         "epochs": history[-1]["epoch"],
         "train_seconds": round(train_seconds, 2),
         "eval_seconds": round(eval_seconds, 2),

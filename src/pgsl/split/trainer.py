@@ -21,7 +21,8 @@ from pgsl.split.messages import Gradient, Scores
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DECISION", "EpochStats", "Learner", "evaluate", "score_hits", "train_epoch"]
+__all__ = ["DECISION", "EpochStats", "Learner", "accuracies", "collect_scores", "evaluate", "score_hits",
+           "train_epoch"]
 
 DECISION = "decision"
 Progress = Callable[[int], None]
@@ -97,6 +98,46 @@ def score_hits(scores: Scores, y: Tensor, names: tuple[str, ...]) -> dict[str, i
 
 
 @torch.no_grad()
+def collect_scores(
+    client: Learner,
+    channel: Channel,
+    data: ImageSet | tuple[Tensor, Tensor],
+    *,
+    batch_size: int,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """Each stream's and the decision's scores ``(N, K)`` (by name) and the labels ``(N,)``, on
+    the CPU, for an image set or float images ``(N, C, H, W)`` in [0, 1] with their labels."""
+    pairs: Iterable[tuple[Tensor, Tensor]]
+    if isinstance(data, tuple):
+        x, y = data
+        pairs = zip(x.split(batch_size), y.split(batch_size), strict=True)
+    else:
+        pairs = batches(data, batch_size, device=client.device)
+    names = (*client.streams, DECISION)
+    parts: dict[str, list[Tensor]] = {k: [] for k in names}
+    labels: list[Tensor] = []
+    for xb, yb in pairs:
+        scores = client.predict(xb, channel)
+        if len(scores.streams) != len(client.streams):
+            raise ValueError(f"the server answered with {len(scores.streams)} stream(s), expected "
+                             f"{len(client.streams)} ({', '.join(client.streams)})")
+        for key, sc in zip(names, (*scores.streams, scores.decision), strict=True):
+            parts[key].append(sc.detach().float().cpu())
+        labels.append(yb.cpu())
+        if progress:
+            progress(len(yb))
+    if not labels:
+        raise ValueError("cannot evaluate on an empty test split")
+    return {k: torch.cat(v) for k, v in parts.items()}, torch.cat(labels)
+
+
+def accuracies(scores: dict[str, Tensor], labels: Tensor) -> dict[str, float]:
+    """Accuracy (a fraction) of each named ``(N, K)`` score tensor."""
+    return {k: int((s.argmax(1) == labels).sum()) / len(labels) for k, s in scores.items()}
+
+
+@torch.no_grad()
 def evaluate(
     client: Learner,
     channel: Channel,
@@ -107,20 +148,4 @@ def evaluate(
 ) -> dict[str, float]:
     """Accuracy of each stream and of the decision (fractions in [0, 1]) on an image set, or on
     float images ``(N, C, H, W)`` in [0, 1] with their labels."""
-    pairs: Iterable[tuple[Tensor, Tensor]]
-    if isinstance(data, tuple):
-        x, y = data
-        pairs = zip(x.split(batch_size), y.split(batch_size), strict=True)
-    else:
-        pairs = batches(data, batch_size, device=client.device)
-    correct = dict.fromkeys((*client.streams, DECISION), 0)
-    n = 0
-    for xb, yb in pairs:
-        for key, hits in score_hits(client.predict(xb, channel), yb, client.streams).items():
-            correct[key] += hits
-        n += len(yb)
-        if progress:
-            progress(len(yb))
-    if n == 0:
-        raise ValueError("cannot evaluate on an empty test split")
-    return {k: v / n for k, v in correct.items()}
+    return accuracies(*collect_scores(client, channel, data, batch_size=batch_size, progress=progress))
