@@ -27,7 +27,7 @@ from pgsl.transport.server import SplitLearningService, serve
 TESTS = Path(__file__).parent
 TINY = Config().replace(model={"width": 8, "hidden": 16, "pool": 2, "dropout": 0.0})
 STRONG = {"dp": {"sigma": 0.05}, "mid": {"weight": 0.1, "code": 2},
-          "ressfl": {"weight": 1.0, "ssim_threshold": 0.0}}
+          "ressfl": {"weight": 1.0, "ssim_threshold": 0.0, "bottleneck": 2}}
 
 
 # ---- DP ----------------------------------------------------------------------------------------
@@ -154,6 +154,20 @@ def test_ressfl_attacker_learns_and_the_client_term_moves_only_the_segment() -> 
     # above a threshold it cannot reach, the client's term is zero
     high = TINY.replace(defense={"kind": "ressfl", "params": {"weight": 1.0, "ssim_threshold": 0.99}})
     assert float(ClientParty(high, 1, 3).defense.extra_loss(x, a.detach())) == 0.0  # type: ignore[arg-type]
+
+
+def test_ressfl_bottleneck_sends_a_rank_k_code_and_trains_with_the_segment() -> None:
+    torch.manual_seed(0)
+    cfg = TINY.replace(defense={"kind": "ressfl", "params": {"weight": 1.0, "bottleneck": 2}})
+    client, server = ClientParty(cfg, 1, 3), ServerParty(cfg, 3)
+    sent = client.query(torch.rand(4, 1, 12, 12))
+    assert sent.shape[1] == 8  # the server's width, unchanged
+    # per position the 8 channels are an affine function of a 2-channel code: rank <= 3 with the bias
+    assert torch.linalg.matrix_rank(sent.permute(0, 2, 3, 1).reshape(-1, 8).double(), tol=1e-4) <= 3
+    before = [p.detach().clone() for p in client.defense.bottleneck.parameters()]  # type: ignore[union-attr]
+    client.train_step(torch.rand(6, 1, 12, 12), torch.tensor([0, 1, 2, 0, 1, 2]), InProcessChannel(server))
+    after = client.defense.bottleneck.parameters()  # type: ignore[union-attr]
+    assert all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
 
 
 # ---- all three: trainable over gRPC, the same weights as in process ------------------------------

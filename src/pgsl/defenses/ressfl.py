@@ -10,10 +10,13 @@ mode):
    the segment learns activations that the current decoder cannot invert beyond the threshold.
 
 ``weight`` sets the strength (the reference code's ``regularization_strength``, 0.3 in its
-reproduction scripts, with threshold 0.5); 0 is the vanilla split. Left out: the reference code's
-bottleneck layer and its decoder pre-training on held-out data (the decoder here starts with the
-client and learns alongside it). The decoder's optimiser state is not checkpointed: after a
-resume the decoder keeps its weights and its Adam moments restart.
+reproduction scripts, with threshold 0.5); 0 is the vanilla split. ``bottleneck = k > 0`` adds the
+reference code's bottleneck: a 1x1 convolution (no ReLU) to ``k`` channels on the client, and a 1x1
+convolution back to the segment's width before sending (the reference puts the second one on the
+server; here it is on the client, so the server model is unchanged and what is sent is a linear
+function of the ``k``-channel code). Left out: the decoder's pre-training on held-out data (the
+decoder here starts with the client and learns alongside it). The decoder's optimiser state is
+not checkpointed: after a resume the decoder keeps its weights and its Adam moments restart.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class ResSFLParams:
     decoder_steps: int = 1  # the simulated attacker's Adam steps per training step
     decoder_lr: float = 1e-3
     decoder_width: int = 32
+    bottleneck: int = 0  # channels of the client-side bottleneck (0: none)
 
     def __post_init__(self) -> None:
         if not self.weight >= 0:
@@ -75,6 +79,8 @@ class ResSFLParams:
             raise ValueError(f"ResSFL ssim_threshold must be in [0, 1), got {self.ssim_threshold}")
         if self.decoder_steps < 1 or self.decoder_width < 1 or not self.decoder_lr > 0:
             raise ValueError("ResSFL needs decoder_steps >= 1, decoder_width >= 1 and decoder_lr > 0")
+        if self.bottleneck < 0:
+            raise ValueError(f"ResSFL bottleneck must be >= 0 channels, got {self.bottleneck}")
 
 
 class AttackerAware(Defense):
@@ -91,6 +97,15 @@ class AttackerAware(Defense):
         super().__init__(cfg, channels, num_classes)
         self.inverter = SimulatedInverter(cfg.model.width, channels, self.params.decoder_width)
         self._optimizer: torch.optim.Optimizer | None = None
+        k, width = self.params.bottleneck, cfg.model.width
+        self.bottleneck = (nn.Sequential(nn.Conv2d(width, k, kernel_size=1),
+                                         nn.Conv2d(k, width, kernel_size=1)) if k else None)
+
+    def perturb(self, a: Tensor) -> Tensor:
+        return a if self.bottleneck is None else self.bottleneck(a)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [] if self.bottleneck is None else list(self.bottleneck.parameters())
 
     def _attacker_steps(self, x: Tensor, sent: Tensor) -> None:
         if self._optimizer is None:  # built on first use, once the module sits on its device
