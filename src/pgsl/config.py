@@ -32,6 +32,20 @@ class DataConfig:
     image_size: int = 256  # MIAS / DICOM only: images are resized to image_size x image_size
     limit_train: int | None = None  # a seeded random subset of the training split
     limit_test: int | None = None  # the first N test images (None: the whole test split)
+    # MIAS: "whole" (the paper's: one sample per Info.txt row, the whole image) or "roi" (patches
+    # of roi_size original pixels around each abnormality's centre, and of breast tissue from the
+    # normal images, resized to image_size; roi_patches jittered crops per row in training, by up
+    # to roi_jitter pixels; one centred crop per row in testing)
+    protocol: str = "whole"
+    roi_size: int = 128
+    roi_patches: int = 8
+    roi_jitter: int = 16
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("whole", "roi"):
+            raise ValueError(f"data.protocol must be 'whole' or 'roi', got {self.protocol!r}")
+        if self.roi_size < 8 or self.roi_patches < 1 or self.roi_jitter < 0:
+            raise ValueError("data.roi_size must be >= 8, roi_patches >= 1 and roi_jitter >= 0")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from pgsl.data.base import DataError, Dataset, ImageSet, batches, to_float
 LOADERS: dict[str, Callable[..., Dataset]] = {
     "mnist": lambda cfg: mnist.load(cfg.data_dir),
     "fashion-mnist": lambda cfg: fashion.load(cfg.data_dir),
-    "mias": lambda cfg: mias.load(cfg.data_dir, cfg.image_size),
+    "mias": lambda cfg: mias.load(cfg.data_dir, cfg.image_size, protocol=cfg.protocol, roi_size=cfg.roi_size,
+                                  roi_patches=cfg.roi_patches, roi_jitter=cfg.roi_jitter),
     "cbis-ddsm-sample": lambda cfg: dicom.load(cfg.data_dir, cfg.image_size),
 }
 
