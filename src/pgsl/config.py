@@ -120,6 +120,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 3e-4
     seed: int = 0
+    augment: bool = False  # flips, small rotations and shifts, intensity jitter (pgsl.data.augment)
+    balanced: bool = False  # each epoch samples the classes equally often (with replacement)
 
 
 @dataclass(frozen=True)

@@ -87,10 +87,20 @@ def batches(
     *,
     device: torch.device | str = "cpu",
     shuffle_seed: int | None = None,
+    balanced: bool = False,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield ``(x, y)`` float batches in [0, 1]; a fixed seed gives a fixed order (resumable)."""
+    """Yield ``(x, y)`` float batches in [0, 1]; a fixed seed gives a fixed order (resumable).
+    ``balanced``: ``len(data)`` samples drawn with replacement, each class equally likely (needs
+    ``shuffle_seed``)."""
     n = len(data)
-    if shuffle_seed is None:
+    if balanced:
+        if shuffle_seed is None:
+            raise ValueError("balanced sampling needs a shuffle seed")
+        counts = torch.bincount(data.labels)
+        weights = 1.0 / counts[data.labels].double()
+        order = torch.multinomial(weights, n, replacement=True,
+                                  generator=torch.Generator().manual_seed(shuffle_seed))
+    elif shuffle_seed is None:
         order = torch.arange(n)
     else:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(shuffle_seed))

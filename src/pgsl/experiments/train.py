@@ -197,7 +197,7 @@ def train_run(
         tick = reporter.task(f"epoch {epoch}/{t.epochs}", len(dataset.train))
         stats = train_epoch(
             run.learner, run.channel, dataset.train, batch_size=t.batch_size,
-            shuffle_seed=t.seed * 1000 + epoch, progress=tick,
+            shuffle_seed=t.seed * 1000 + epoch, progress=tick, augment=t.augment, balanced=t.balanced,
         )
         reporter.done()
         train_seconds += time.perf_counter() - t0

@@ -15,6 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from pgsl.data.augment import augment as augment_batch
 from pgsl.data.base import ImageSet, batches
 from pgsl.split.channel import Channel
 from pgsl.split.messages import Gradient, Scores
@@ -61,14 +62,21 @@ def train_epoch(
     batch_size: int,
     shuffle_seed: int,
     progress: Progress | None = None,
+    augment: bool = False,
+    balanced: bool = False,
 ) -> EpochStats:
-    """One pass over ``data`` in a seeded order; the client and server step on every batch."""
+    """One pass over ``data`` in a seeded order (``balanced``: classes sampled equally often);
+    the client and server step on every batch. ``augment``: each batch is augmented on the client
+    (:func:`pgsl.data.augment.augment`, draws seeded by ``shuffle_seed``)."""
     names = client.streams
     loss = dict.fromkeys(names, 0.0)
     correct = dict.fromkeys((*names, DECISION), 0)
     n = 0
     t0 = time.perf_counter()
-    for x, y in batches(data, batch_size, device=client.device, shuffle_seed=shuffle_seed):
+    draws = torch.Generator().manual_seed(shuffle_seed + 1)
+    for x, y in batches(data, batch_size, device=client.device, shuffle_seed=shuffle_seed, balanced=balanced):
+        if augment:
+            x = augment_batch(x, draws)
         s = client.train_step(x, y, channel).stats
         if len(s.losses) != len(names):
             raise ValueError(f"the server trains {len(s.losses)} stream(s), this client's defence "
