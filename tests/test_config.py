@@ -9,7 +9,7 @@ import pytest
 from pgsl.config import available_presets, config_from_dict, load_config, load_preset, save_config
 
 
-@pytest.mark.parametrize("name", ["quick", "paper"])
+@pytest.mark.parametrize("name", ["quick", "paper", "mias-quick", "mias-paper"])
 def test_shipped_presets_load(name: str, tmp_path: Path) -> None:
     assert name in available_presets()
     cfg = load_preset(name)
@@ -27,7 +27,7 @@ def test_unknown_section_or_key() -> None:
 
 
 def test_missing_preset_lists_the_available_ones() -> None:
-    with pytest.raises(FileNotFoundError, match="available presets: paper, quick"):
+    with pytest.raises(FileNotFoundError, match="available presets: mias-paper, mias-quick, paper, quick"):
         load_preset("fast")
 
 

@@ -79,3 +79,14 @@ def test_the_roi_protocol_learns_where_the_whole_image_does_not(folder: tuple[Pa
     assert _balanced(roi) >= 0.7  # chance: 1/3
     assert _balanced(whole) <= 0.5
     assert roi["majority_baseline"]["class"] == "normal"  # the most frequent training class
+
+
+def test_mias_presets_and_the_reproduce_default() -> None:
+    from pgsl.experiments.reproduce import default_preset
+
+    quick, paper = load_preset("mias-quick"), load_preset("mias-paper")
+    assert (quick.data.dataset, quick.data.protocol, quick.train.augment, quick.train.balanced) == (
+        "mias", "roi", True, True)
+    assert (paper.data.dataset, paper.data.protocol, paper.train.augment, paper.train.balanced) == (
+        "mias", "whole", True, True)
+    assert default_preset("mias") == "mias-quick" and default_preset("mnist") == "quick"

@@ -450,8 +450,8 @@ def robustness(
 def reproduce(
     out: Path = typer.Option(..., help="Folder for every run, table, figure and report.html."),
     dataset: str = typer.Option("mnist", help=f"One of: {', '.join(LOADERS)}."),
-    preset: str = typer.Option("quick", help=f"Training preset: {' | '.join(available_presets())} or a "
-                               "TOML path."),
+    preset: str | None = typer.Option(None, help=f"Training preset: {' | '.join(available_presets())} or "
+                                      "a TOML path (default: mias-quick for MIAS, else quick)."),
     plan: str | None = typer.Option(None, help="How much of each experiment: tiny | quick | paper "
                                     "(default: the preset's name, else quick)."),
     data_dir: str | None = typer.Option(None, help="Dataset folder (MIAS)."),
@@ -460,9 +460,11 @@ def reproduce(
 ) -> None:
     """Everything: train PGSL and the baselines, Table I, the frontier, Table II, the mu sweep,
     Figs. 3-5, and one report.html. Cached per stage: re-running after a kill resumes."""
+    from pgsl.experiments.reproduce import default_preset
     from pgsl.experiments.reproduce import reproduce as run_reproduce
 
     try:
+        preset = preset or default_preset(dataset)
         cfg = apply_settings(_overrides(load_preset(preset), dataset, data_dir, None, None), settings)
         report = run_reproduce(cfg, preset, out, plan=plan, device=device, reporter=RichReporter())
     except USER_ERRORS as e:

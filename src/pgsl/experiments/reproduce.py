@@ -115,6 +115,12 @@ PLANS = {
 MAIN = ("pgsl", "none", "noise", "nopeek")
 
 
+def default_preset(dataset: str) -> str:
+    """The training preset ``pgsl reproduce`` uses when none is given: ``mias-quick`` (the ROI
+    protocol, augmentation, class-balanced batches) for MIAS, ``quick`` otherwise."""
+    return "mias-quick" if dataset == "mias" else "quick"
+
+
 def _stage(out: Path, name: str, done: Path, fn: Callable[[], Any], timings: dict[str, float]) -> None:
     if done.is_file():
         log.info("%s: cached (%s)", name, done)
