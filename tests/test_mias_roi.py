@@ -4,6 +4,7 @@ both sides of the split, and a model that learns from patches where the whole im
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,30 @@ def test_mias_presets_and_the_reproduce_default() -> None:
     assert (paper.data.dataset, paper.data.protocol, paper.train.augment, paper.train.balanced) == (
         "mias", "whole", True, True)
     assert default_preset("mias") == "mias-quick" and default_preset("mnist") == "quick"
+
+
+def test_baselines_train_pgsl_the_vanilla_split_and_the_plain_cnn_on_the_same_split(
+        folder: tuple[Path, dict], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pgsl.cli import app
+    from pgsl.experiments.results import BaselineRow, read_rows
+
+    path, _ = folder
+    out = tmp_path / "baselines"
+    args = ["baselines", "--dataset", "mias", "--data-dir", str(path), "--out", str(out),
+            "--set", "data.image_size=16", "--set", "data.roi_patches=2", "--set", "train.epochs=1",
+            "--set", "recovery.max_iter=2", "--set", "model.width=8"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out / "baselines.json", BaselineRow)
+    assert [r.model for r in rows] == ["pgsl", "vanilla split", "plain CNN", "majority"]
+    assert len({r.n_test for r in rows}) == 1  # the same test split for all four
+    for r in rows[:2]:  # the split runs: the decision's metrics from the run's own metrics.json
+        m = json.loads((Path(r.run) / "metrics.json").read_text())
+        assert r.balanced_accuracy == m["test_metrics"]["decision"]["balanced_accuracy"]
+        assert json.loads((Path(r.run) / "config.json").read_text())["data"]["protocol"] == "roi"
+    assert rows[3].balanced_accuracy == pytest.approx(1 / 3)
+    assert "| plain CNN |" in (out / "baselines.md").read_text()
+    again = CliRunner().invoke(app, args)  # cached: nothing retrained, the same rows
+    assert again.exit_code == 0 and read_rows(out / "baselines.json", BaselineRow) == rows

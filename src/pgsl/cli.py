@@ -524,6 +524,40 @@ def benchmark(
 
 
 @app.command()
+def baselines(
+    out: Path = typer.Option(..., help="Folder for the three runs and baselines.md/.csv/.json."),
+    dataset: str = typer.Option("mnist", help=f"One of: {', '.join(LOADERS)}."),
+    preset: str | None = typer.Option(None, help="Training preset (default: mias-quick for MIAS, else "
+                                      "quick)."),
+    data_dir: str | None = typer.Option(None, help="Dataset folder (MIAS)."),
+    device: str = typer.Option("cpu"),
+    settings: list[str] = typer.Option([], "--set", help="section.key=value for every model."),
+) -> None:
+    """PGSL, the vanilla split and the plain CNN with the same protocol and budget on the same
+    split, each with accuracy, balanced accuracy, macro-F1, AUC and recall per class, beside the
+    majority-class baseline. Cached: re-running resumes."""
+    from pgsl.experiments.baselines import baselines as run_baselines
+    from pgsl.experiments.reproduce import default_preset
+
+    try:
+        cfg = apply_settings(_overrides(load_preset(preset or default_preset(dataset)), dataset, data_dir,
+                                        None, None), settings)
+        rows = run_baselines(cfg, out, device=device, reporter=RichReporter())
+    except USER_ERRORS as e:
+        _fail(e)
+        return
+    table = Table(title=f"{rows[0].dataset}: same protocol and budget (n={rows[0].n_test})")
+    for column in ("model", "accuracy", "balanced acc.", "macro-F1", "AUC (ovr)"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for r in rows:
+        table.add_row(r.model, f"{r.accuracy:.4f}", f"{r.balanced_accuracy:.4f}",
+                      "-" if r.macro_f1 is None else f"{r.macro_f1:.4f}",
+                      "-" if r.auc_ovr is None else f"{r.auc_ovr:.4f}")
+    console.print(table)
+    console.print(f"[green]wrote {out / 'baselines.md'}[/]")
+
+
+@app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A folder written by `pgsl train`."),
     device: str = typer.Option("cpu"),

@@ -19,6 +19,7 @@ from pgsl.checkpoint import load_checkpoint, save_checkpoint
 from pgsl.client.segment import ClientSegment
 from pgsl.config import Config
 from pgsl.data import ImageSet, to_float
+from pgsl.data.augment import augment
 from pgsl.server.streams import StreamTail
 
 log = logging.getLogger(__name__)
@@ -40,17 +41,22 @@ class PlainCNN(nn.Module):
 
 def fit(model: nn.Module, images: Tensor, labels: Tensor, cfg: Config, *, epochs: int | None = None,
         seed: int = 0) -> None:
-    """Adam with the run's learning rate and weight decay, on float images ``(N, C, H, W)``."""
+    """Adam with the run's learning rate and weight decay, on float images ``(N, C, H, W)``; with
+    the run's ``train.balanced`` sampling and ``train.augment`` augmentation, as a split run."""
     t = cfg.train
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     g = torch.Generator().manual_seed(seed)
+    weights = 1.0 / torch.bincount(labels.cpu())[labels.cpu()].double() if t.balanced else None
     model.train()
     for _ in range(t.epochs if epochs is None else epochs):
-        for idx in torch.randperm(len(images), generator=g).split(t.batch_size):
+        order = (torch.multinomial(weights, len(images), replacement=True, generator=g) if weights is not None
+                 else torch.randperm(len(images), generator=g))
+        for idx in order.split(t.batch_size):
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
             idx = idx.to(images.device)
-            loss = F.cross_entropy(model(images[idx]), labels[idx])
+            x = augment(images[idx], g) if t.augment else images[idx]
+            loss = F.cross_entropy(model(x), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

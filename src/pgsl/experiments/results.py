@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 from pgsl.checkpoint import write_csv, write_json
 
-__all__ = ["BenchmarkRow", "BenchmarkSummary", "FrontierPoint", "HijackRow", "MuSweepRow", "PrivacyRow",
-           "RobustnessRow", "read_rows", "rows_from_dicts", "rows_to_dicts", "write_rows"]
+__all__ = ["BaselineRow", "BenchmarkRow", "BenchmarkSummary", "FrontierPoint", "HijackRow", "MuSweepRow",
+           "PrivacyRow", "RobustnessRow", "read_rows", "rows_from_dicts", "rows_to_dicts", "write_rows"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,23 @@ class FrontierPoint:
     ssim: float
     target: str
     n_victims: int
+    n_test: int
+    run: str
+
+
+@dataclass(frozen=True)
+class BaselineRow:
+    """``pgsl baselines``: one model on the test split, with the metrics a medical reader needs
+    (the decision's, for a split model); ``model`` "majority" is the always-the-most-frequent-class
+    baseline."""
+
+    dataset: str
+    model: str  # "pgsl", "vanilla split", "plain CNN", "majority"
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float | None
+    auc_ovr: float | None
+    recall: dict[str, float | None]
     n_test: int
     run: str
 

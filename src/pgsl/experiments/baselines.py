@@ -1,0 +1,83 @@
+"""``pgsl baselines``: PGSL beside the vanilla split and the plain CNN, trained with the same
+protocol and budget on the same split, so a PGSL number can be read against them.
+
+The three models share the configuration (data protocol, augmentation, class-balanced sampling,
+epochs, optimiser, network): PGSL and the vanilla split are ``pgsl train`` runs (``--defense pgsl``
+and ``none``), the plain CNN is the same layers trained in one place (:mod:`pgsl.experiments.plain`).
+Each is scored by :func:`pgsl.experiments.metrics.classification_metrics` on the test split, and
+the majority-class baseline is the fourth row. Runs are cached in ``out``: re-running resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from pgsl.config import Config
+from pgsl.data import load_dataset, to_float
+from pgsl.experiments.metrics import classification_metrics, majority_baseline
+from pgsl.experiments.plain import plain_cnn
+from pgsl.experiments.results import BaselineRow, write_rows
+from pgsl.experiments.train import CHECKPOINT, METRICS, Reporter, resolve_device, train_run
+from pgsl.split.trainer import DECISION
+
+__all__ = ["baselines"]
+
+log = logging.getLogger(__name__)
+
+SPLIT_MODELS = {"pgsl": "pgsl", "none": "vanilla split"}
+
+
+def _row(dataset: str, model: str, m: dict, run: str) -> BaselineRow:
+    return BaselineRow(dataset=dataset, model=model, accuracy=m["accuracy"],
+                       balanced_accuracy=m["balanced_accuracy"], macro_f1=m.get("macro_f1"),
+                       auc_ovr=m.get("auc_ovr"), recall=m.get("recall", {}), n_test=m.get("n", 0), run=run)
+
+
+def baselines(cfg: Config, out: Path, device: str = "cpu",
+              reporter: Reporter | None = None) -> list[BaselineRow]:
+    """Train (or reuse) the three models and write ``baselines.json``, ``.csv`` and ``.md``."""
+    dev = resolve_device(device)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for kind, name in SPLIT_MODELS.items():
+        path = out / kind
+        if not (path / METRICS).is_file():
+            train_run(cfg.replace(defense={"kind": kind, "params": {}}), path,
+                      resume=(path / CHECKPOINT).is_file(), device=device, reporter=reporter)
+        metrics = json.loads((path / METRICS).read_text())
+        rows.append(_row(metrics["dataset"], name, metrics["test_metrics"][DECISION], str(path)))
+    dataset = load_dataset(cfg.data, seed=cfg.train.seed)
+    model = plain_cnn(cfg, dataset.train, dataset.channels, len(dataset.classes), out / "plain_cnn.pt", dev)
+    with torch.no_grad():
+        x = to_float(dataset.test.images, dev)
+        scores = torch.cat([model(b).softmax(1).cpu() for b in x.split(cfg.train.eval_batch_size)])
+    plain = classification_metrics(scores, dataset.test.labels, dataset.classes)
+    rows.append(_row(dataset.name, "plain CNN", plain, str(out / "plain_cnn.pt")))
+    base = majority_baseline(dataset.train.labels, dataset.test.labels, dataset.classes)
+    rows.append(BaselineRow(dataset=dataset.name, model="majority", accuracy=base["accuracy"],
+                            balanced_accuracy=base["balanced_accuracy"], macro_f1=None, auc_ovr=None,
+                            recall={c: (1.0 if c == base["class"] else 0.0) for c in dataset.classes},
+                            n_test=len(dataset.test), run=f"always '{base['class']}'"))
+    write_rows(out / "baselines.csv", rows)
+    write_rows(out / "baselines.json", rows, dataset=dataset.name)
+    (out / "baselines.md").write_text(markdown(rows))
+    return rows
+
+
+def markdown(rows: list[BaselineRow]) -> str:
+    def f(v: float | None, digits: int = 3) -> str:
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    classes = list(rows[0].recall)
+    lines = [f"# {rows[0].dataset}: PGSL, the vanilla split and the plain CNN (same protocol and budget)",
+             "", "| model | accuracy | balanced accuracy | macro-F1 | AUC (one-vs-rest) | "
+             + " | ".join(f"recall {c}" for c in classes) + " |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(classes)]
+    for r in rows:
+        lines.append(f"| {r.model} | {f(r.accuracy)} | {f(r.balanced_accuracy)} | {f(r.macro_f1)} | "
+                     f"{f(r.auc_ovr)} | " + " | ".join(f(r.recall.get(c)) for c in classes) + " |")
+    return "\n".join(lines) + "\n"
