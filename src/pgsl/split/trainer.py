@@ -22,8 +22,7 @@ from pgsl.split.messages import Gradient, Scores
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DECISION", "EpochStats", "Learner", "accuracies", "collect_scores", "evaluate", "score_hits",
-           "train_epoch"]
+__all__ = ["DECISION", "EpochStats", "Learner", "accuracies", "collect_scores", "evaluate", "train_epoch"]
 
 DECISION = "decision"
 Progress = Callable[[int], None]
@@ -94,15 +93,6 @@ def train_epoch(
         samples=n,
         seconds=time.perf_counter() - t0,
     )
-
-
-def score_hits(scores: Scores, y: Tensor, names: tuple[str, ...]) -> dict[str, int]:
-    """How many of ``y`` each stream (by name) and the decision got right."""
-    if len(scores.streams) != len(names):
-        raise ValueError(f"the server answered with {len(scores.streams)} stream(s), expected "
-                           f"{len(names)} ({', '.join(names)})")
-    keyed = (*zip(names, scores.streams, strict=True), (DECISION, scores.decision))
-    return {key: int((s.argmax(1).to(y.device) == y).sum()) for key, s in keyed}
 
 
 @torch.no_grad()
