@@ -482,7 +482,7 @@ def test_server_bug_is_internal_logged_and_not_recorded(caplog: pytest.LogCaptur
             channel.join(8)
             channel.train_step(batch(1))
             before = weights(party)
-            with caplog.at_level(logging.ERROR, logger="pgsl.transport.server"):
+            with caplog.at_level(logging.ERROR, logger="pgsl.transport.hub"):
                 with pytest.raises(TransportError) as info:
                     channel.train_step(batch(2))
             assert info.value.code == grpc.StatusCode.INTERNAL
@@ -496,7 +496,7 @@ def test_server_bug_is_internal_logged_and_not_recorded(caplog: pytest.LogCaptur
             assert service.last_step["solo"] == 3
     finally:
         grpc_server.stop(0)
-    errors = [r for r in caplog.records if r.name == "pgsl.transport.server" and r.levelno == logging.ERROR]
+    errors = [r for r in caplog.records if r.name == "pgsl.transport.hub" and r.levelno == logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None
     assert "internal error at step 2 of site solo" in caplog.text
     assert "Traceback" in caplog.text and "RuntimeError: simulated library bug" in caplog.text
