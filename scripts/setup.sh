@@ -24,8 +24,9 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
         "$PY" -m pip install -q --disable-pip-version-check "$spec"
     fi
 fi
-# torch is already satisfied, so this installs only the package and its small dependencies
-"$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
+# torch is already satisfied, so this installs the package, its dependencies, the test tools and
+# NVIDIA FLARE (pgsl flare; its tests run in CI)
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test,flare]'
 # torchattacks (FGSM, BIM, C&W for Table II): its requirement is pyproject.toml's `robustness`
 # extra, read from there. It is installed with --no-deps: its metadata asks for torchvision, which
 # pulls a different (CUDA) torch build that replaces ours, and torchattacks never imports

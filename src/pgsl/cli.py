@@ -773,5 +773,172 @@ def presets() -> None:
         console.print(f"{name}: {PRESET_DIR / (name + '.toml')}")
 
 
+flare_app = typer.Typer(no_args_is_help=True, help="PGSL as an NVIDIA FLARE job (pip install "
+                        "'pgsl[flare]'): export it for a provisioned project, or run it locally.")
+app.add_typer(flare_app, name="flare")
+
+
+def _flare_config(preset: str, dataset: str, data_dir: str | None, limit_train: int | None,
+                  limit_test: int | None, epochs: int | None, seed: int | None, defense: str,
+                  defense_options: list[str]) -> Config:
+    cfg = _overrides(load_preset(preset), dataset, data_dir, limit_train, limit_test)
+    return cfg.replace(
+        train={k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None},
+        defense={"kind": defense, "params": _options(defense_options, "--defense-option")},
+    )
+
+
+def _flare_classes(cfg: Config, classes: int | None) -> int:
+    """``classes``, or the class count of the configured dataset read here."""
+    if classes is not None:
+        if classes < 2:
+            raise ValueError(f"--classes must be >= 2, got {classes}")
+        return classes
+    import dataclasses
+
+    from pgsl.data import load_dataset
+
+    return len(load_dataset(dataclasses.replace(cfg.data, limit_train=1, limit_test=1)).classes)
+
+
+def _flare_job_module() -> Any:
+    try:
+        from pgsl.flare import job
+    except ImportError as e:
+        raise ValueError(f"NVIDIA FLARE is not installed ({e}): pip install 'pgsl[flare]'") from None
+    return job
+
+
+def _flare_report(summary: dict[str, Any], wire_dtype: str) -> None:
+    table = Table(title=f"FLARE job: {summary.get('train_steps', 0)} server training steps")
+    for col in ("site", "epochs", "test acc", "balanced acc", "samples/s",
+                f"bytes/sample ({wire_dtype})", "resumed"):
+        table.add_column(col, justify="left" if col == "site" else "right")
+    for name, r in sorted(summary["sites"].items()):
+        table.add_row(name, str(r["epochs"]), f"{r['test_accuracy']:.4f}",
+                      f"{r['test_balanced_accuracy']:.4f}", f"{r['samples_per_second']:.0f}",
+                      f"{r['bytes_per_sample']:.0f}", "yes" if r["resumed"] else "no")
+    console.print(table)
+    for name, error in sorted(summary["failed"].items()):
+        err_console.print(f"[bold red]site {name} failed:[/] {error}")
+    if summary["failed"]:
+        raise typer.Exit(code=1)
+
+
+_SITES_HELP = "Number of sites (site-1 ... site-N)."
+
+
+@flare_app.command("job")
+def flare_job(
+    sites: str = typer.Option(..., help="Site names, comma-separated: the names in the sites' "
+                              "certificates (nvflare provision)."),
+    out: Path = typer.Option(..., help="Folder for the job and its project.yml."),
+    server_name: str = typer.Option(..., help="The server's fully qualified domain name (project.yml)."),
+    preset: str = typer.Option("quick"),
+    dataset: str = typer.Option("mnist"),
+    data_dir: str | None = typer.Option(None, help="The data folder on every site's machine."),
+    site_data: list[str] = typer.Option([], "--site-data", help="SITE=PATH: a site's own data "
+                                        "folder (repeatable)."),
+    limit_train: int | None = typer.Option(None),
+    limit_test: int | None = typer.Option(None),
+    epochs: int | None = typer.Option(None),
+    seed: int | None = typer.Option(None),
+    defense: str = typer.Option("pgsl"),
+    defense_options: list[str] = typer.Option([], "--defense-option"),
+    classes: int | None = typer.Option(None, help="Classes (default: read from the dataset here)."),
+    server_out: str = typer.Option("pgsl-server", help="Server's folder on its machine."),
+    site_out: str = typer.Option("pgsl-sites", help="Sites' run folders on their machines."),
+    wire_dtype: str = typer.Option("float32"),
+    device: str = typer.Option("cpu"),
+    checkpoint_every: int = typer.Option(200),
+) -> None:
+    """Write the PGSL job for a provisioned FLARE project (`nvflare job submit`), and a
+    project.yml for `nvflare provision` (mutual TLS, one certificate per site)."""
+    try:
+        names = [s.strip() for s in sites.split(",")]
+        data = {k: str(v) for k, v in _options(site_data, "--site-data").items()}
+        cfg = _flare_config(preset, dataset, data_dir, limit_train, limit_test, epochs, seed, defense,
+                            defense_options)
+        job = _flare_job_module()
+        recipe = job.make_recipe(cfg, sites=names, classes=_flare_classes(cfg, classes),
+                                 server_out=server_out, site_out=site_out, site_data=data,
+                                 wire_dtype=wire_dtype, device=device,
+                                 checkpoint_every=checkpoint_every)
+        folder = job.export_job(recipe, out, names, server=server_name)
+    except USER_ERRORS as e:
+        _fail(e)
+        return
+    console.print(f"wrote the job {folder} and {out / 'project.yml'}; next: nvflare provision -p "
+                  f"{out / 'project.yml'}, start the parties, then nvflare job submit -j {folder}")
+
+
+def _flare_run(mode: str, sites: int, out: Path, preset: str, dataset: str, data_dir: str | None,
+               limit_train: int | None, limit_test: int | None, epochs: int | None,
+               seed: int | None, defense: str, defense_options: list[str], wire_dtype: str,
+               device: str) -> None:
+    try:
+        if not 1 <= sites <= 64:
+            raise ValueError(f"--sites must lie in 1..64, got {sites}")
+        names = [f"site-{i + 1}" for i in range(sites)]
+        cfg = _flare_config(preset, dataset, data_dir, limit_train, limit_test, epochs, seed, defense,
+                            defense_options)
+        job = _flare_job_module()
+        out = out.resolve()
+        recipe = job.make_recipe(cfg, sites=names, classes=_flare_classes(cfg, None),
+                                 server_out=str(out / "server"), site_out=str(out / "sites"),
+                                 wire_dtype=wire_dtype, device=device)
+        console.print(f"FLARE {mode}: {sites} site(s), workspace {out / 'flare'}")
+        run = job.simulate if mode == "simulator" else job.poc
+        summary = run(recipe, names, server_out=out / "server", workspace=out / "flare")
+    except USER_ERRORS + (RuntimeError,) as e:
+        _fail(e)
+        return
+    _flare_report(summary, wire_dtype)
+    console.print(f"server: {out / 'server'} (server.pt, server.log); sites: {out / 'sites'}/<site>")
+
+
+@flare_app.command("simulate")
+def flare_simulate(
+    sites: int = typer.Option(2, help=_SITES_HELP),
+    out: Path = typer.Option(..., help="Folder: server/, sites/<site>/, flare/ (FLARE's workspace)."),
+    preset: str = typer.Option("quick"),
+    dataset: str = typer.Option("mnist"),
+    data_dir: str | None = typer.Option(None),
+    limit_train: int | None = typer.Option(None),
+    limit_test: int | None = typer.Option(None),
+    epochs: int | None = typer.Option(None),
+    seed: int | None = typer.Option(None),
+    defense: str = typer.Option("pgsl"),
+    defense_options: list[str] = typer.Option([], "--defense-option"),
+    wire_dtype: str = typer.Option("float32"),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Run the job in FLARE's simulator on this machine; run it again to resume."""
+    _flare_run("simulator", sites, out, preset, dataset, data_dir, limit_train, limit_test, epochs,
+               seed, defense, defense_options, wire_dtype, device)
+
+
+@flare_app.command("poc")
+def flare_poc(
+    sites: int = typer.Option(2, help=_SITES_HELP),
+    out: Path = typer.Option(..., help="Folder: server/, sites/<site>/, flare/ (the POC project)."),
+    preset: str = typer.Option("quick"),
+    dataset: str = typer.Option("mnist"),
+    data_dir: str | None = typer.Option(None),
+    limit_train: int | None = typer.Option(None),
+    limit_test: int | None = typer.Option(None),
+    epochs: int | None = typer.Option(None),
+    seed: int | None = typer.Option(None),
+    defense: str = typer.Option("pgsl"),
+    defense_options: list[str] = typer.Option([], "--defense-option"),
+    wire_dtype: str = typer.Option("float32"),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Run the job in FLARE's proof-of-concept mode: a provisioned project (mutual TLS) with the
+    server, each site and an admin as separate processes on loopback; run it again to resume."""
+    _flare_run("proof of concept", sites, out, preset, dataset, data_dir, limit_train, limit_test,
+               epochs, seed, defense, defense_options, wire_dtype, device)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

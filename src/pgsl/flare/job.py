@@ -29,16 +29,20 @@ from pgsl.config import Config
 __all__ = ["export_job", "make_recipe", "poc", "project_yml", "simulate"]
 
 DEFAULT_NAME = "pgsl"
+ADMIN = "admin@pgsl.local"  # the project admin of the templates (POC submits the job as it)
 
 
 def make_recipe(cfg: Config, *, sites: list[str], classes: int, server_out: str, site_out: str,
                 site_data: dict[str, str] | None = None, wire_dtype: str = "float32",
-                device: str = "cpu", checkpoint_every: int = 200, name: str = DEFAULT_NAME) -> Any:
+                device: str = "cpu", checkpoint_every: int = 200, name: str = DEFAULT_NAME,
+                site_class: type | None = None) -> Any:
     """A ``CollabRecipe`` training ``cfg`` on ``sites`` against one shared server.
 
     ``server_out`` / ``site_out``: folders on the server's / each site's machine (a relative path
     is relative to the FLARE process's working directory); ``site_data``: a site's data folder
-    where it differs from ``cfg.data.data_dir``.
+    where it differs from ``cfg.data.data_dir``; ``site_class``: a subclass of
+    :class:`~pgsl.flare.site_app.FlareSite` to run on the sites instead (its module must be
+    importable there: FLARE ships its file with the job).
     """
     from nvflare.collab import CollabRecipe
 
@@ -56,10 +60,13 @@ def make_recipe(cfg: Config, *, sites: list[str], classes: int, server_out: str,
     recipe = CollabRecipe(
         job_name=name,
         server=FlareServer(config, classes, server_out, ",".join(sites), checkpoint_every, device),
-        client=FlareSite(config, site_out, wire_dtype, device),
+        client=(site_class or FlareSite)(config, site_out, wire_dtype, device),
         min_clients=len(sites),
         sync_task_timeout=600,
     )
+    # pgsl is installed on every party (pgsl[flare]); without this FLARE copies the pgsl modules
+    # the job's classes import into each app's custom folder, server code into the sites' apps
+    recipe._job.set_app_packages(["pgsl"])
     per_site: dict[str, dict[str, Any]] = {}
     for i, site in enumerate(sites):
         per_site[site] = {"seed": cfg.train.seed + i}
@@ -70,7 +77,7 @@ def make_recipe(cfg: Config, *, sites: list[str], classes: int, server_out: str,
 
 
 def project_yml(sites: list[str], *, server: str, name: str = DEFAULT_NAME, org: str = "pgsl",
-                admin: str = "admin@pgsl.local", fed_learn_port: int = 8002,
+                admin: str = ADMIN, fed_learn_port: int = 8002,
                 admin_port: int = 8003) -> str:
     """A ``project.yml`` for ``nvflare provision``: the server (its name is the host the sites
     connect to, and the name in its certificate), one client per site (the name in its
@@ -167,7 +174,7 @@ def poc(recipe: Any, sites: list[str], *, server_out: Path, workspace: Path,
                                    admin_port=_free_port()))
     previous = os.environ.get("NVFLARE_POC_WORKSPACE")
     os.environ["NVFLARE_POC_WORKSPACE"] = str(workspace / "poc")
-    env = PocEnv(project_conf_path=str(project))
+    env = PocEnv(project_conf_path=str(project), username=ADMIN)
     try:
         run = recipe.run(env)
         deadline = time.monotonic() + timeout
