@@ -27,11 +27,11 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from nvflare.collab import collab
 
 from pgsl.checkpoint import write_json
-from pgsl.config import config_from_dict
+from pgsl.config import Config, config_from_dict
 from pgsl.experiments.train import resolve_device
 from pgsl.server.party import ServerParty
 from pgsl.transport import pgsl_pb2 as pb
-from pgsl.transport.hub import Refused, StepHub
+from pgsl.transport.hub import Party, Refused, StepHub
 
 __all__ = ["SUMMARY", "FlareServer"]
 
@@ -67,10 +67,13 @@ class FlareServer:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("pgsl").addHandler(handler)
         logging.getLogger("pgsl").setLevel(logging.INFO)
-        torch.manual_seed(cfg.train.seed)
-        party = ServerParty(cfg, self.classes, resolve_device(self.device))
-        self.hub = StepHub(party, checkpoint=out / "server.pt", checkpoint_every=self.checkpoint_every)
+        self.hub = StepHub(self.make_party(cfg), checkpoint=out / "server.pt", checkpoint_every=self.checkpoint_every)
         log.info("FLARE server ready: %d classes, sites %s", self.classes, self.sites or "any")
+
+    def make_party(self, cfg: Config) -> Party:
+        """The party the hub hosts: :class:`ServerParty`, seeded as ``pgsl server`` seeds it."""
+        torch.manual_seed(cfg.train.seed)
+        return ServerParty(cfg, self.classes, resolve_device(self.device))
 
     def _site(self) -> tuple[StepHub, str]:
         if self.hub is None:
