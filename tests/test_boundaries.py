@@ -62,3 +62,18 @@ def test_an_in_process_run_does_load_the_server() -> None:
                                       "run = Run(cfg, data, torch.device(\"cpu\"))")
                      .replace("assert run.server is None", "assert run.server is not None"))
     assert "pgsl.server.party" in modules and "pgsl.recovery.rpca" in modules
+
+
+def test_a_flare_site_process_never_loads_the_server() -> None:
+    """What a hospital's FLARE process imports to run its part of the job: the site object, its
+    channel, and the run it trains (built for a remote server)."""
+    pytest.importorskip("nvflare", reason="NVIDIA FLARE is not installed (pip install 'pgsl[flare]')")
+    modules = loaded(HOSPITAL.replace("from pgsl.transport.client import GrpcChannel",
+                                      "from pgsl.flare.site_app import FlareSite\n"
+                                      "from pgsl.flare.channel import FlareChannel\n"
+                                      "from pgsl.transport.client import GrpcChannel")
+                     .replace('channel = GrpcChannel("127.0.0.1:1", site="a", tls_dir=None)',
+                              "channel = FlareChannel()"))
+    assert "pgsl.flare.site_app" in modules and "pgsl.client.party" in modules  # it did run
+    server = [m for m in modules if m.startswith(("pgsl.server", "pgsl.recovery", "pgsl.flare.server_app"))]
+    assert not server, f"the FLARE site process loaded server code: {server}"
