@@ -897,47 +897,36 @@ def _flare_run(mode: str, sites: int, out: Path, preset: str, dataset: str, data
     console.print(f"server: {out / 'server'} (server.pt, server.log); sites: {out / 'sites'}/<site>")
 
 
-@flare_app.command("simulate")
-def flare_simulate(
-    sites: int = typer.Option(2, help=_SITES_HELP),
-    out: Path = typer.Option(..., help="Folder: server/, sites/<site>/, flare/ (FLARE's workspace)."),
-    preset: str = typer.Option("quick"),
-    dataset: str = typer.Option("mnist"),
-    data_dir: str | None = typer.Option(None),
-    limit_train: int | None = typer.Option(None),
-    limit_test: int | None = typer.Option(None),
-    epochs: int | None = typer.Option(None),
-    seed: int | None = typer.Option(None),
-    defense: str = typer.Option("pgsl"),
-    defense_options: list[str] = typer.Option([], "--defense-option"),
-    wire_dtype: str = typer.Option("float32"),
-    device: str = typer.Option("cpu"),
-) -> None:
-    """Run the job in FLARE's simulator on this machine; run it again to resume."""
-    _flare_run("simulator", sites, out, preset, dataset, data_dir, limit_train, limit_test, epochs,
-               seed, defense, defense_options, wire_dtype, device)
+def _flare_local(mode: str) -> Callable[..., None]:
+    """The command running the job in FLARE's ``mode`` on this machine (simulator or POC)."""
+
+    def command(
+        sites: int = typer.Option(2, help=_SITES_HELP),
+        out: Path = typer.Option(..., help="Folder: server/, sites/<site>/, flare/ (FLARE's "
+                                 "workspace); run again with the same --out to resume."),
+        preset: str = typer.Option("quick"),
+        dataset: str = typer.Option("mnist"),
+        data_dir: str | None = typer.Option(None),
+        limit_train: int | None = typer.Option(None),
+        limit_test: int | None = typer.Option(None),
+        epochs: int | None = typer.Option(None),
+        seed: int | None = typer.Option(None),
+        defense: str = typer.Option("pgsl"),
+        defense_options: list[str] = typer.Option([], "--defense-option"),
+        wire_dtype: str = typer.Option("float32"),
+        device: str = typer.Option("cpu"),
+    ) -> None:
+        _flare_run(mode, sites, out, preset, dataset, data_dir, limit_train, limit_test, epochs,
+                   seed, defense, defense_options, wire_dtype, device)
+
+    return command
 
 
-@flare_app.command("poc")
-def flare_poc(
-    sites: int = typer.Option(2, help=_SITES_HELP),
-    out: Path = typer.Option(..., help="Folder: server/, sites/<site>/, flare/ (the POC project)."),
-    preset: str = typer.Option("quick"),
-    dataset: str = typer.Option("mnist"),
-    data_dir: str | None = typer.Option(None),
-    limit_train: int | None = typer.Option(None),
-    limit_test: int | None = typer.Option(None),
-    epochs: int | None = typer.Option(None),
-    seed: int | None = typer.Option(None),
-    defense: str = typer.Option("pgsl"),
-    defense_options: list[str] = typer.Option([], "--defense-option"),
-    wire_dtype: str = typer.Option("float32"),
-    device: str = typer.Option("cpu"),
-) -> None:
-    """Run the job in FLARE's proof-of-concept mode: a provisioned project (mutual TLS) with the
-    server, each site and an admin as separate processes on loopback; run it again to resume."""
-    _flare_run("proof of concept", sites, out, preset, dataset, data_dir, limit_train, limit_test,
-               epochs, seed, defense, defense_options, wire_dtype, device)
+flare_app.command("simulate", help="Run the job in FLARE's simulator on this machine.")(
+    _flare_local("simulator"))
+flare_app.command("poc", help="Run the job in FLARE's proof-of-concept mode: a provisioned project "
+                  "(mutual TLS) with the server, each site and an admin as separate processes on "
+                  "loopback.")(_flare_local("proof of concept"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,10 +15,8 @@ import grpc
 import torch
 from nvflare.collab import collab
 
-from pgsl.split.messages import Activations, Gradient, Scores
 from pgsl.transport import pgsl_pb2 as pb
-from pgsl.transport.client import TransportError
-from pgsl.transport.codec import decode_gradient, decode_scores, encode_request
+from pgsl.transport.client import ProtobufChannel, TransportError
 
 __all__ = ["FlareChannel"]
 
@@ -26,7 +24,7 @@ _REFUSAL = re.compile(r"\b(INVALID_ARGUMENT|FAILED_PRECONDITION|INTERNAL|PERMISS
                       re.DOTALL)
 
 
-class FlareChannel:
+class FlareChannel(ProtobufChannel):
     """Talks to the job's :class:`~pgsl.flare.server_app.FlareServer` from inside a FLARE site.
 
     Args:
@@ -71,11 +69,3 @@ class FlareChannel:
                                  f"reply for step {reply.step} to request {request.step}")
         return reply
 
-    def train_step(self, message: Activations) -> Gradient:
-        request = encode_request(message, train=True, wire_dtype=self.wire_dtype,
-                                 reply_dtype=self.wire_dtype)
-        return decode_gradient(self._exchange(request), tuple(message.activations.shape))
-
-    def predict(self, message: Activations) -> Scores:
-        return decode_scores(self._exchange(encode_request(message, train=False,
-                                                           wire_dtype=self.wire_dtype)))

@@ -67,7 +67,8 @@ class FlareServer:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("pgsl").addHandler(handler)
         logging.getLogger("pgsl").setLevel(logging.INFO)
-        self.hub = StepHub(self.make_party(cfg), checkpoint=out / "server.pt", checkpoint_every=self.checkpoint_every)
+        self.hub = StepHub(self.make_party(cfg), checkpoint=out / "server.pt",
+                           checkpoint_every=self.checkpoint_every)
         log.info("FLARE server ready: %d classes, sites %s", self.classes, self.sites or "any")
 
     def make_party(self, cfg: Config) -> Party:

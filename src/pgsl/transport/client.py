@@ -39,7 +39,27 @@ class TransportError(RuntimeError):
         self.details = details
 
 
-class GrpcChannel:
+class ProtobufChannel:
+    """A :class:`~pgsl.split.channel.Channel` whose steps travel as the protobuf messages of
+    ``pgsl.proto``: a subclass sets ``wire_dtype`` and carries one request to its reply in
+    ``_exchange``."""
+
+    wire_dtype: torch.dtype | None = None
+
+    def _exchange(self, request: pb.StepRequest) -> pb.StepReply:
+        raise NotImplementedError
+
+    def train_step(self, message: Activations) -> Gradient:
+        request = encode_request(message, train=True, wire_dtype=self.wire_dtype,
+                                 reply_dtype=self.wire_dtype)
+        return decode_gradient(self._exchange(request), tuple(message.activations.shape))
+
+    def predict(self, message: Activations) -> Scores:
+        return decode_scores(self._exchange(encode_request(message, train=False,
+                                                           wire_dtype=self.wire_dtype)))
+
+
+class GrpcChannel(ProtobufChannel):
     """Talks to ``pgsl server`` at ``target`` as ``site``.
 
     Args:
@@ -142,15 +162,6 @@ class GrpcChannel:
         if self._requests is not None:
             self._requests.put(_CLOSE)
         self._requests, self._replies = None, None
-
-    def train_step(self, message: Activations) -> Gradient:
-        request = encode_request(message, train=True, wire_dtype=self.wire_dtype,
-                                 reply_dtype=self.wire_dtype)
-        return decode_gradient(self._exchange(request), tuple(message.activations.shape))
-
-    def predict(self, message: Activations) -> Scores:
-        return decode_scores(self._exchange(encode_request(message, train=False,
-                                                           wire_dtype=self.wire_dtype)))
 
     def close(self) -> None:
         self._reset()
