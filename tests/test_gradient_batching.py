@@ -16,7 +16,7 @@ from torch import nn
 
 from pgsl.attacks.dlg import DLGBudget, GradientLeak, gradient_inversion
 from pgsl.attacks.ggl import ImagePrior, ggl_inversion
-from pgsl.attacks.lbfgs import CONVERGED, LINE_SEARCH, NOT_FINITE, _Memory, lbfgsb
+from pgsl.attacks.lbfgs import CONVERGED, LINE_SEARCH, NOT_FINITE, STEP_MAX, _LineSearch, _Memory, lbfgsb
 from pgsl.attacks.per_sample import logit_gradient_basis, parameter_owners, per_sample_grads
 from pgsl.client.party import ClientParty
 from pgsl.config import load_preset
@@ -174,6 +174,91 @@ def test_batched_lbfgs_finds_the_planted_minimiser_of_box_constrained_quadratics
                    max_iter=500, ftol=1e-15, gtol=1e-9)
     assert torch.equal(alone.iterations, res.iterations[2:3])
     torch.testing.assert_close(alone.x, res.x[2:3], rtol=0, atol=1e-12)
+
+
+def _more_thuente(kind: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Values and slopes of Moré & Thuente's (1994) line-search test functions at steps ``t``:
+    kind 0: ``-t / (t^2 + 2)``; 1: ``(t + 0.004)^5 - 2 (t + 0.004)^4``; 2-4: Yanai, Ozawa & Kaneko's
+    ``g(b1) sqrt((1 - t)^2 + b2^2) + g(b2) sqrt(t^2 + b1^2)``, ``g(b) = sqrt(1 + b^2) - b``, with
+    ``(b1, b2)`` = (1e-3, 1e-3), (1e-2, 1e-3), (1e-3, 1e-2)."""
+    t = t.detach().requires_grad_(True)
+    b1 = torch.tensor([1.0, 1.0, 1e-3, 1e-2, 1e-3], dtype=t.dtype)[kind]  # 1: unused, and no 0/0
+    b2 = torch.tensor([1.0, 1.0, 1e-3, 1e-3, 1e-2], dtype=t.dtype)[kind]
+    with torch.enable_grad():
+        def g(b: torch.Tensor) -> torch.Tensor:
+            return (1 + b ** 2).sqrt() - b
+        yanai = g(b1) * ((1 - t) ** 2 + b2 ** 2).sqrt() + g(b2) * (t ** 2 + b1 ** 2).sqrt()
+        f = torch.where(kind == 0, -t / (t ** 2 + 2),
+                        torch.where(kind == 1, (t + 0.004) ** 5 - 2 * (t + 0.004) ** 4, yanai))
+        (d,) = torch.autograd.grad(f.sum(), t)
+    return f.detach(), d
+
+
+@pytest.mark.parametrize("c2", [0.1, 0.9])
+def test_the_batched_line_search_takes_the_trial_steps_of_minpack_dcsrch(c2: float) -> None:
+    """Every problem's line search on its own 1-D function, all at once, against scipy's port of
+    MINPACK-2's dcsrch run on each alone: the same trial steps, to rounding; the same end -- a
+    point that meets the strong Wolfe conditions, or, where dcsrch warns (it evaluates its best
+    point ``stx`` once more, then stops), that best point, one evaluation sooner."""
+    dcsrch = pytest.importorskip("scipy.optimize._dcsrch").DCSRCH
+    kind = torch.arange(5).repeat_interleave(4)
+    first = torch.tensor([1e-3, 1e-1, 1e1, 1e3], dtype=torch.float64).repeat(5)
+    n = len(kind)
+    f0, d0 = _more_thuente(kind, torch.zeros(n, dtype=torch.float64))
+    search = _LineSearch(n, f0, c1=1e-3, c2=c2, xtol=0.1, max_ls=50)
+    everyone = torch.ones(n, dtype=torch.bool)
+    search.start(everyone, f0, d0, first, torch.full((n,), STEP_MAX, dtype=torch.float64))
+    trials: list[list[float]] = [[] for _ in range(n)]
+    running, wolfe = everyone.clone(), torch.zeros(n, dtype=torch.bool)
+    accepted = torch.zeros(n, dtype=torch.float64)
+    while bool(running.any()):
+        for i in running.nonzero().squeeze(1).tolist():
+            trials[i].append(float(search.stp[i]))
+        stp = search.stp.clone()
+        f, d = _more_thuente(kind, stp)
+        take_trial, take_best, _ = search.update(running, f, d)
+        accepted = torch.where(take_trial, stp, torch.where(take_best, search.stx, accepted))
+        wolfe |= take_trial
+        running &= ~(take_trial | take_best)
+    fa, da = _more_thuente(kind, accepted)
+    assert (fa <= f0 + 1e-3 * accepted * d0).all()
+    assert (da.abs() <= c2 * d0.abs())[wolfe].all() and int(wolfe.sum()) >= n - 4
+    for i in range(n):
+        expected: list[float] = []
+
+        def phi(t: float, i: int = i, log: list[float] = expected) -> float:
+            log.append(t)
+            return float(_more_thuente(kind[i:i + 1], torch.tensor([t], dtype=torch.float64))[0])
+
+        def dphi(t: float, i: int = i) -> float:
+            return float(_more_thuente(kind[i:i + 1], torch.tensor([t], dtype=torch.float64))[1])
+        stp, _, _, task = dcsrch(phi, dphi, 1e-3, c2, 0.1, 0.0, STEP_MAX)(
+            float(first[i]), float(f0[i]), float(d0[i]), maxiter=50)
+        if task.startswith(b"CONV"):
+            assert bool(wolfe[i]) and stp == expected[-1]
+        else:
+            assert task.startswith(b"WARN") and not bool(wolfe[i])
+            expected, stx = expected[:-1], expected[-1]
+            assert float(accepted[i]) == pytest.approx(stx, rel=1e-9)
+        assert len(trials[i]) == len(expected), (i, trials[i], expected)
+        torch.testing.assert_close(torch.tensor(trials[i], dtype=torch.float64),
+                                   torch.tensor(expected, dtype=torch.float64), rtol=1e-9, atol=0)
+
+
+def test_batched_lbfgs_needs_no_more_evaluations_than_scipy_on_rosenbrock() -> None:
+    """The Rosenbrock function from eight starts, its minimiser inside the box: every problem
+    converges, and the batch needs, on average, no more evaluations than scipy's L-BFGS-B."""
+    from scipy.optimize import minimize, rosen, rosen_der
+
+    x0 = torch.rand(8, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+
+    def fun(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return (100 * (x[:, 1:] - x[:, :-1] ** 2) ** 2 + (1 - x[:, :-1]) ** 2).sum(1)
+    res = lbfgsb(fun, x0, lower=-2.0, upper=2.0, max_iter=1000, ftol=1e-15, gtol=1e-8)
+    assert (res.status == CONVERGED).all() and (res.x - 1).abs().max() < 1e-5
+    scipy_evals = [minimize(rosen, x.numpy(), jac=rosen_der, method="L-BFGS-B", bounds=[(-2.0, 2.0)] * 10,
+                            options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-8}).nfev for x in x0]
+    assert float(res.evaluations.double().mean()) <= sum(scipy_evals) / len(scipy_evals)
 
 
 def test_batched_lbfgs_rejects_non_finite_points_per_problem() -> None:

@@ -42,9 +42,9 @@ Solvers (:data:`SOLVERS`), the same objective and stages:
   auxiliary images with one backward pass per class (:func:`~pgsl.attacks.per_sample.logit_gradient_basis`).
   A victim's answer does not depend on the others in its batch (equal to rounding; tests).
 - ``"scipy"``: scipy's L-BFGS-B, one victim at a time, the reference (``bench/attacks.py``
-  compares the two). The L-BFGS variants differ (generalized Cauchy point and strong Wolfe line
-  search there, projected path and Armijo backtracking here), so the two end at different points
-  of this non-smooth objective.
+  compares the two). The L-BFGS variants share their line search (Moré-Thuente's, for the strong
+  Wolfe conditions) but not their direction (generalized Cauchy point and subspace minimisation
+  there, a projected path here), so the two end at different points of this non-smooth objective.
 
 Measured behaviour (why the published recipe fails here, what this method reaches, its cost, the
 two solvers side by side): docs/findings.md#dlg-and-idlg
@@ -70,7 +70,7 @@ STAGES = (2, 4, 5, 6, 7, 0)
 BLEND = 4  # the start is the mean of this many closest auxiliary images
 LABEL_ITERATIONS = 50  # DLG's output-gradient stage, on the last layer alone
 # L-BFGS settings of both solvers: memory 50; evaluations at most twice the iterations; ftol and
-# gtol that never stop a run early (the iterations, or a failed line search, end it)
+# gtol that stop a run only where a step gains nothing (else the iterations or a failed line search end it)
 MEMORY, FTOL, GTOL = 50, 1e-16, 1e-14
 
 

@@ -2,27 +2,38 @@
 
 :func:`lbfgsb` minimises ``N`` objectives ``f_i(x_i)``, ``x_i`` in the box ``[lower_i, upper_i]``
 of ``R^n``, all at once: every evaluation is one batched call, every piece of state lives on the
-input's device, and a victim's problem never reads another's. It stands in for scipy's
-L-BFGS-B (Byrd, Lu, Nocedal & Zhu 1995) run one problem at a time, with the same stopping rules
-(``maxiter``, ``maxfun``, ``ftol``, ``gtol``, a failed line search) but a simpler, projected
-method (Bertsekas 1982; Kim, Sra & Dhillon 2010) in place of the generalized Cauchy point:
+input's device, and a problem never reads another's. It stands in for scipy's L-BFGS-B (Byrd, Lu,
+Nocedal & Zhu 1995) run one problem at a time, with the same stopping rules (``maxiter``,
+``maxfun``, ``ftol``, ``gtol``, a failed line search) and the same line search, but a simpler,
+projected method (Bertsekas 1982; Kim, Sra & Dhillon 2010) in place of the generalized Cauchy
+point:
 
 - **Direction.** Per problem, ``-H g`` with ``H`` the L-BFGS matrix of its own ``memory`` latest
   pairs ``(s, y)`` (the two-loop recursion's result, Nocedal & Wright Alg. 7.4, computed from the
   compact form of Byrd, Nocedal & Schnabel 1994 with batched products), applied to the gradient
   on the free variables and zero on the fixed ones (a variable at a bound whose gradient pushes
-  it outward). Where that is not a descent direction: the projected steepest descent, and the
-  memory is dropped.
-- **Step.** Backtracking along the projected path ``P(x + t p)`` from ``t = 1`` until Armijo's
-  condition ``f(P(x + t p)) <= f(x) + c1 <g, P(x + t p) - x>`` holds (safeguarded quadratic
-  interpolation). A non-finite value (or ``FloatingPointError``) at a trial point rejects the
-  step, as scipy's ``inf``. After ``max_ls`` rejected trials the line search fails: with memory,
-  the memory is dropped and the iteration retried; without, the problem stops (scipy: ABNORMAL),
-  at its last accepted point.
+  it outward) and on those it would push through their bound at once. Where that is not a descent
+  direction: the projected steepest descent, and the memory is dropped.
+- **Step.** A line search for the strong Wolfe conditions along the projected path
+  ``phi(t) = f(P(x + t p))``: ``phi(t) <= phi(0) + c1 t phi'(0)`` and
+  ``|phi'(t)| <= c2 |phi'(0)|``, with ``phi'(t) = <g(P(x + t p)), p>`` over the variables not yet
+  at their bound. It is Moré & Thuente's (1994) bracketing search with safeguarded cubic and
+  quadratic steps -- MINPACK-2's ``dcsrch``, the search scipy's L-BFGS-B runs, trial for trial
+  (tests) -- with scipy's constants (``c1 = 1e-3``, ``c2 = 0.9``, ``xtol = 0.1``) and first
+  trial ``t = 1``: in the first iteration the projected gradient step ``P(x - g)``, the step
+  capped at 1 (scipy's); later the L-BFGS step, capped at the path's last breakpoint. Where
+  ``dcsrch`` would stop with a warning (its bracket shrunk to ``xtol`` or stalled by rounding: it
+  evaluates its best point ``stx`` once more and stops there), the search ends at ``stx`` at once;
+  after ``max_ls`` trial points it ends at ``stx`` too (scipy: a failed search). ``stx`` meets the
+  sufficient-decrease condition, so ``f`` never increases. A non-finite value (or
+  ``FloatingPointError``) at a trial point rejects it, as scipy's ``inf``: it closes the bracket,
+  and the next trial retreats to a tenth of the way from ``stx``. A search that ends without any
+  point below ``f(x)`` fails: with memory, the memory is dropped and the iteration retried;
+  without, the problem stops (scipy: ABNORMAL), at its last accepted point.
 - **Batching.** The problems do not wait for each other: every call of the objective evaluates
   one trial point of each running problem, at its own step -- the first trial of a new iteration
-  for one, a backtracking step for another -- so a batch costs as many calls as its most
-  expensive problem needs evaluations. Stopped problems are no longer evaluated.
+  for one, a later trial of its line search for another -- so a batch costs as many calls as its
+  most expensive problem needs evaluations. Stopped problems are no longer evaluated.
 - **Memory.** A pair is kept when ``s^T y > eps y^T y`` (scipy's rule); ``H0 = (s^T y / y^T y) I``.
 
 Each call of the objective comes with two syncs with the host (which problems run, whether any
@@ -47,6 +58,8 @@ ITERATIONS = 1  # max_iter iterations
 EVALUATIONS = 2  # more than max_eval evaluations
 LINE_SEARCH = 3  # the line search failed from the steepest descent direction
 NOT_FINITE = 4  # the objective is not finite at the start
+
+STEP_MAX = 1e10  # the longest step of a line search (scipy's)
 
 Objective = Callable[[Tensor, Tensor], Tensor]
 
@@ -92,7 +105,8 @@ def _evaluate(fun: Objective, x: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
 
 def lbfgsb(fun: Objective, x0: Tensor, *, lower: Tensor | float, upper: Tensor | float,
            max_iter: int, max_eval: int | None = None, memory: int = 50, ftol: float = 2.2e-9,
-           gtol: float = 1e-5, max_ls: int = 20, c1: float = 1e-4) -> LBFGSBResult:
+           gtol: float = 1e-5, max_ls: int = 20, c1: float = 1e-3, c2: float = 0.9,
+           xtol: float = 0.1) -> LBFGSBResult:
     """Minimise ``N`` independent box-constrained problems at once (see the module's text).
 
     Args:
@@ -109,19 +123,22 @@ def lbfgsb(fun: Objective, x0: Tensor, *, lower: Tensor | float, upper: Tensor |
         ftol: stop when ``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol``.
         gtol: stop when the projected gradient's largest entry is ``<= gtol``.
         max_ls: trial points per line search.
-        c1: Armijo's sufficient-decrease constant.
+        c1, c2: the strong Wolfe conditions' constants (sufficient decrease, curvature).
+        xtol: the line search ends when its bracket is this narrow, relative to its right end.
 
     Returns:
         :class:`LBFGSBResult`, every tensor on ``x0``'s device.
 
     The problems do not wait for each other: every call of ``fun`` evaluates one trial point of
-    each running problem -- the first of a new iteration for one, a backtracking step for another
-    -- so a batch costs as many calls as its most expensive problem needs evaluations.
+    each running problem -- the first of a new iteration for one, a later trial of its line search
+    for another -- so a batch costs as many calls as its most expensive problem needs evaluations.
     """
     if x0.ndim != 2:
         raise ValueError(f"lbfgsb takes a batch of flat points (N, n), got {tuple(x0.shape)}")
     if max_iter < 1 or memory < 1 or max_ls < 1 or (max_eval is not None and max_eval < 1):
         raise ValueError("max_iter, memory, max_ls and max_eval must be >= 1")
+    if not 0 < c1 < c2 < 1 or not xtol >= 0:
+        raise ValueError("the line search needs 0 < c1 < c2 < 1 and xtol >= 0")
     n_batch, n = x0.shape
     dev, dt = x0.device, x0.dtype
     lo = torch.as_tensor(lower, dtype=dt, device=dev).expand(n_batch, n)
@@ -132,35 +149,50 @@ def lbfgsb(fun: Objective, x0: Tensor, *, lower: Tensor | float, upper: Tensor |
     x = torch.clamp(x0.detach(), lo, hi)
     f, g = _evaluate(fun, x, torch.arange(n_batch, device=dev))
     evals = torch.ones(n_batch, dtype=torch.long, device=dev)
-    iters, trials = torch.zeros_like(evals), torch.zeros_like(evals)
+    iters = torch.zeros_like(evals)
     status = torch.where(torch.isfinite(f), RUNNING, NOT_FINITE)
-    p, t = torch.zeros_like(x), x.new_ones(n_batch)
+    p = torch.zeros_like(x)
+    search = _LineSearch(n_batch, x, c1, c2, xtol, max_ls)
+    g_best = g.clone()  # the gradient at each search's best point (dcsrch's stx)
     fresh = status == RUNNING  # problems at a new point, in need of a direction
     eps = torch.finfo(dt).eps
     while True:
         if bool(fresh.any()):
             converged = fresh & ((torch.clamp(x - g, lo, hi) - x).abs().amax(1) <= gtol)
             status = torch.where(converged, CONVERGED, status)
-            p = mem.directions(fresh & ~converged, x, g, lo, hi, p)
+            start = fresh & ~converged
+            p = mem.directions(start, x, g, lo, hi, p)
+            # the first iteration's step is capped at 1 (scipy's), later ones at the last breakpoint
+            cap = torch.where(iters == 0, 1.0, _last_breakpoint(x, p, lo, hi))
+            search.start(start, f, (g * p).sum(1), cap.clamp(max=1.0), cap)
+            g_best = torch.where(start[:, None], g, g_best)
         idx = (status == RUNNING).nonzero().squeeze(1)
         if len(idx) == 0:
             break
-        xi, ti = x[idx], t[idx]
-        xt = torch.clamp(xi + ti[:, None] * p[idx], lo[idx], hi[idx])
+        xi, pi, ti = x[idx], p[idx], search.stp[idx, None]
+        unclipped = xi + ti * pi
+        xt = torch.clamp(unclipped, lo[idx], hi[idx])
         ft, gt = _evaluate(fun, xt, idx)
         evals[idx] += 1
-        trials[idx] += 1
-        slope = (g[idx] * (xt - xi)).sum(1)  # the linear model's decrease along the path
-        ok_i = (slope < 0) & (ft <= f[idx] + c1 * slope)
-        # the minimiser of the quadratic through f(x), the slope and f(x_t), kept in [t/10, t/2]
-        t_q = -slope * ti / (2 * (ft - f[idx] - slope))
-        t[idx] = torch.where(torch.isfinite(t_q), t_q.clamp(0.1 * ti, 0.5 * ti), 0.1 * ti)
+        inside = (unclipped > lo[idx]) & (unclipped < hi[idx])  # still moving along the path
+        slope = torch.where(inside, gt * pi, 0.0).sum(1)  # phi'(t)
 
-        ok = torch.zeros_like(fresh).index_put((idx,), ok_i)
-        x_t, f_t, g_t = x.index_put((idx,), xt), f.index_put((idx,), ft), g.index_put((idx,), gt)
-        mem.push(ok, x_t - x, g_t - g, eps)
-        decrease = (f - f_t) / torch.maximum(torch.maximum(f.abs(), f_t.abs()), torch.ones_like(f))
-        x, f, g = torch.where(ok[:, None], x_t, x), torch.where(ok, f_t, f), torch.where(ok[:, None], g_t, g)
+        tried = torch.zeros_like(fresh).index_put((idx,), torch.ones_like(idx, dtype=torch.bool))
+        x_t, g_t = x.index_put((idx,), xt), g.index_put((idx,), gt)
+        take_trial, take_best, moved = search.update(tried, f.index_put((idx,), ft),
+                                                     torch.zeros_like(f).index_put((idx,), slope))
+        g_best = torch.where(moved[:, None], g_t, g_best)
+        # the search's best point, where it ended without a Wolfe point; none: it failed
+        best_ok = take_best & (search.stx > 0)
+        x_b = torch.clamp(x + search.stx[:, None] * p, lo, hi)
+        ok = take_trial | best_ok
+        x_n = torch.where(take_trial[:, None], x_t, x_b)
+        f_n = torch.where(take_trial, f.index_put((idx,), ft), search.fx)
+        g_n = torch.where(take_trial[:, None], g_t, g_best)
+
+        mem.push(ok, x_n - x, g_n - g, eps)
+        decrease = (f - f_n) / torch.maximum(torch.maximum(f.abs(), f_n.abs()), torch.ones_like(f))
+        x, f, g = torch.where(ok[:, None], x_n, x), torch.where(ok, f_n, f), torch.where(ok[:, None], g_n, g)
         iters += ok.long()
         status = torch.where(ok & (decrease <= ftol), CONVERGED, status)
         status = torch.where(ok & (status == RUNNING) & (iters >= max_iter), ITERATIONS, status)
@@ -168,13 +200,165 @@ def lbfgsb(fun: Objective, x0: Tensor, *, lower: Tensor | float, upper: Tensor |
             status = torch.where(ok & (status == RUNNING) & (evals > max_eval), EVALUATIONS, status)
 
         # a failed line search: retried from the steepest descent, or the end without memory
-        exhausted = (status == RUNNING) & ~ok & (trials >= max_ls)
-        status = torch.where(exhausted & (mem.count == 0), LINE_SEARCH, status)
-        mem.forget(exhausted)
-        fresh = (ok | exhausted) & (status == RUNNING)
-        trials = torch.where(fresh, 0, trials)
-        t = torch.where(fresh, 1.0, t)
+        failed = (status == RUNNING) & take_best & ~best_ok
+        status = torch.where(failed & (mem.count == 0), LINE_SEARCH, status)
+        mem.forget(failed)
+        fresh = (ok | failed) & (status == RUNNING)
     return LBFGSBResult(x, f, iters, evals, status)
+
+
+def _last_breakpoint(x: Tensor, p: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """``(N,)``: the step beyond which ``P(x + t p)`` no longer moves (every variable that ``p``
+    moves is at its bound), at most :data:`STEP_MAX`."""
+    to_bound = torch.where(p > 0, (hi - x) / p, torch.where(p < 0, (lo - x) / p, 0.0))
+    return to_bound.amax(1).clamp(max=STEP_MAX)
+
+
+class _LineSearch:
+    """Every problem's Moré-Thuente line search (MINPACK-2's ``dcsrch``) as ``(N,)`` tensors:
+    ``stp`` the next trial; ``[stx, sty]`` the bracket (``stx`` the best point, ``fx``, ``gx`` its
+    value and slope); ``stmin``, ``stmax`` where the next trial may lie; ``cap`` the longest step."""
+
+    def __init__(self, n_batch: int, like: Tensor, c1: float, c2: float, xtol: float, max_ls: int) -> None:
+        z = like.new_zeros(n_batch)
+        self.stp, self.cap, self.finit, self.ginit = z.clone(), z.clone(), z.clone(), z.clone()
+        self.stx, self.fx, self.gx, self.sty, self.fy, self.gy = (z.clone() for _ in range(6))
+        self.stmin, self.stmax, self.width, self.width1 = z.clone(), z.clone(), z.clone(), z.clone()
+        self.bracketed = torch.zeros(n_batch, dtype=torch.bool, device=like.device)
+        self.stage2 = self.bracketed.clone()
+        self.trials = torch.zeros(n_batch, dtype=torch.long, device=like.device)
+        self.c1, self.c2, self.xtol, self.max_ls = c1, c2, xtol, max_ls
+
+    def start(self, where: Tensor, f: Tensor, slope: Tensor, stp: Tensor, cap: Tensor) -> None:
+        """New searches for the problems ``where`` from value ``f`` and slope ``slope < 0``, first
+        trial ``stp`` in ``(0, cap]``."""
+        def new(value: Tensor | float, old: Tensor) -> Tensor:
+            return torch.where(where, value, old)
+        self.stp, self.cap = new(stp, self.stp), new(cap, self.cap)
+        self.finit, self.ginit = new(f, self.finit), new(slope, self.ginit)
+        self.stx, self.fx, self.gx = new(0.0, self.stx), new(f, self.fx), new(slope, self.gx)
+        self.sty, self.fy, self.gy = new(0.0, self.sty), new(f, self.fy), new(slope, self.gy)
+        self.stmin, self.stmax = new(0.0, self.stmin), new(5 * stp, self.stmax)
+        self.width, self.width1 = new(cap, self.width), new(2 * cap, self.width1)
+        self.bracketed, self.stage2 = new(False, self.bracketed), new(False, self.stage2)
+        self.trials = new(0, self.trials)
+
+    def update(self, tried: Tensor, f: Tensor, slope: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Take the value ``f`` and slope ``phi'`` at ``stp`` for the problems ``tried``; set the
+        next trial. Returns, per problem: the search ends at this trial (a Wolfe point, or the cap
+        with sufficient decrease); it ends at its best point ``stx`` (the bracket is too narrow, or
+        ``max_ls`` trials); ``stx`` moved to this trial."""
+        stp, stx, sty, fx, gx = self.stp, self.stx, self.sty, self.fx, self.gx
+        gtest = self.c1 * self.ginit
+        ftest = self.finit + stp * gtest
+        finite = torch.isfinite(f)
+        sufficient = f <= ftest
+        wolfe = sufficient & (slope.abs() <= -self.c2 * self.ginit)
+        at_cap = (stp >= self.cap) & sufficient & (slope <= gtest)
+        take_trial = tried & (wolfe | at_cap)
+        stage2 = self.stage2 | (sufficient & (slope >= 0))
+
+        # dcstep on the auxiliary psi(t) = f(t) - t gtest until a point with psi <= 0 and
+        # phi' >= 0 is found (stage 1), where f is not below psi's current best
+        aux = ~stage2 & (f <= fx) & ~sufficient
+        shift = torch.where(aux, gtest, 0.0)
+        n_stx, n_fx, n_gx, n_sty, n_fy, n_gy, n_stp, n_br = _dcstep(
+            stx, fx - stx * shift, gx - shift, sty, self.fy - sty * shift, self.gy - shift,
+            stp, f - stp * shift, slope - shift, self.bracketed, self.stmin, self.stmax)
+        n_fx, n_gx, n_fy, n_gy = n_fx + n_stx * shift, n_gx + shift, n_fy + n_sty * shift, n_gy + shift
+        # a non-finite trial closes the bracket; the next trial retreats to a tenth of the way
+        n_stx, n_fx, n_gx = (torch.where(finite, a, b) for a, b in ((n_stx, stx), (n_fx, fx), (n_gx, gx)))
+        n_sty = torch.where(finite, n_sty, stp)
+        n_fy = torch.where(finite, n_fy, float("inf"))
+        n_gy = torch.where(finite, n_gy, 0.0)
+        n_br = n_br | ~finite
+        n_stp = torch.where(finite, n_stp, stx + 0.1 * (stp - stx))
+        # an interpolation through an infinite end: bisect
+        n_stp = torch.where(torch.isfinite(n_stp), n_stp,
+                            torch.where(n_br, 0.5 * (n_stx + n_sty), stp + 4 * (stp - stx)))
+        # bisect where the bracket did not shrink enough in two trials
+        span = (n_sty - n_stx).abs()
+        n_stp = torch.where(n_br & (span >= 0.66 * self.width1), n_stx + 0.5 * (n_sty - n_stx), n_stp)
+        n_width1 = torch.where(n_br, self.width, self.width1)
+        n_width = torch.where(n_br, span, self.width)
+        # the range of the next extrapolation: 1.1 to 4 times the distance beyond the best point
+        n_stmin = torch.where(n_br, torch.minimum(n_stx, n_sty), n_stp + 1.1 * (n_stp - n_stx))
+        n_stmax = torch.where(n_br, torch.maximum(n_stx, n_sty), n_stp + 4.0 * (n_stp - n_stx))
+        n_stp = torch.minimum(n_stp.clamp(min=0.0), self.cap)
+        # dcsrch would evaluate stx again and stop with a warning: the search ends at stx now
+        stalled = n_br & ((n_stp <= n_stmin) | (n_stp >= n_stmax)
+                          | (n_stmax - n_stmin <= self.xtol * n_stmax))
+        trials = self.trials + tried.long()
+        take_best = tried & ~take_trial & (stalled | (trials >= self.max_ls))
+        moved = tried & ~take_trial & (n_stx != stx)
+
+        def upd(new: Tensor, old: Tensor) -> Tensor:
+            return torch.where(tried, new, old)
+        self.stp, self.stx, self.fx, self.gx = upd(n_stp, stp), upd(n_stx, stx), upd(n_fx, fx), upd(n_gx, gx)
+        self.sty, self.fy, self.gy = upd(n_sty, sty), upd(n_fy, self.fy), upd(n_gy, self.gy)
+        self.stmin, self.stmax = upd(n_stmin, self.stmin), upd(n_stmax, self.stmax)
+        self.width, self.width1 = upd(n_width, self.width), upd(n_width1, self.width1)
+        self.bracketed, self.stage2 = upd(n_br, self.bracketed), upd(stage2, self.stage2)
+        self.trials = trials
+        return take_trial, take_best, moved
+
+
+def _dcstep(stx: Tensor, fx: Tensor, dx: Tensor, sty: Tensor, fy: Tensor, dy: Tensor, stp: Tensor,
+            fp: Tensor, dp: Tensor, bracketed: Tensor, stpmin: Tensor, stpmax: Tensor) -> tuple[Tensor, ...]:
+    """MINPACK-2's ``dcstep``, elementwise: the safeguarded step from the bracket end ``stx``
+    (value ``fx``, slope ``dx``), the other end ``sty`` and the trial ``stp``, and the updated
+    bracket. Returns ``stx, fx, dx, sty, fy, dy, next step, bracketed``. Moré & Thuente's four
+    cases: (1) a higher value: the cubic step, or halfway to the quadratic one if that is closer
+    to ``stx``; (2) a lower value and a slope of the other sign: the cubic or the secant step,
+    whichever is farther; (3) a lower value, the same sign, a smaller slope: the cubic step if it
+    lies beyond ``stp`` (else the end of the range), the closer of it and the secant step,
+    safeguarded; (4) otherwise the cubic step through ``stp`` and ``sty`` (bracketed), or the end
+    of the range."""
+    sgnd = dp * torch.sign(dx)
+    higher = fp > fx
+    turned = ~higher & (sgnd < 0)
+    flatter = ~higher & ~turned & (dp.abs() < dx.abs())
+
+    def cubic_gamma(theta: Tensor, da: Tensor, db: Tensor) -> Tensor:
+        s = torch.maximum(torch.maximum(theta.abs(), da.abs()), db.abs())
+        return s * ((theta / s).square() - (da / s) * (db / s)).clamp(min=0.0).sqrt()
+
+    theta = 3 * (fx - fp) / (stp - stx) + dx + dp
+    gamma = cubic_gamma(theta, dx, dp)
+    secant = stp + (dp / (dp - dx)) * (stx - stp)
+    # case 1
+    g1 = torch.where(stp < stx, -gamma, gamma)
+    cubic1 = stx + ((g1 - dx) + theta) / (((g1 - dx) + g1) + dp) * (stp - stx)
+    quad1 = stx + ((dx / ((fx - fp) / (stp - stx) + dx)) / 2) * (stp - stx)
+    step1 = torch.where((cubic1 - stx).abs() < (quad1 - stx).abs(), cubic1, cubic1 + (quad1 - cubic1) / 2)
+    # cases 2 and 3 share the cubic through stp
+    g23 = torch.where(stp > stx, -gamma, gamma)
+    cubic2 = stp + ((g23 - dp) + theta) / (((g23 - dp) + g23) + dx) * (stx - stp)
+    step2 = torch.where((cubic2 - stp).abs() > (secant - stp).abs(), cubic2, secant)
+    r = ((g23 - dp) + theta) / ((g23 + (dx - dp)) + g23)
+    cubic3 = torch.where((r < 0) & (g23 != 0), stp + r * (stx - stp), torch.where(stp > stx, stpmax, stpmin))
+    closer = torch.where((cubic3 - stp).abs() < (secant - stp).abs(), cubic3, secant)
+    farther = torch.where((cubic3 - stp).abs() > (secant - stp).abs(), cubic3, secant)
+    limit = stp + 0.66 * (sty - stp)
+    step3 = torch.where(bracketed,
+                        torch.where(stp > stx, torch.minimum(limit, closer), torch.maximum(limit, closer)),
+                        torch.minimum(torch.maximum(farther, stpmin), stpmax))
+    # case 4
+    theta4 = 3 * (fp - fy) / (sty - stp) + dy + dp
+    g4 = cubic_gamma(theta4, dy, dp)
+    g4 = torch.where(stp > sty, -g4, g4)
+    cubic4 = stp + ((g4 - dp) + theta4) / (((g4 - dp) + g4) + dy) * (sty - stp)
+    step4 = torch.where(bracketed, cubic4, torch.where(stp > stx, stpmax, stpmin))
+    step = torch.where(higher, step1, torch.where(turned, step2, torch.where(flatter, step3, step4)))
+
+    # the new bracket: a higher value becomes its far end; else the trial its best end
+    to_y = higher | turned
+    n_sty = torch.where(higher, stp, torch.where(turned, stx, sty))
+    n_fy = torch.where(higher, fp, torch.where(turned, fx, fy))
+    n_dy = torch.where(higher, dp, torch.where(turned, dx, dy))
+    n_stx, n_fx = torch.where(higher, stx, stp), torch.where(higher, fx, fp)
+    n_dx = torch.where(higher, dx, dp)
+    return n_stx, n_fx, n_dx, n_sty, n_fy, n_dy, step, bracketed | to_y
 
 
 def _dots(rows: Tensor, v: Tensor) -> Tensor:
@@ -249,11 +433,13 @@ class _Memory:
 
     def directions(self, where: Tensor, x: Tensor, g: Tensor, lo: Tensor, hi: Tensor, p: Tensor) -> Tensor:
         """``p`` with new directions for the problems ``where``: ``-H g`` on the free variables,
-        zero on the fixed ones; the projected steepest descent (memory dropped) where that is not
-        a descent direction."""
+        zero on the fixed ones and on those it pushes through their bound at once (the projected
+        path does not move them); the projected steepest descent (memory dropped) where that is
+        not a descent direction."""
         fixed = ((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0))
         gf = torch.where(fixed, 0.0, g)
         d = torch.where(fixed, 0.0, -self.inverse_hessian_times(gf))
+        d = torch.where(((x <= lo) & (d < 0)) | ((x >= hi) & (d > 0)), 0.0, d)
         steep = where & ~((g * d).sum(1) < 0)
         self.forget(steep)
         return torch.where(where[:, None], torch.where(steep[:, None], -gf, d), p)
