@@ -41,7 +41,18 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: st
 
 
 def test_a_site_in_the_simulator_trains_the_in_process_weights_refuses_malformed_steps_and_resumes(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # one torch thread in FLARE's processes and here: the same order of every floating-point sum
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        parity_refusals_and_resume(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def parity_refusals_and_resume(tmp_path: Path) -> None:
     cfg = tiny()
     server_out, site_out = tmp_path / "server", tmp_path / "sites"
     recipe = make_recipe(cfg, sites=["solo"], classes=10, server_out=str(server_out),

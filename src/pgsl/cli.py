@@ -73,7 +73,7 @@ _verbose = False
 def _fail(e: Exception) -> None:
     if _verbose:
         err_console.print_exception()
-    err_console.print(f"[bold red]error:[/] {e}")
+    err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)  # paths stay whole, copyable
     raise typer.Exit(code=2)
 
 
