@@ -67,8 +67,9 @@ PLANS = {
     "quick": Plan(
         train={"data": {"limit_train": 6000, "limit_test": 2000}},
         # DLG/iDLG: 32 victims batched, 40 L-BFGS iterations per stage, starts scored among 64
-        # auxiliary images (128 victims took 100-190 s per attack and run here, ~11 more minutes
-        # in all, and still scored near the mean image: docs/findings.md#dlg-and-idlg); GGL: pgsl
+        # auxiliary images. 128 victims (Moré-Thuente line search) took 77 / 81 s on the vanilla
+        # run and 161 / 173 s on PGSL's here, ~13 minutes for the four runs, and still scored near
+        # the mean image (MSE 0.051-0.063 against 0.069): docs/findings.md#dlg-and-idlg. GGL: pgsl
         # privacy only (at 20 generations it scored near the mean image here, for ~2-4 more
         # minutes per run)
         privacy=PrivacyConfig(victims=500, aux=1500,
