@@ -159,7 +159,7 @@ def _free_port() -> int:
 
 
 def poc(recipe: Any, sites: list[str], *, server_out: Path, workspace: Path,
-        timeout: float = 3600.0) -> dict[str, Any]:
+        timeout: float = 86400.0) -> dict[str, Any]:
     """Run the job in FLARE's proof-of-concept mode on loopback; -> the server's summary.
 
     The project names its server ``localhost`` (FLARE's POC then listens on loopback only) on two
