@@ -81,6 +81,16 @@ def to_float(images: Tensor, device: torch.device | str = "cpu") -> Tensor:
     return images.to(device, non_blocking=True).float().div_(255.0)
 
 
+def epoch_order(labels: Tensor, generator: torch.Generator, *, balanced: bool = False) -> Tensor:
+    """An epoch's sample indices for ``labels`` ``(N,)`` (on the CPU): a random permutation, or
+    (``balanced``) ``N`` draws with replacement, each class equally likely."""
+    n = len(labels)
+    if not balanced:
+        return torch.randperm(n, generator=generator)
+    weights = 1.0 / torch.bincount(labels)[labels].double()
+    return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+
 def batches(
     data: ImageSet,
     batch_size: int,
@@ -93,17 +103,12 @@ def batches(
     ``balanced``: ``len(data)`` samples drawn with replacement, each class equally likely (needs
     ``shuffle_seed``)."""
     n = len(data)
-    if balanced:
-        if shuffle_seed is None:
-            raise ValueError("balanced sampling needs a shuffle seed")
-        counts = torch.bincount(data.labels)
-        weights = 1.0 / counts[data.labels].double()
-        order = torch.multinomial(weights, n, replacement=True,
-                                  generator=torch.Generator().manual_seed(shuffle_seed))
-    elif shuffle_seed is None:
+    if balanced and shuffle_seed is None:
+        raise ValueError("balanced sampling needs a shuffle seed")
+    if shuffle_seed is None:
         order = torch.arange(n)
     else:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(shuffle_seed))
+        order = epoch_order(data.labels, torch.Generator().manual_seed(shuffle_seed), balanced=balanced)
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
         yield to_float(data.images[idx], device), data.labels[idx].to(device)

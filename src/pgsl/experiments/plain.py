@@ -20,6 +20,7 @@ from pgsl.client.segment import ClientSegment
 from pgsl.config import Config
 from pgsl.data import ImageSet, to_float
 from pgsl.data.augment import augment
+from pgsl.data.base import epoch_order
 from pgsl.server.streams import StreamTail
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,9 @@ def fit(model: nn.Module, images: Tensor, labels: Tensor, cfg: Config, *, epochs
     t = cfg.train
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     g = torch.Generator().manual_seed(seed)
-    weights = 1.0 / torch.bincount(labels.cpu())[labels.cpu()].double() if t.balanced else None
     model.train()
     for _ in range(t.epochs if epochs is None else epochs):
-        order = (torch.multinomial(weights, len(images), replacement=True, generator=g) if weights is not None
-                 else torch.randperm(len(images), generator=g))
-        for idx in order.split(t.batch_size):
+        for idx in epoch_order(labels.cpu(), g, balanced=t.balanced).split(t.batch_size):
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
             idx = idx.to(images.device)
