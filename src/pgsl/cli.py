@@ -670,24 +670,21 @@ def client(
                                "do not depend on the labels sent (a hijacking server)."),
 ) -> None:
     """Train this site's client segment against a remote server (its data never leaves)."""
-    import torch
-
     from pgsl.client.splitguard import HijackDetected
     from pgsl.experiments.train import train_run
     from pgsl.transport.client import GrpcChannel, TransportError
+    from pgsl.transport.wire import wire_dtype as wire_dtypes
 
-    wire = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
     try:
         if (tls is None) == (not insecure):
             raise ValueError("give --tls DIR for mutual TLS, or --insecure to run without it")
-        if wire_dtype not in wire:
-            raise ValueError(f"--wire-dtype must be one of {', '.join(wire)}")
+        dtype = wire_dtypes(wire_dtype, "--wire-dtype")
         cfg = _overrides(load_preset(preset), dataset, data_dir, limit_train, limit_test)
         if seed is not None:
             cfg = cfg.replace(train={"seed": seed})
         if guard:
             cfg = cfg.replace(guard={"splitguard": True})
-        with GrpcChannel(server_address, site=site, tls_dir=tls, wire_dtype=wire[wire_dtype],
+        with GrpcChannel(server_address, site=site, tls_dir=tls, wire_dtype=dtype,
                          retries=retries) as channel:
             metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),
                                 epochs=epochs, channel=channel)

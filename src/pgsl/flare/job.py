@@ -47,15 +47,15 @@ def make_recipe(cfg: Config, *, sites: list[str], classes: int, server_out: str,
     from nvflare.collab import CollabRecipe
 
     from pgsl.flare.server_app import FlareServer
-    from pgsl.flare.site_app import WIRE_DTYPES, FlareSite
+    from pgsl.flare.site_app import FlareSite
+    from pgsl.transport.wire import wire_dtype as check_wire_dtype
 
     if not sites or len(set(sites)) != len(sites) or not all(s and s.strip() == s for s in sites):
         raise ValueError(f"sites must be distinct non-empty names, got {sites!r}")
     unknown = set(site_data or {}) - set(sites)
     if unknown:
         raise ValueError(f"data folders given for sites not in the job: {sorted(unknown)}")
-    if wire_dtype not in WIRE_DTYPES:
-        raise ValueError(f"wire_dtype must be one of {', '.join(WIRE_DTYPES)}, got {wire_dtype!r}")
+    check_wire_dtype(wire_dtype)
     config = json.dumps(cfg.to_dict())
     recipe = CollabRecipe(
         job_name=name,

@@ -29,6 +29,7 @@ from nvflare.collab import collab
 from pgsl.checkpoint import write_json
 from pgsl.config import Config, config_from_dict
 from pgsl.experiments.train import resolve_device
+from pgsl.flare.logs import log_to
 from pgsl.server.party import ServerParty
 from pgsl.transport import pgsl_pb2 as pb
 from pgsl.transport.hub import Party, Refused, StepHub
@@ -63,10 +64,7 @@ class FlareServer:
         cfg = config_from_dict(json.loads(self.config))
         out = Path(self.out)
         out.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(out / SERVER_LOG)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger("pgsl").addHandler(handler)
-        logging.getLogger("pgsl").setLevel(logging.INFO)
+        log_to(out / SERVER_LOG)  # for the process's life: the job is the process
         self.hub = StepHub(self.make_party(cfg), checkpoint=out / "server.pt",
                            checkpoint_every=self.checkpoint_every)
         log.info("FLARE server ready: %d classes, sites %s", self.classes, self.sites or "any")

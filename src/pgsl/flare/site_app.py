@@ -21,19 +21,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from nvflare.collab import collab
 
 from pgsl.config import config_from_dict
 from pgsl.experiments.train import CHECKPOINT, train_run
 from pgsl.flare.channel import FlareChannel
+from pgsl.flare.logs import log_to
+from pgsl.split.trainer import DECISION
+from pgsl.transport.wire import wire_dtype
 
-__all__ = ["SITE_LOG", "WIRE_DTYPES", "FlareSite"]
+__all__ = ["SITE_LOG", "FlareSite"]
 
 log = logging.getLogger(__name__)
 SITE_LOG = "site.log"
-WIRE_DTYPES: dict[str, torch.dtype | None] = {"float32": None, "float16": torch.float16,
-                                               "bfloat16": torch.bfloat16}
 
 
 class FlareSite:
@@ -54,8 +54,7 @@ class FlareSite:
 
     @collab.init
     def start(self) -> None:
-        if self.wire_dtype not in WIRE_DTYPES:
-            raise ValueError(f"wire_dtype must be one of {', '.join(WIRE_DTYPES)}, got {self.wire_dtype!r}")
+        wire_dtype(self.wire_dtype)  # a bad name fails here, before training
         self.overrides = {k: v for k in ("data_dir", "seed")
                           if (v := collab.get_app_prop(k)) is not None}
 
@@ -70,14 +69,10 @@ class FlareSite:
             cfg = cfg.replace(train={"seed": int(self.overrides["seed"])})
         out = Path(self.out) / site
         out.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(out / SITE_LOG)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger("pgsl")
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
+        handler = log_to(out / SITE_LOG)
         try:
             resumed = (out / CHECKPOINT).is_file()
-            channel = FlareChannel(wire_dtype=WIRE_DTYPES[self.wire_dtype], timeout=self.timeout)
+            channel = FlareChannel(wire_dtype=wire_dtype(self.wire_dtype), timeout=self.timeout)
             t0 = time.perf_counter()
             metrics = train_run(cfg, out, resume=resumed, device=self.device,
                                 epochs=cfg.train.epochs, channel=channel)
@@ -86,8 +81,8 @@ class FlareSite:
                 "site": site,
                 "resumed": resumed,
                 "epochs": metrics["epochs"],
-                "test_accuracy": metrics["test_accuracy"]["decision"],
-                "test_balanced_accuracy": metrics["test_metrics"]["decision"]["balanced_accuracy"],
+                "test_accuracy": metrics["test_accuracy"][DECISION],
+                "test_balanced_accuracy": metrics["test_metrics"][DECISION]["balanced_accuracy"],
                 "train_loss": [h["train_loss"] for h in metrics["history"]],
                 "samples_per_second": metrics["history"][-1]["samples_per_second"],
                 "bytes_per_sample": round(channel.bytes_sent / max(channel.samples_sent, 1), 1),
@@ -101,5 +96,5 @@ class FlareSite:
             log.exception("site %s failed", site)
             raise
         finally:
-            root.removeHandler(handler)
+            logging.getLogger("pgsl").removeHandler(handler)
             handler.close()
