@@ -5,6 +5,6 @@
 # Re-running resumes from the cached stages. Extra arguments go to `pgsl reproduce`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+PGSL_EXTRAS="" bash scripts/setup.sh  # the package alone: the tests' tools and FLARE are not needed here
 out=${PGSL_OUT:-runs/reproduce-quick}
 exec .venv/bin/pgsl reproduce --dataset mnist --preset quick --out "$out" "$@"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh machine: a virtual environment in .venv, PyTorch (the CPU build
 # where no torch is installed), and pgsl itself with its test dependencies. Idempotent and quick
-# when already done. Variables: PYTHON (default python3), PGSL_TORCH (the torch requirement to
-# install when none is present, default torch==2.13.0), PGSL_TORCH_INDEX (an extra index URL for
-# it, e.g. https://download.pytorch.org/whl/cpu on a machine whose pip would pick a CUDA build).
+# when already done. Variables: PYTHON (default python3), PGSL_EXTRAS (pgsl's extras to install,
+# default test,flare; empty: the package alone, all `pgsl reproduce` needs), PGSL_TORCH (the torch
+# requirement to install when none is present, default torch==2.13.0), PGSL_TORCH_INDEX (an extra
+# index URL for it, e.g. https://download.pytorch.org/whl/cpu on a machine whose pip would pick a CUDA build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -24,9 +25,10 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
         "$PY" -m pip install -q --disable-pip-version-check "$spec"
     fi
 fi
-# torch is already satisfied, so this installs the package, its dependencies, the test tools and
-# NVIDIA FLARE (pgsl flare; its tests run in CI)
-"$PY" -m pip install -q --disable-pip-version-check -e '.[test,flare]'
+# torch is already satisfied, so this installs the package, its dependencies and by default the
+# test tools and NVIDIA FLARE (pgsl flare; its tests run in CI)
+extras=${PGSL_EXTRAS-test,flare}
+"$PY" -m pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"
 # torchattacks (FGSM, BIM, C&W for Table II): its requirement is pyproject.toml's `robustness`
 # extra, read from there. It is installed with --no-deps: its metadata asks for torchvision, which
 # pulls a different (CUDA) torch build that replaces ours, and torchattacks never imports

@@ -1,4 +1,5 @@
-"""Shared building blocks: the CPU-fast dropout is nn.Dropout in distribution, scaling and gradient."""
+"""Shared building blocks: the CPU-fast dropout is nn.Dropout in distribution, scaling and gradient;
+the channels-last layout changes no number."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from pgsl.layers import Dropout
+from pgsl.attacks.decoder import Decoder
+from pgsl.layers import Dropout, channels_last
 from pgsl.server.streams import StreamTail
 
 
@@ -49,3 +51,24 @@ def test_streams_use_it_and_stay_an_nn_dropout() -> None:
     tail = StreamTail(16, 10, width=8)
     drops = [m for m in tail.modules() if isinstance(m, nn.Dropout)]
     assert len(drops) == 2 and all(isinstance(m, Dropout) for m in drops)  # after conv3 and conv6
+
+
+def test_channels_last_decoder_trains_like_nchw() -> None:
+    torch.manual_seed(0)
+    nhwc = Decoder(16, (1, 28, 28), 8)  # channels-last from its constructor
+    nchw = Decoder(16, (1, 28, 28), 8).to(memory_format=torch.contiguous_format)
+    nchw.load_state_dict(nhwc.state_dict())
+    assert nhwc.body[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not nchw.body[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    z, target = torch.randn(6, 16, 14, 14), torch.rand(6, 1, 28, 28)
+    for net in (nhwc, nchw):
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        for _ in range(3):
+            loss = nn.functional.mse_loss(net(z), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for a, b in zip(nhwc.state_dict().values(), nchw.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert channels_last(nchw) is nchw
+    assert nchw.head[1].weight.is_contiguous(memory_format=torch.channels_last)

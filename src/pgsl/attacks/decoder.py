@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgsl.layers import channels_last
+
 
 def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
@@ -20,6 +22,7 @@ class Decoder(nn.Module):
         self.body = nn.Sequential(_block(in_channels, width), _block(width, width), _block(width, width))
         self.head = nn.Sequential(_block(width, width // 2),
                                   nn.Conv2d(width // 2, image_shape[0], 3, padding=1))
+        channels_last(self)
 
     def forward(self, z: Tensor) -> Tensor:
         h = self.body(z)

@@ -31,6 +31,7 @@ from pgsl.attacks.base import Attack, Budget, Reconstruction
 from pgsl.attacks.decoder import Decoder
 from pgsl.attacks.mia import MIABudget, fitted_decoder, invert
 from pgsl.attacks.view import AttackerView, Need
+from pgsl.layers import channels_last
 
 __all__ = ["GAN", "Discriminator", "gan_inversion"]
 
@@ -48,6 +49,7 @@ class Discriminator(nn.Module):
             nn.Conv2d(2 * width, 2 * width, 3, 1, 1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
         )
         self.head = nn.Linear(2 * width, 1)
+        channels_last(self)
 
     def forward(self, image: Tensor, obs: Tensor) -> Tensor:
         cond = F.interpolate(self.squeeze(obs), size=image.shape[-2:], mode="bilinear",
