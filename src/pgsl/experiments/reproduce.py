@@ -66,9 +66,9 @@ PLANS = {
     # attacks at the DESIGN §3 minimums (>= 1,000 robustness images) or above
     "quick": Plan(
         train={"data": {"limit_train": 6000, "limit_test": 2000}},
-        # DLG/iDLG: 128 victims batched, one stage (every weight tensor), 40 L-BFGS iterations,
-        # starts scored among 64 auxiliary images. Measured here at 128 victims: one stage took
-        # 25-37 s per run and attack against 77-173 s for the six-stage continuation, at the same
+        # DLG/iDLG: 128 victims batched, one stage (every weight tensor), 30 L-BFGS iterations,
+        # starts scored among 64 auxiliary images. Measured here at 128 victims: 17-37 s per run and
+        # attack, against 77-173 s for the six-stage continuation at 40 iterations, at the same
         # distance from the mean image (MSE 0.063-0.066 against 0.061-0.063; mean image 0.069):
         # docs/findings.md#dlg-and-idlg. GGL: pgsl privacy only (at 20 generations it scored near
         # the mean image here, for ~2-4 more minutes per run)
@@ -77,9 +77,9 @@ PLANS = {
                               budgets={"mia": {"epochs": 5}, "gan": {"epochs": 2, "pretrain_epochs": 5},
                                        "activation": {"victims": 32, "steps": 200},
                                        "unsplit": {"main_iters": 5},
-                                       "dlg": {"victims": 128, "iterations": 40, "starts": 64,
+                                       "dlg": {"victims": 128, "iterations": 30, "starts": 64,
                                                "stages": (0,)},
-                                       "idlg": {"victims": 128, "iterations": 40, "starts": 64,
+                                       "idlg": {"victims": 128, "iterations": 30, "starts": 64,
                                                 "stages": (0,)}}),
         hijack=HijackConfig(steps=200, every=50, victims=64, aux=1500),
         robustness=RobustnessConfig(n_test=1000, cw_steps=50, bim_steps=10, recon_epochs=5),
