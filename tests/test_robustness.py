@@ -113,24 +113,29 @@ def test_robustness_cli_writes_table2_with_every_model_and_reconstruction_rows(
     out = tmp_path / "rob"
     cmd = [sys.executable, "-m", "pgsl", "robustness", str(runs["pgsl"]), str(runs["none"]),
            "--out", str(out), "--n-test", "64", "--cw-steps", "5", "--bim-steps", "3",
-           "--reconstructions", str(priv / "recon_none_cut.pt")]
+           "--reconstructions", str(priv / "recon_none_cut.pt"),
+           "--reconstructions", str(priv / "recon_none_cut.pt")]  # the same victims twice: one control
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = read_rows(out / "table2.json", RobustnessRow)
     # one-stream models: one row, stream "-"; PGSL: each stream, then its decision
     assert [(row.defense, row.stream) for row in rows] == [
         ("-", "-"), ("pgsl", "S_a"), ("pgsl", "S_f"), ("pgsl", "S_r"), ("pgsl", "decision"), ("none", "-"),
-        ("none", "-")]
-    assert [row.model for row in rows[:-1]] == [
+        ("-", "-"), ("none", "-"), ("none", "-")]
+    rows = rows[:-1]  # the second file's row
+    assert [row.model for row in rows[:-2]] == [
         "plain CNN (centralised)", *["pgsl (pgsl)"] * 4, "none (none)"]
     assert rows[0].paper == {"jsma": 65.4, "cw": 58.6, "bim": 81.2, "fgsm": 83.8}
-    assert [row.paper_clean for row in rows] == [None, 65.4, 86.6, 99.2, 99.8, None, None]
+    assert [row.paper_clean for row in rows] == [None, 65.4, 86.6, 99.2, 99.8, None, None, None]
+    # the control: the same CNN on the same 64 victims' clean images, then on their reconstructions
+    assert rows[-2].model == ("plain CNN trained on the 64 victims' clean images (control for the "
+                              "reconstruction rows)")
     assert rows[-1].model == "plain CNN trained on 64 MIA reconstructions (none cut, recon_none_cut)"
-    assert rows[-1].adversarial == {} and rows[-1].n_test == 64
+    assert rows[-1].adversarial == {} == rows[-2].adversarial and rows[-1].n_test == 64
     for row in rows:  # accuracies are counts over the same 64 test images (rounded to 4 places)
         accs = [row.clean, *row.adversarial.values()]
         assert all(abs(a - round(64 * a) / 64) <= 5e-5 for a in accs), row
-    for row in rows[:-1]:
+    for row in rows[:-2]:
         assert row.n_test == 64 and list(row.adversarial) == ["jsma", "cw", "bim", "fgsm"]
     assert "adversarial.jsma" in (out / "table2.csv").read_text().splitlines()[0]
     md = (out / "table2.md").read_text()

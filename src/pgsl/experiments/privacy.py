@@ -270,12 +270,13 @@ def _over_seeds(per_seed: list[list[PrivacyRow]]) -> list[PrivacyRow]:
 def _save_view(out: Path, name: str, kind: str, view: AttackerView, victims: Tensor, labels: Tensor,
                recons: dict[str, Tensor]) -> None:
     """Fig. 4's grid for one target, and its reconstructions for Table II's "trained on
-    reconstructions" rows (``pgsl robustness --reconstructions``)."""
+    reconstructions" rows (``pgsl robustness --reconstructions``), with the victims' clean images
+    and labels (attack ``a``'s ``n`` reconstructions are of the first ``n`` victims)."""
     k = min(8, *(len(r) for r in recons.values()))
     save_grid(out / f"fig4_{name}_{view.target}.png",
               {"original": victims[:k], "sent": view.observed[:k], **{a: r[:k] for a, r in recons.items()}})
     save_checkpoint(out / f"recon_{name}_{view.target}.pt",
-                    {"labels": labels.cpu(), "defense": kind, "target": view.target,
+                    {"labels": labels.cpu(), "clean": victims.cpu(), "defense": kind, "target": view.target,
                      **{a: r.cpu() for a, r in recons.items() if a != "mean"}})
 
 

@@ -193,8 +193,9 @@ def robustness(runs: Sequence[Path], out: Path, rc: RobustnessConfig, device: st
                 stream=key if len(streams) > 1 else "-", n_test=n, clean=round(accs["clean"][key], 4),
                 adversarial={a: round(accs[a][key], 4) for a in rc.attacks},
                 paper_clean=paper.get("S_awa" if key == DECISION else key) if len(streams) > 1 else None))
+    controls: set[tuple[int, int]] = set()
     for path in reconstructions:
-        rows.extend(_reconstruction_rows(path, first, x, y, rc, paper))
+        rows.extend(_reconstruction_rows(path, first, x, y, rc, paper, controls))
 
     write_table(rows, out, rc, perturbation, dataset.name)
     cols = {"original": x[:8], **{ATTACK_NAMES.get(a, a): adversarial[a][:8] for a in rc.attacks}}
@@ -203,25 +204,40 @@ def robustness(runs: Sequence[Path], out: Path, rc: RobustnessConfig, device: st
 
 
 def _reconstruction_rows(path: Path, run: Run, x: Tensor, y: Tensor, rc: RobustnessConfig,
-                         paper: dict[str, float]) -> list[RobustnessRow]:
-    """A plain CNN trained on each attack's reconstructions (``recon_*.pt`` of pgsl privacy)."""
+                         paper: dict[str, float], controls: set[tuple[int, int]]) -> list[RobustnessRow]:
+    """A plain CNN trained on each attack's reconstructions (``recon_*.pt`` of pgsl privacy), and
+    before them, once per set of victims, the control: the same CNN trained on those victims' clean
+    images. A few hundred images train a CNN poorly, so a row is read against its control.
+    ``controls``: the (count, content) keys of the control rows written so far (updated)."""
     if not path.is_file():
         raise FileNotFoundError(f"no reconstructions at {path} (written by pgsl privacy --out)")
     saved = load_checkpoint(path, x.device)
     labels = saved["labels"].to(x.device)
+    clean = saved.get("clean")
+
+    def trained_on(images: Tensor, model_name: str, defense: str, paper_clean: float | None) -> RobustnessRow:
+        torch.manual_seed(rc.seed)
+        model = PlainCNN(run.cfg, images.shape[1], len(run.dataset.classes)).to(x.device)
+        fit(model, images, labels[: len(images)], run.cfg, epochs=rc.recon_epochs, seed=rc.seed)
+        return RobustnessRow(model=model_name, defense=defense, stream="-", n_test=len(y),
+                             clean=round(accuracy(model, x, y), 4), adversarial={}, paper_clean=paper_clean)
+
     rows = []
     for attack, name in RECON_ATTACKS.items():
         if attack not in saved:
             continue
         images = saved[attack].to(x.device).float().clamp(0, 1)
-        torch.manual_seed(rc.seed)
-        model = PlainCNN(run.cfg, images.shape[1], len(run.dataset.classes)).to(x.device)
-        fit(model, images, labels[: len(images)], run.cfg, epochs=rc.recon_epochs, seed=rc.seed)
-        rows.append(RobustnessRow(
-            model=f"plain CNN trained on {len(images)} {name} reconstructions "
-                  f"({saved['defense']} {saved['target']}, {path.stem})",
-            defense=str(saved["defense"]), stream="-", n_test=len(y), clean=round(accuracy(model, x, y), 4),
-            adversarial={}, paper_clean=paper.get(attack)))
+        n = len(images)
+        if clean is not None:
+            victims = clean[:n].to(x.device).float()
+            key = (n, hash(victims.cpu().numpy().tobytes()))
+            if key not in controls:
+                controls.add(key)
+                rows.append(trained_on(victims, f"plain CNN trained on the {n} victims' clean images "
+                                                 "(control for the reconstruction rows)", "-", None))
+        rows.append(trained_on(images, f"plain CNN trained on {n} {name} reconstructions "
+                                       f"({saved['defense']} {saved['target']}, {path.stem})",
+                               str(saved["defense"]), paper.get(attack)))
     return rows
 
 
