@@ -144,3 +144,35 @@ def test_robustness_cli_writes_table2_with_every_model_and_reconstruction_rows(
     assert (out / "plain_cnn.pt").is_file() and (out / "adversarial.pt").is_file()
     bad = subprocess.run(cmd[:-2] + ["--attacks", "pgd"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown attack" in bad.stderr
+
+
+def test_a_smaller_reconstruction_set_trains_for_as_many_steps_with_its_control(
+        runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgsl.checkpoint import save_checkpoint
+    from pgsl.experiments import robustness as rob
+    from pgsl.experiments.train import load_run
+
+    run = load_run(runs["none"], torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    clean, labels = torch.rand(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)
+    path = tmp_path / "recon_x_cut.pt"
+    save_checkpoint(path, {"labels": labels, "clean": clean, "defense": "none", "target": "cut",
+                           "mia": clean.clone(), "dlg": clean[:16].clone()})
+    seen: list[tuple[int, int]] = []
+    fit = rob.fit
+
+    def recording_fit(model: nn.Module, images: torch.Tensor, *args: object, epochs: int,
+                      **kw: object) -> object:
+        seen.append((len(images), epochs))
+        return fit(model, images, *args, epochs=epochs, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(rob, "fit", recording_fit)
+    x, y = to_float(run.dataset.test.images[:32]), run.dataset.test.labels[:32]
+    controls: set[tuple[int, int]] = set()
+    rows = rob._reconstruction_rows(path, run, x, y, RobustnessConfig(recon_epochs=2), {}, controls)
+    # 16 images train 4x the epochs of 64: the same number of steps; one control per victims' set
+    assert seen == [(16, 8), (16, 8), (64, 2), (64, 2)]
+    assert [r.model.split(" (")[0] for r in rows] == [
+        "plain CNN trained on the 16 victims' clean images", "plain CNN trained on 16 DLG reconstructions",
+        "plain CNN trained on the 64 victims' clean images", "plain CNN trained on 64 MIA reconstructions"]
+    # the same victims again: no second control
+    assert len(rob._reconstruction_rows(path, run, x, y, RobustnessConfig(recon_epochs=2), {}, controls)) == 2

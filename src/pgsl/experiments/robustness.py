@@ -12,13 +12,15 @@ it). Attacks: JSMA (ours, targeted at a seeded random wrong class, 2 features pe
 fooled), C&W-L2, BIM and FGSM from torchattacks with the settings in :class:`RobustnessConfig`.
 
 The paper's DLG / iDLG / DCGAN rows: a plain CNN trained on the images each inversion attack
-reconstructed in ``pgsl privacy`` (its ``recon_*.pt``), tested on the clean test sample.
+reconstructed in ``pgsl privacy`` (its ``recon_*.pt``), tested on the clean test sample, beside a
+control: the same CNN trained on those victims' clean images.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -68,6 +70,8 @@ class RobustnessConfig:
     jsma_gamma: float = 0.1  # at most 10% of the features (Papernot et al. 2016 used 14.5%)
     jsma_theta: float = 1.0
     jsma_per_step: int = 2
+    # epochs of the CNNs trained on reconstructions, over the whole victims' sample; a smaller set
+    # (an attack run on the first n victims) trains for as many steps: ceil(epochs * sample / n)
     recon_epochs: int = 20
     seed: int = 0
     batch_size: int = 250
@@ -207,7 +211,9 @@ def _reconstruction_rows(path: Path, run: Run, x: Tensor, y: Tensor, rc: Robustn
                          paper: dict[str, float], controls: set[tuple[int, int]]) -> list[RobustnessRow]:
     """A plain CNN trained on each attack's reconstructions (``recon_*.pt`` of pgsl privacy), and
     before them, once per set of victims, the control: the same CNN trained on those victims' clean
-    images. A few hundred images train a CNN poorly, so a row is read against its control.
+    images. Each CNN takes as many steps as ``rc.recon_epochs`` over the whole victims' sample
+    (a smaller set: more epochs). A few hundred images train a CNN poorly, so a row is read against
+    its control.
     ``controls``: the (count, content) keys of the control rows written so far (updated)."""
     if not path.is_file():
         raise FileNotFoundError(f"no reconstructions at {path} (written by pgsl privacy --out)")
@@ -215,10 +221,13 @@ def _reconstruction_rows(path: Path, run: Run, x: Tensor, y: Tensor, rc: Robustn
     labels = saved["labels"].to(x.device)
     clean = saved.get("clean")
 
+    sample = len(labels)
+
     def trained_on(images: Tensor, model_name: str, defense: str, paper_clean: float | None) -> RobustnessRow:
         torch.manual_seed(rc.seed)
         model = PlainCNN(run.cfg, images.shape[1], len(run.dataset.classes)).to(x.device)
-        fit(model, images, labels[: len(images)], run.cfg, epochs=rc.recon_epochs, seed=rc.seed)
+        epochs = math.ceil(rc.recon_epochs * max(sample, len(images)) / len(images))
+        fit(model, images, labels[: len(images)], run.cfg, epochs=epochs, seed=rc.seed)
         return RobustnessRow(model=model_name, defense=defense, stream="-", n_test=len(y),
                              clean=round(accuracy(model, x, y), 4), adversarial={}, paper_clean=paper_clean)
 
@@ -254,7 +263,10 @@ def write_table(rows: list[RobustnessRow], out: Path, rc: RobustnessConfig,
         f"{rc.cw_steps} Adam steps at lr {rc.cw_lr}. BIM: eps {rc.bim_eps}, alpha {rc.bim_alpha}, "
         f"{rc.bim_steps} steps. FGSM: eps {rc.fgsm_eps}. Mean L2 perturbation: "
         + ", ".join(f"{ATTACK_NAMES.get(a, a)} {v:.2f}" for a, v in perturbation.items())
-        + ". Stream 'decision' is the model's final answer (PGSL: the fusion S_awa). Paper columns: "
+        + ". Stream 'decision' is the model's final answer (PGSL: the fusion S_awa). CNNs trained on "
+        f"reconstructions take as many steps as {rc.recon_epochs} epochs over the whole victims' "
+        "sample, whatever their count; each set of victims has its control, the same CNN trained on "
+        "their clean images. Paper columns: "
         "its Table II figure attached to our closest row (its protocol is not stated)."
     )
     head = ["model", "stream", "clean", *(ATTACK_NAMES.get(a, a) for a in rc.attacks), "paper"]
