@@ -119,6 +119,10 @@ def test_reproduce_writes_a_valid_self_contained_report(reproduced: Path) -> Non
     strongest = min((r for r in read_rows(out / "privacy" / "table1.json", PrivacyRow)
                      if r.defense == "pgsl" and r.attack != "mean"), key=lambda r: r.mse_mean)
     assert f"({strongest.attack}, {strongest.target}) reaches MSE {strongest.mse_mean:.4f}" in summary
+    # a hijack still above the mean image after the plan's steps is called what it is
+    (fsha,) = [r for r in read_rows(out / "hijack" / "hijack.json", HijackRow) if r.defense == "pgsl"]
+    unconverged = fsha.mse_mean >= fsha.mean_image_mse
+    assert (": not yet converged, which is no protection" in summary) == unconverged
     # every figure in the report is a file this run produced, byte for byte
     produced = {p.read_bytes() for p in out.rglob("*.png")}
     assert len(parser.images) == len(produced) == 5 + 1 + 1 + 1  # 5 Fig. 4 grids, Fig. 5, Fig. 3, frontier

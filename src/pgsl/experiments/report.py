@@ -320,8 +320,13 @@ def _headlines(out: Path) -> list[tuple[str, str, str]]:
         flagged = sum(r.detected_at is not None for r in hijack)
         alarms = sum(r.false_alarm_at is not None for r in hijack)
         pg = [r for r in hijack if r.defense == "pgsl"]
-        fsha = (f"FSHA ends at MSE {pg[0].mse_mean:.4f} against PGSL's client after {pg[0].steps} steps "
-                f"(mean image {pg[0].mean_image_mse:.4f}); " if pg else "")
+        fsha = ""
+        if pg:
+            h = pg[0]
+            fsha = (f"FSHA ends at MSE {h.mse_mean:.4f} against PGSL's client after {h.steps} steps "
+                    f"(mean image {h.mean_image_mse:.4f})"
+                    + (": not yet converged, which is no protection (see the section); "
+                       if h.mse_mean >= h.mean_image_mse else "; "))
         lines.append(("hijack", "Malicious server", f"{fsha}SplitGuard flagged {flagged} of {len(hijack)} "
                       f"hijacks and {alarms} honest trainings."))
     if (path := out / "robustness" / "table2.json").is_file():
