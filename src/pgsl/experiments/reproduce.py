@@ -67,11 +67,11 @@ PLANS = {
     "quick": Plan(
         train={"data": {"limit_train": 6000, "limit_test": 2000}},
         # DLG/iDLG: 128 victims batched, one stage (every weight tensor), 30 L-BFGS iterations,
-        # starts scored among 64 auxiliary images. Measured here at 128 victims: 17-37 s per run and
-        # attack, against 77-173 s for the six-stage continuation at 40 iterations, at the same
-        # distance from the mean image (MSE 0.063-0.066 against 0.061-0.063; mean image 0.069):
-        # docs/findings.md#dlg-and-idlg. GGL: pgsl privacy only (at 20 generations it scored near
-        # the mean image here, for ~2-4 more minutes per run)
+        # starts scored among 64 auxiliary images. Measured here at 128 victims: 11-32 s per run and
+        # attack (MSE 0.058-0.066), against 77-173 s for the six-stage continuation at 40
+        # iterations (0.051-0.063), both near the mean image (0.069): docs/findings.md#dlg-and-idlg.
+        # GGL: pgsl privacy only (at 20 generations it scored near the mean image here, for ~2-4
+        # more minutes per run)
         privacy=PrivacyConfig(victims=500, aux=1500,
                               attacks=("mean", "mia", "gan", "activation", "unsplit", "dlg", "idlg"),
                               budgets={"mia": {"epochs": 5}, "gan": {"epochs": 2, "pretrain_epochs": 5},

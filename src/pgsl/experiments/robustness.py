@@ -220,7 +220,6 @@ def _reconstruction_rows(path: Path, run: Run, x: Tensor, y: Tensor, rc: Robustn
     saved = load_checkpoint(path, x.device)
     labels = saved["labels"].to(x.device)
     clean = saved.get("clean")
-
     sample = len(labels)
 
     def trained_on(images: Tensor, model_name: str, defense: str, paper_clean: float | None) -> RobustnessRow:
