@@ -4,7 +4,8 @@
 # when already done. Variables: PYTHON (default python3), PGSL_EXTRAS (pgsl's extras to install,
 # default test,flare; empty: the package alone, all `pgsl reproduce` needs), PGSL_TORCH (the torch
 # requirement to install when none is present, default torch==2.13.0), PGSL_TORCH_INDEX (an extra
-# index URL for it, e.g. https://download.pytorch.org/whl/cpu on a machine whose pip would pick a CUDA build).
+# index URL for it, e.g. https://download.pytorch.org/whl/cpu on a machine whose pip would pick a
+# CUDA build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -225,7 +225,7 @@ def _reconstruction_rows(path: Path, run: Run, x: Tensor, y: Tensor, rc: Robustn
     def trained_on(images: Tensor, model_name: str, defense: str, paper_clean: float | None) -> RobustnessRow:
         torch.manual_seed(rc.seed)
         model = PlainCNN(run.cfg, images.shape[1], len(run.dataset.classes)).to(x.device)
-        epochs = math.ceil(rc.recon_epochs * max(sample, len(images)) / len(images))
+        epochs = math.ceil(rc.recon_epochs * sample / len(images))
         fit(model, images, labels[: len(images)], run.cfg, epochs=epochs, seed=rc.seed)
         return RobustnessRow(model=model_name, defense=defense, stream="-", n_test=len(y),
                              clean=round(accuracy(model, x, y), 4), adversarial={}, paper_clean=paper_clean)
@@ -237,7 +237,7 @@ def _reconstruction_rows(path: Path, run: Run, x: Tensor, y: Tensor, rc: Robustn
         images = saved[attack].to(x.device).float().clamp(0, 1)
         n = len(images)
         if clean is not None:
-            victims = clean[:n].to(x.device).float()
+            victims = clean[:n].float()  # loaded onto x's device
             key = (n, hash(victims.cpu().numpy().tobytes()))
             if key not in controls:
                 controls.add(key)
