@@ -138,7 +138,7 @@ def test_ressfl_attacker_learns_and_the_client_term_moves_only_the_segment() -> 
     with torch.no_grad():
         start = float(ssim(inverter(sent, (12, 12)), x))
     for _ in range(30):
-        defense._attacker_steps(x, sent)  # type: ignore[attr-defined]
+        defense._attacker_step(x, sent)  # type: ignore[attr-defined]
     with torch.no_grad():
         assert float(ssim(inverter(sent, (12, 12)), x)) > start + 0.1  # the simulated attacker improves
     before = [p.detach().clone() for p in inverter.parameters()]
@@ -155,6 +155,49 @@ def test_ressfl_attacker_learns_and_the_client_term_moves_only_the_segment() -> 
     # above a threshold it cannot reach, the client's term is zero
     high = TINY.replace(defense={"kind": "ressfl", "params": {"weight": 1.0, "ssim_threshold": 0.99}})
     assert float(ClientParty(high, 1, 3).defense.extra_loss(x, a.detach())) == 0.0  # type: ignore[arg-type]
+
+
+def test_ressfl_simulated_decoder_cannot_be_beaten_by_rescaling_what_is_sent() -> None:
+    # normalising each batch by its own statistics: a client that scales its maps
+    # leaves the decoder's reconstruction as it was (without it the client can kill the decoder's
+    # units and "win" the min-max while a fresh decoder inverts it as before)
+    torch.manual_seed(0)
+    cfg = TINY.replace(defense={"kind": "ressfl", "params": {"weight": 1.0}})
+    inverter = ClientParty(cfg, 1, 3).defense.inverter  # type: ignore[attr-defined]
+    inverter.eval()  # the statistics are the batch's own in either mode
+    a = torch.randn(6, 8, 6, 6)
+    with torch.no_grad():
+        base = inverter(a, (12, 12))
+        assert torch.allclose(inverter(50.0 * a, (12, 12)), base, atol=1e-4)
+        assert not torch.allclose(inverter(a.flip(0), (12, 12)), base, atol=1e-2)
+
+
+def test_ressfl_pretrains_its_decoder_on_what_the_untrained_client_sends() -> None:
+    from pgsl.data.base import ImageSet
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    data = ImageSet((torch.rand(64, 1, 12, 12, generator=g) * 255).to(torch.uint8),
+                    torch.randint(0, 3, (64,), generator=g))
+    x = data.images[:32].float() / 255
+    similarity = {}
+    for epochs in (0, 4):
+        cfg = TINY.replace(defense={"kind": "ressfl", "params": {"weight": 1.0, "pretrain_epochs": epochs}})
+        torch.manual_seed(0)
+        client = ClientParty(cfg, 1, 3)
+        assert client.defense.preparation(len(data)) == epochs * len(data)
+        segment = [p.detach().clone() for p in client.segment.parameters()]
+        seen: list[int] = []
+        client.defense.prepare(data, send=client.query, batch_size=16, seed=0, device=torch.device("cpu"),
+                               progress=seen.append)
+        assert sum(seen) == epochs * len(data)
+        assert all(torch.equal(b, p) for b, p in zip(segment, client.segment.parameters(), strict=True))
+        with torch.no_grad():
+            similarity[epochs] = float(ssim(client.defense.inverter(client.query(x), (12, 12)), x))  # type: ignore[attr-defined]
+    assert similarity[4] > similarity[0] + 0.1
+    # without the min-max term there is nothing to pre-train for
+    off = TINY.replace(defense={"kind": "ressfl", "params": {"weight": 0.0, "pretrain_epochs": 4}})
+    assert ClientParty(off, 1, 3).defense.preparation(64) == 0
 
 
 def test_ressfl_bottleneck_sends_a_rank_k_code_and_trains_with_the_segment() -> None:

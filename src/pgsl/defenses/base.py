@@ -88,7 +88,9 @@ class Defense(nn.Module):
             simulated attacker here).
         trainable_parameters(): the defence's parameters trained with the client segment, by the
             client's optimiser (a bottleneck layer); none by default.
-        prepare(...): client-side work before split training (PGSL: train its surrogate).
+        prepare(...): client-side work before split training, given the client's current map
+            from images to what is sent (PGSL: train its surrogate; ResSFL: pre-train its
+            simulated attacker).
         guarantee(...): a formal guarantee of the training run (DP's epsilon), or None.
 
     Class attributes:
@@ -120,9 +122,12 @@ class Defense(nn.Module):
         """How many samples :meth:`prepare` processes (0: nothing to prepare)."""
         return 0
 
-    def prepare(self, data: ImageSet, *, batch_size: int, seed: int, device: torch.device,
+    def prepare(self, data: ImageSet, *, send: Callable[[Tensor], Tensor], batch_size: int,
+                seed: int, device: torch.device,
                 progress: Callable[[int], None] | None = None) -> None:
-        """Client-side work before split training; nothing by default."""
+        """Client-side work before split training; nothing by default. ``send``: images
+        ``(B, C, H, W)`` in [0, 1] on ``device`` -> what the untrained client sends, without
+        gradient."""
 
     def encode(self, x: Tensor, y: Tensor | None) -> Tensor:
         return x

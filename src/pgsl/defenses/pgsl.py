@@ -54,7 +54,8 @@ class PGSL(Defense):
     def preparation(self, n_train: int) -> int:
         return self.cfg.attack.surrogate_epochs * n_train
 
-    def prepare(self, data: ImageSet, *, batch_size: int, seed: int, device: torch.device,
+    def prepare(self, data: ImageSet, *, send: Callable[[Tensor], Tensor], batch_size: int,
+                seed: int, device: torch.device,
                 progress: Callable[[int], None] | None = None) -> None:
         """Train the surrogate whose saliency drives the pixel attack, on the client's own data."""
         train_surrogate(self.surrogate, data, epochs=self.cfg.attack.surrogate_epochs,

@@ -181,8 +181,8 @@ def train_run(
         defense = run.client.defense
         if work := defense.preparation(len(dataset.train)):  # PGSL: the client's surrogate
             tick = reporter.task(f"{cfg.defense.kind}: client preparation", work)
-            defense.prepare(dataset.train, batch_size=t.batch_size, seed=t.seed, device=dev,
-                            progress=tick)
+            defense.prepare(dataset.train, send=run.client.query, batch_size=t.batch_size,
+                            seed=t.seed, device=dev, progress=tick)
             reporter.done()
         start_epoch, history = 0, []
         train_seconds = time.perf_counter() - t0
