@@ -137,6 +137,18 @@ def test_a_toy_defence_and_attack_appear_in_the_matrix_and_a_killed_benchmark_re
     assert trained == {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/checkpoint.pt")}
     assert [dataclasses.astuple(s) for s in again] == [dataclasses.astuple(s) for s in summary]
 
+    # a cached attack from another protocol is attacked again; the others are read back
+    changed = dataclasses.replace(plan, privacy=dataclasses.replace(
+        plan.privacy, attacks=attacks, budgets={"mia": plan.privacy.budgets["mia"], "echo": {"victims": 4}}))
+    benchmark(base, tmp_path, changed)
+    assert Echo.calls == 2 * len(settings) * len(plan.seeds) + 1
+    echo = [r for r in read_rows(tmp_path / "matrix.json", BenchmarkRow) if r.attack == "echo"]
+    assert {r.n_victims for r in echo} == {4}
+    # a run folder trained under another configuration is refused, not reused or overwritten
+    with pytest.raises(ValueError, match="holds a run trained with another configuration"):
+        benchmark(base.replace(train={"lr": 0.5}), tmp_path, plan)
+    assert trained == {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/checkpoint.pt")}
+
 
 def test_benchmark_cli_refuses_bad_input_clearly(tmp_path: Path) -> None:
     runner = CliRunner()

@@ -118,6 +118,20 @@ def test_attacks_beat_the_mean_image_on_an_undefended_run_without_reading_victim
     assert len(view.memo) == 1  # the GAN started from the decoder MIA fitted, not a second one
 
 
+def test_mia_trained_on_ssim_scores_higher_ssim_at_a_comparable_mse(runs: dict[str, Path]) -> None:
+    _, victims, _, views = _views(runs["none"])
+    scores = {}
+    for loss in ("mse", "mse+ssim"):
+        recon = MIA(MIABudget(epochs=4, loss=loss))(dataclasses.replace(views["cut"], memo={})).images
+        s = reconstruction_scores(recon, victims)
+        scores[loss] = (float(s["mse"].mean()), float(s["ssim"].mean()))
+    (mse, ssim_mse), (mse_both, ssim_both) = scores["mse"], scores["mse+ssim"]
+    assert ssim_both > ssim_mse + 0.1, scores
+    assert mse_both < 2 * mse, scores
+    with pytest.raises(ValueError, match="unknown MIA loss 'l1'"):
+        MIABudget(loss="l1")
+
+
 def test_attack_package_never_imports_data_loaders_or_the_server() -> None:
     """Read from ``sys.modules`` in a fresh interpreter after importing every attack module, so
     indirect imports count too: an attack cannot reach the victims' data or the server's model."""

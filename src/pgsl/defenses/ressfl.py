@@ -34,25 +34,16 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from pgsl.data.base import batches
 from pgsl.defenses.base import Defense, Setting
+from pgsl.similarity import ssim
 
 if TYPE_CHECKING:
     from pgsl.config import Config
     from pgsl.data.base import ImageSet
 
-__all__ = ["AttackerAware", "ResSFLParams", "ssim"]
-
-
-def ssim(recon: Tensor, clean: Tensor) -> Tensor:
-    """Mean SSIM of a batch (images in [0, 1]), differentiable; the Gaussian window shrinks to fit
-    images smaller than 11 pixels."""
-    size = min(11, *clean.shape[-2:])
-    size -= 1 - size % 2  # odd
-    return torch.as_tensor(structural_similarity_index_measure(
-        recon, clean, data_range=1.0, kernel_size=size, sigma=1.5 * size / 11))
+__all__ = ["AttackerAware", "ResSFLParams", "SimulatedInverter"]
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -110,8 +101,9 @@ class AttackerAware(Defense):
     """The vanilla split trained against a simulated inversion decoder on the client."""
 
     Params = ResSFLParams
-    # with the reference code's bottleneck at the same share of the cut's channels (8 of VGG-11's
-    # 128; 2 of the quick preset's 16); weight 0 is the bottleneck alone, the min-max's control
+    # with a bottleneck, as the reference code's runs (8 channels, "noRELU_C8S1"): 2 of the quick
+    # preset's 16 (1 trains unstably: 38-85% between weights on one seed); weight 0 is the
+    # bottleneck alone, the min-max's control
     settings = tuple(Setting.option("weight", w, bottleneck=2) for w in (0.0, 0.3, 1.0, 3.0))
     summary = ("split + attacker-aware training against a simulated inversion decoder (ResSFL, "
                "Li et al. 2022), options weight, ssim_threshold, decoder_steps")

@@ -37,14 +37,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pgsl.config import Config
+from pgsl.config import Config, load_config
 from pgsl.defenses import get_defense
 from pgsl.defenses.base import Setting
 from pgsl.defenses.pgsl import PGSL
 from pgsl.experiments.figures import pyplot, save_figure
 from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
 from pgsl.experiments.results import BenchmarkRow, BenchmarkSummary, PrivacyRow, read_rows, write_rows
-from pgsl.experiments.train import CHECKPOINT, METRICS, Reporter, train_run
+from pgsl.experiments.train import CHECKPOINT, CONFIG, METRICS, Reporter, train_run
 from pgsl.split.trainer import DECISION
 
 __all__ = ["BenchmarkPlan", "PLANS", "benchmark", "matched", "score", "settings_of", "summarise"]
@@ -83,7 +83,8 @@ PLANS: dict[str, BenchmarkPlan] = {
         train={"data": {"limit_train": 2500, "limit_test": 1000}},
         seeds=(0, 1, 2),
         privacy=PrivacyConfig(victims=64, aux=800,
-                              budgets={"mia": {"epochs": 3}, "gan": {"epochs": 1, "pretrain_epochs": 1},
+                              budgets={"mia": {"epochs": 3, "loss": "mse+ssim"},
+                                       "gan": {"epochs": 1, "pretrain_epochs": 1},
                                        "activation": {"victims": 16, "steps": 100},
                                        "unsplit": {"victims": 8, "main_iters": 3},
                                        "dlg": {"victims": 16, "iterations": 10, "starts": 16},
@@ -97,7 +98,8 @@ PLANS: dict[str, BenchmarkPlan] = {
         train={"data": {"limit_train": 256, "limit_test": 64}},
         seeds=(0, 1),
         privacy=PrivacyConfig(victims=8, aux=32,
-                              budgets={"mia": {"epochs": 1}, "gan": {"epochs": 1, "pretrain_epochs": 1},
+                              budgets={"mia": {"epochs": 1, "loss": "mse+ssim"},
+                                       "gan": {"epochs": 1, "pretrain_epochs": 1},
                                        "activation": {"victims": 2, "steps": 3},
                                        "unsplit": {"victims": 2, "main_iters": 1, "input_iters": 2,
                                                    "model_iters": 2},
@@ -107,7 +109,9 @@ PLANS: dict[str, BenchmarkPlan] = {
                                                "generations": 1, "starts": 8}}),
     ),
     # the full protocol on a GPU: the preset's training, Table I's budgets, five seeds
-    "paper": BenchmarkPlan(train={}, seeds=(0, 1, 2, 3, 4), privacy=PrivacyConfig()),
+    # (every plan's MIA trains its decoder for the SSIM the benchmark scores it by)
+    "paper": BenchmarkPlan(train={}, seeds=(0, 1, 2, 3, 4),
+                           privacy=PrivacyConfig(budgets={"mia": {"loss": "mse+ssim"}})),
 }
 
 
@@ -135,6 +139,10 @@ def _run_name(defense: str, setting: Setting, seed: int) -> str:
 
 
 def _train(cfg: Config, path: Path, device: str, reporter: Reporter | None) -> dict[str, Any]:
+    if (path / CONFIG).is_file() and load_config(path / CONFIG) != cfg:
+        raise ValueError(f"{path} holds a run trained with another configuration than this "
+                         f"benchmark's (a different plan, preset or defence version): benchmark "
+                         f"into another --out, or move that run away")
     if not (path / METRICS).is_file():
         resume = (path / CHECKPOINT).is_file()
         log.info("training %s%s", path.name, " (resuming)" if resume else "")
@@ -143,13 +151,18 @@ def _train(cfg: Config, path: Path, device: str, reporter: Reporter | None) -> d
 
 
 def _attack(path: Path, attack: str, pc: PrivacyConfig, cache: Path, device: str) -> list[PrivacyRow]:
-    """The attack's rows against every target of the run at ``path``, cached in ``cache``."""
+    """The attack's rows against every target of the run at ``path``, cached in ``cache`` with the
+    protocol that produced them; a cache from another protocol is recomputed."""
+    protocol = json.loads(json.dumps({"victims": pc.victims, "aux": pc.aux, "seed": pc.seed,
+                                      "seeds": pc.seeds, "budget": pc.budgets.get(attack, {})}))
     if cache.is_file():
-        return read_rows(cache, PrivacyRow)
+        if json.loads(cache.read_text()).get("protocol") == protocol:
+            return read_rows(cache, PrivacyRow)
+        log.info("%s: cached under another protocol, attacking again", cache)
     rows, skipped = evaluate_privacy(path, dataclasses.replace(pc, attacks=(attack,)), device)
     for line in skipped:
         log.info("skipped: %s", line)
-    write_rows(cache, rows, skipped=skipped)
+    write_rows(cache, rows, skipped=skipped, protocol=protocol)
     return rows
 
 
