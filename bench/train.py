@@ -89,7 +89,7 @@ def main() -> None:
 
     client = ClientParty(cfg, ds.channels, 10, device)
     channel = InProcessChannel(ServerParty(cfg, 10, device))
-    client.defense.prepare(ds.train, send=client.query, batch_size=args.batch, seed=0,
+    client.defense.prepare(ds.train, send=client.rehearse, batch_size=args.batch, seed=0,
                            device=torch.device(device))
 
     def pgsl_step(x: torch.Tensor, y: torch.Tensor) -> None:

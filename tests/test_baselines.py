@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from pgsl.cli import app
 from pgsl.client.party import ClientParty
 from pgsl.config import Config, load_preset
+from pgsl.data.base import ImageSet
 from pgsl.defenses.dp import ORDERS, clip_and_noise, local_epsilon, subsampled_epsilon
 from pgsl.defenses.mid import VariationalBottleneck
 from pgsl.server.party import ServerParty
@@ -173,32 +174,43 @@ def test_ressfl_simulated_decoder_cannot_be_beaten_by_rescaling_what_is_sent() -
         assert not torch.allclose(inverter(a.flip(0), (12, 12)), base, atol=1e-2)
 
 
-def test_ressfl_pretrains_its_decoder_on_what_the_untrained_client_sends() -> None:
-    from pgsl.data.base import ImageSet
-
-    torch.manual_seed(0)
+def test_ressfl_pretrains_its_decoder_on_what_the_untrained_client_would_send_in_training() -> None:
     g = torch.Generator().manual_seed(1)
     data = ImageSet((torch.rand(64, 1, 12, 12, generator=g) * 255).to(torch.uint8),
                     torch.randint(0, 3, (64,), generator=g))
     x = data.images[:32].float() / 255
-    similarity = {}
+    similarity: dict[int, float] = {}
     for epochs in (0, 4):
         cfg = TINY.replace(defense={"kind": "ressfl", "params": {"weight": 1.0, "pretrain_epochs": epochs}})
         torch.manual_seed(0)
         client = ClientParty(cfg, 1, 3)
         assert client.defense.preparation(len(data)) == epochs * len(data)
-        segment = [p.detach().clone() for p in client.segment.parameters()]
+        before = {k: v.clone() for k, v in client.segment.state_dict().items()}
         seen: list[int] = []
-        client.defense.prepare(data, send=client.query, batch_size=16, seed=0, device=torch.device("cpu"),
-                               progress=seen.append)
+        client.defense.prepare(data, send=client.rehearse, batch_size=16, seed=0,
+                               device=torch.device("cpu"), progress=seen.append)
         assert sum(seen) == epochs * len(data)
-        assert all(torch.equal(b, p) for b, p in zip(segment, client.segment.parameters(), strict=True))
+        # the segment is untouched: weights and the normalisation's running statistics
+        assert all(torch.equal(v, client.segment.state_dict()[k]) for k, v in before.items())
         with torch.no_grad():
-            similarity[epochs] = float(ssim(client.defense.inverter(client.query(x), (12, 12)), x))  # type: ignore[attr-defined]
+            similarity[epochs] = float(ssim(client.defense.inverter(client.rehearse(x), (12, 12)), x))  # type: ignore[attr-defined]
     assert similarity[4] > similarity[0] + 0.1
     # without the min-max term there is nothing to pre-train for
     off = TINY.replace(defense={"kind": "ressfl", "params": {"weight": 0.0, "pretrain_epochs": 4}})
     assert ClientParty(off, 1, 3).defense.preparation(64) == 0
+
+
+def test_rehearse_is_what_a_training_step_sends_and_leaves_the_running_statistics() -> None:
+    torch.manual_seed(0)
+    client = ClientParty(TINY.replace(defense={"kind": "none"}), 1, 3)
+    x = torch.rand(8, 1, 12, 12)
+    before = {k: v.clone() for k, v in client.segment.state_dict().items()}
+    rehearsed = client.rehearse(x)
+    assert all(torch.equal(v, client.segment.state_dict()[k]) for k, v in before.items())
+    client.segment.train()
+    with torch.no_grad():
+        assert torch.allclose(rehearsed, client.send(x))  # the batch's own statistics
+    assert not torch.allclose(rehearsed, client.query(x), atol=1e-3)  # not the running ones
 
 
 def test_ressfl_bottleneck_sends_a_rank_k_code_and_trains_with_the_segment() -> None:
@@ -246,12 +258,11 @@ def test_each_baseline_trains_over_grpc_with_the_in_process_weights(kind: str) -
 # ---- what each costs and buys, on a configuration that learns in seconds ---------------------------
 
 # 2,048 MNIST images for one epoch (the vanilla split reaches ~88%), the learned inversion from
-# 1,000 auxiliary images: (knob, (weak, strong), options fixed beside it). ResSFL is not here: on
+# 1,000 auxiliary images: (knob, (weak, strong)). ResSFL is not here: on
 # one seed its accuracy is not monotone in its weight (weights 1 and 3 with a 2-channel bottleneck
 # both 64.8%, inversion error 1.36x and 1.33x the vanilla split's); its cost and what it buys are
 # measured over three seeds by `pgsl benchmark` (docs/findings.md#dp-mid-and-ressfl).
-SWEEPS: dict[str, tuple[str, tuple[float, float], dict[str, int]]] = {
-    "dp": ("sigma", (0.02, 0.1), {}), "mid": ("weight", (1e-3, 1e-2), {})}
+SWEEPS = {"dp": ("sigma", (0.02, 0.1)), "mid": ("weight", (1e-3, 1e-2))}
 
 Point = tuple[float, float]  # (decision accuracy, the learned inversion's MSE)
 
@@ -270,8 +281,7 @@ def strength_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, flo
     def run(kind: str, value: float) -> Point:
         if (kind, value) not in memo:
             path = root / f"{kind}-{value:g}"
-            knob, _, fixed = SWEEPS.get(kind, ("", (), {}))
-            params = {knob: value, **fixed} if knob else {}
+            params = {SWEEPS[kind][0]: value} if kind in SWEEPS else {}
             metrics = train_run(base.replace(defense={"kind": kind, "params": params}), path)
             (mia,) = evaluate_privacy(path, pc)[0]
             memo[(kind, value)] = (metrics["test_accuracy"]["decision"], mia.mse_mean)

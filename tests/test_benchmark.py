@@ -138,16 +138,23 @@ def test_a_toy_defence_and_attack_appear_in_the_matrix_and_a_killed_benchmark_re
     assert [dataclasses.astuple(s) for s in again] == [dataclasses.astuple(s) for s in summary]
 
     # a cached attack from another protocol is attacked again; the others are read back
+    others = {p: p.stat().st_mtime_ns for p in (tmp_path / "attacks").glob("*/m*.json")}  # mean, mia
     changed = dataclasses.replace(plan, privacy=dataclasses.replace(
         plan.privacy, attacks=attacks, budgets={"mia": plan.privacy.budgets["mia"], "echo": {"victims": 4}}))
     benchmark(base, tmp_path, changed)
     assert Echo.calls == 2 * len(settings) * len(plan.seeds) + 1
+    assert len(others) == 2 * len(settings) * len(plan.seeds)
+    assert others == {p: p.stat().st_mtime_ns for p in (tmp_path / "attacks").glob("*/m*.json")}
     echo = [r for r in read_rows(tmp_path / "matrix.json", BenchmarkRow) if r.attack == "echo"]
     assert {r.n_victims for r in echo} == {4}
     # a run folder trained under another configuration is refused, not reused or overwritten
     with pytest.raises(ValueError, match="holds a run trained with another configuration"):
         benchmark(base.replace(train={"lr": 0.5}), tmp_path, plan)
     assert trained == {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/checkpoint.pt")}
+    # a run moved away is trained again, and its attacks with it, not read from the old caches
+    (tmp_path / "runs" / "none-seed0").rename(tmp_path / "elsewhere")
+    benchmark(base, tmp_path, changed)
+    assert Echo.calls == 2 * len(settings) * len(plan.seeds) + 2
 
 
 def test_benchmark_cli_refuses_bad_input_clearly(tmp_path: Path) -> None:

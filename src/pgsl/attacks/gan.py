@@ -97,7 +97,7 @@ def gan_inversion(view: AttackerView, *, epochs: int = 10, batch_size: int = 64,
 @dataclass(frozen=True)
 class GANBudget(Budget):
     epochs: int = 5  # adversarial epochs after the generator's MSE pre-training
-    pretrain_epochs: int = 10  # MSE pre-training (the learned inversion's decoder, shared with it)
+    pretrain_epochs: int = 10  # MSE pre-training (MIA's decoder, shared when MIA trains on MSE)
     batch_size: int = 64
     lr: float = 1e-3
     adv_weight: float = 1e-2

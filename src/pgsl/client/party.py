@@ -55,6 +55,18 @@ class ClientParty:
         self.segment.eval()
         return self.send(self.defense.encode(x, None))
 
+    @torch.no_grad()
+    def rehearse(self, x: Tensor) -> Tensor:
+        """What a training step would send for ``x`` (the segment normalising by the batch's own
+        statistics), without gradient and leaving the segment's running statistics as they were:
+        what a defence's simulated attacker trains on before split training."""
+        buffers = {name: b.clone() for name, b in self.segment.named_buffers()}
+        self.segment.train()
+        try:
+            return self.send(self.defense.encode(x, None))
+        finally:
+            self.segment.load_state_dict(buffers, strict=False)
+
     def observe(self, x: Tensor) -> Tensor:
         """:meth:`query` as a differentiable function of ``x`` (a white-box attacker's model of
         the client: the same value, gradients straight through non-differentiable steps)."""

@@ -126,8 +126,8 @@ class Defense(nn.Module):
                 seed: int, device: torch.device,
                 progress: Callable[[int], None] | None = None) -> None:
         """Client-side work before split training; nothing by default. ``send``: images
-        ``(B, C, H, W)`` in [0, 1] on ``device`` -> what the untrained client sends, without
-        gradient."""
+        ``(B, C, H, W)`` in [0, 1] on ``device`` -> what the untrained client would send for them
+        in a training step, without gradient."""
 
     def encode(self, x: Tensor, y: Tensor | None) -> Tensor:
         return x

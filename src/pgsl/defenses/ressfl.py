@@ -106,7 +106,8 @@ class AttackerAware(Defense):
     # bottleneck alone, the min-max's control
     settings = tuple(Setting.option("weight", w, bottleneck=2) for w in (0.0, 0.3, 1.0, 3.0))
     summary = ("split + attacker-aware training against a simulated inversion decoder (ResSFL, "
-               "Li et al. 2022), options weight, ssim_threshold, decoder_steps")
+               "Li et al. 2022), options weight, ssim_threshold, bottleneck, pretrain_epochs, "
+               "decoder_steps")
 
     def __init__(self, cfg: Config, channels: int, num_classes: int) -> None:
         super().__init__(cfg, channels, num_classes)
@@ -131,6 +132,8 @@ class AttackerAware(Defense):
         """Pre-train the simulated attacker on what the untrained client sends for its own
         images, ``pretrain_epochs`` epochs of Adam steps on ``-SSIM`` (the reference code
         pre-trains 30 epochs before the min-max)."""
+        if self.params.weight == 0:  # no min-max to pre-train for
+            return
         for epoch in range(self.params.pretrain_epochs):
             for x, _ in batches(data, batch_size, device=device, shuffle_seed=seed * 1000 + 999 - epoch):
                 self._attacker_step(x, send(x))

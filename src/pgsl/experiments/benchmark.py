@@ -21,8 +21,11 @@ every run of a seed). Writes into ``out``:
 Cached like ``pgsl reproduce``: a trained run (``runs/<name>/metrics.json``) is not retrained (a
 killed one resumes from its checkpoint), and an attack's rows against a run
 (``attacks/<run>/<attack>.json``) are not recomputed, so a killed benchmark resumes where it
-stopped. The malicious-server attack (FSHA) trains its own client and is measured by
-``pgsl hijack``, not here.
+stopped. A run folder whose configuration differs from the plan's is refused; an attack's cache is
+recomputed when the plan's victims, auxiliary images, seeds or budget for it differ from those it
+was computed with (a changed default in the code is not detected), and a run's caches are
+dropped whenever the run is (re)trained. The malicious-server attack (FSHA) trains its own client
+and is measured by ``pgsl hijack``, not here.
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pgsl.config import Config, load_config
+from pgsl.config import Config, config_from_dict, load_config
 from pgsl.defenses import get_defense
 from pgsl.defenses.base import Setting
 from pgsl.defenses.pgsl import PGSL
@@ -110,8 +114,11 @@ PLANS: dict[str, BenchmarkPlan] = {
     ),
     # the full protocol on a GPU: the preset's training, Table I's budgets, five seeds
     # (every plan's MIA trains its decoder for the SSIM the benchmark scores it by)
+    # ResSFL's bottleneck at the reference code's 8 channels of the paper width's 64
     "paper": BenchmarkPlan(train={}, seeds=(0, 1, 2, 3, 4),
-                           privacy=PrivacyConfig(budgets={"mia": {"loss": "mse+ssim"}})),
+                           privacy=PrivacyConfig(budgets={"mia": {"loss": "mse+ssim"}}),
+                           settings={"ressfl": tuple(Setting.option("weight", w, bottleneck=8)
+                                                     for w in (0.0, 0.3, 1.0, 3.0))}),
 }
 
 
@@ -138,12 +145,17 @@ def _run_name(defense: str, setting: Setting, seed: int) -> str:
     return f"{defense}{label}-seed{seed}"
 
 
-def _train(cfg: Config, path: Path, device: str, reporter: Reporter | None) -> dict[str, Any]:
-    if (path / CONFIG).is_file() and load_config(path / CONFIG) != cfg:
+def _train(cfg: Config, path: Path, attacks: Path, device: str,
+           reporter: Reporter | None) -> dict[str, Any]:
+    """The run's metrics, training it first unless it is complete; ``attacks``: the folder of its
+    cached attacks, dropped before any training (they belong to a run that no longer exists)."""
+    planned = config_from_dict(json.loads(json.dumps(cfg.to_dict())))  # as it reads back
+    if (path / CONFIG).is_file() and load_config(path / CONFIG) != planned:
         raise ValueError(f"{path} holds a run trained with another configuration than this "
-                         f"benchmark's (a different plan, preset or defence version): benchmark "
-                         f"into another --out, or move that run away")
+                         f"benchmark's (another plan, preset or options): benchmark into another "
+                         f"--out, or move that run away")
     if not (path / METRICS).is_file():
+        shutil.rmtree(attacks, ignore_errors=True)
         resume = (path / CHECKPOINT).is_file()
         log.info("training %s%s", path.name, " (resuming)" if resume else "")
         train_run(cfg, path, resume=resume, device=device, reporter=reporter)
@@ -187,10 +199,12 @@ def benchmark(base: Config, out: Path, plan: BenchmarkPlan, device: str = "cpu",
             for seed in plan.seeds:
                 name = _run_name(defense, setting, seed)
                 path = out / "runs" / name
-                metrics = _train(_configure(base, plan, defense, setting, seed), path, device, reporter)
+                cache = out / "attacks" / name
+                metrics = _train(_configure(base, plan, defense, setting, seed), path, cache, device,
+                                 reporter)
                 epsilon = (metrics.get("privacy") or {}).get("epsilon")
                 for attack in attacks:
-                    for r in _attack(path, attack, pc, out / "attacks" / name / f"{attack}.json", device):
+                    for r in _attack(path, attack, pc, cache / f"{attack}.json", device):
                         matrix.append(BenchmarkRow(
                             dataset=r.dataset, defense=defense, setting=setting.label, value=setting.value,
                             seed=seed, attack=attack, target=r.target, n_victims=r.n_victims,

@@ -179,9 +179,10 @@ def train_run(
     else:
         t0 = time.perf_counter()
         defense = run.client.defense
-        if work := defense.preparation(len(dataset.train)):  # PGSL: the client's surrogate
+        # PGSL: the client's surrogate; ResSFL: its simulated attacker
+        if work := defense.preparation(len(dataset.train)):
             tick = reporter.task(f"{cfg.defense.kind}: client preparation", work)
-            defense.prepare(dataset.train, send=run.client.query, batch_size=t.batch_size,
+            defense.prepare(dataset.train, send=run.client.rehearse, batch_size=t.batch_size,
                             seed=t.seed, device=dev, progress=tick)
             reporter.done()
         start_epoch, history = 0, []
