@@ -258,10 +258,10 @@ def test_each_baseline_trains_over_grpc_with_the_in_process_weights(kind: str) -
 # ---- what each costs and buys, on a configuration that learns in seconds ---------------------------
 
 # 2,048 MNIST images for one epoch (the vanilla split reaches ~88%), the learned inversion from
-# 1,000 auxiliary images: (knob, (weak, strong)). ResSFL is not here: on
-# one seed its accuracy is not monotone in its weight (weights 1 and 3 with a 2-channel bottleneck
-# both 64.8%, inversion error 1.36x and 1.33x the vanilla split's); its cost and what it buys are
-# measured over three seeds by `pgsl benchmark` (docs/findings.md#dp-mid-and-ressfl).
+# 1,000 auxiliary images: (knob, (weak, strong)). ResSFL is not here: its accuracy falls with its
+# weight only in the mean over seeds, and against the learned inversion it buys what its
+# bottleneck alone buys; both measured over three seeds by `pgsl benchmark`
+# (docs/findings.md#pgsl-benchmark-quick-plan, #ressfl).
 SWEEPS = {"dp": ("sigma", (0.02, 0.1)), "mid": ("weight", (1e-3, 1e-2))}
 
 Point = tuple[float, float]  # (decision accuracy, the learned inversion's MSE)
