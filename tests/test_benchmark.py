@@ -75,6 +75,16 @@ def test_summary_keeps_the_attackers_better_target_and_the_strongest_attack_over
     assert (s.ssim_max, s.ssim_max_attack) == (pytest.approx(0.60), "mia")  # the baseline is no attack
 
 
+def test_the_paper_plan_gives_ressfl_the_reference_bottleneck_at_the_paper_width() -> None:
+    from pgsl.experiments.benchmark import settings_of
+
+    quick, paper = settings_of("ressfl", PLANS["quick"]), settings_of("ressfl", PLANS["paper"])
+    assert [s.value for s in paper] == [s.value for s in quick] == [0.0, 0.3, 1.0, 3.0]
+    assert {s.changes["defense"]["params"]["bottleneck"] for s in quick} == {2}
+    assert {s.changes["defense"]["params"]["bottleneck"] for s in paper} == {8}
+    assert all(p.privacy.budgets["mia"]["loss"] == "mse+ssim" for p in PLANS.values())
+
+
 def test_score_and_matched_accuracy() -> None:
     rows = []
     for setting, acc, mse, ssim in (("w=1", 0.95, 0.01, 0.60), ("w=2", 0.93, 0.02, 0.38),
