@@ -23,6 +23,19 @@ def channels_last(module: M) -> M:
     return module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in the stubs
 
 
+def saved_buffers(module: nn.Module) -> dict[str, Tensor]:
+    """Copies of ``module``'s buffers (BatchNorm's running statistics, which a training-mode
+    forward pass updates), to put back with :func:`restore_buffers`."""
+    return {name: b.clone() for name, b in module.named_buffers()}
+
+
+@torch.no_grad()
+def restore_buffers(module: nn.Module, saved: dict[str, Tensor]) -> None:
+    """Put back the buffers :func:`saved_buffers` copied, in place."""
+    for name, b in module.named_buffers():
+        b.copy_(saved[name])
+
+
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:
     """Conv3x3 -> ReLU -> BatchNorm, the paper's layer (§IV-F), in that order."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(c_out))

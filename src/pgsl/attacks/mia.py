@@ -25,6 +25,11 @@ __all__ = ["MIA", "invert", "learned_inversion", "train_decoder"]
 LOSSES = ("mse", "mse+ssim")
 
 
+def _check_loss(loss: str) -> None:
+    if loss not in LOSSES:
+        raise ValueError(f"unknown MIA loss {loss!r}; choose one of {', '.join(LOSSES)}")
+
+
 def train_decoder(view: AttackerView, *, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
                   width: int = 64, seed: int = 0, loss: str = "mse") -> Decoder:
     """Fit a decoder to the auxiliary (observed maps -> clean image) pairs by pixel MSE
@@ -34,8 +39,7 @@ def train_decoder(view: AttackerView, *, epochs: int = 10, batch_size: int = 64,
     a vanilla split it reconstructs to MSE 0.0021 / SSIM 0.51, where the MSE + SSIM decoder
     reaches MSE 0.0011 / SSIM 0.99 (docs/findings.md#what-ssim-says). Score an attack by SSIM
     only when it was trained for it."""
-    if loss not in LOSSES:
-        raise ValueError(f"unknown MIA loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    _check_loss(loss)
     decoder = Decoder(view.observed.shape[1], view.image_shape, width).to(view.observed.device)
     opt = torch.optim.Adam(decoder.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
@@ -78,8 +82,7 @@ class MIABudget(Budget):
     loss: str = "mse"  # or "mse+ssim": a decoder trained for the SSIM it is scored by
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown MIA loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        _check_loss(self.loss)
 
 
 def fitted_decoder(view: AttackerView, budget: MIABudget, seed: int) -> Decoder:

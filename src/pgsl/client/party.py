@@ -18,6 +18,7 @@ from torch import Tensor
 from pgsl.client.segment import ClientSegment
 from pgsl.config import Config
 from pgsl.defenses import Defense, get_defense
+from pgsl.layers import restore_buffers, saved_buffers
 from pgsl.split.channel import Channel
 from pgsl.split.messages import Activations, Gradient, Scores
 
@@ -60,12 +61,12 @@ class ClientParty:
         """What a training step would send for ``x`` (the segment normalising by the batch's own
         statistics), without gradient and leaving the segment's running statistics as they were:
         what a defence's simulated attacker trains on before split training."""
-        buffers = {name: b.clone() for name, b in self.segment.named_buffers()}
+        buffers = saved_buffers(self.segment)
         self.segment.train()
         try:
             return self.send(self.defense.encode(x, None))
         finally:
-            self.segment.load_state_dict(buffers, strict=False)
+            restore_buffers(self.segment, buffers)
 
     def observe(self, x: Tensor) -> Tensor:
         """:meth:`query` as a differentiable function of ``x`` (a white-box attacker's model of

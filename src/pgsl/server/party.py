@@ -17,6 +17,7 @@ from torch import Tensor
 
 from pgsl.config import Config
 from pgsl.defenses import get_defense
+from pgsl.layers import restore_buffers, saved_buffers
 from pgsl.server.model import ServerModel, build_server_model
 from pgsl.split.messages import Activations, Gradient, Scores, StreamStats
 
@@ -100,7 +101,7 @@ class ServerParty:
         self.model.train()
         a = a.detach().requires_grad_(True)  # never touch the caller's tensor
         # BatchNorm updates its running statistics in the forward pass: keep them to roll back
-        buffers = {k: v.clone() for k, v in self.model.named_buffers()}
+        buffers = saved_buffers(self.model)
         try:
             logits = self.model(a)
             losses = [F.cross_entropy(lg, y) for lg in logits]
@@ -113,9 +114,7 @@ class ServerParty:
                 raise FloatingPointError("non-finite loss or gradient")
         except BaseException as e:
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for k, v in self.model.named_buffers():
-                    v.copy_(buffers[k])
+            restore_buffers(self.model, buffers)
             if not isinstance(e, (FloatingPointError, torch.linalg.LinAlgError)):
                 raise
             log.warning("step %d refused: %s", msg.step, e)
