@@ -3,6 +3,7 @@ MID's variational bottleneck, ResSFL's attacker-aware training."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -257,12 +258,27 @@ def test_each_baseline_trains_over_grpc_with_the_in_process_weights(kind: str) -
 
 # ---- what each costs and buys, on a configuration that learns in seconds ---------------------------
 
-# 2,048 MNIST images for one epoch (the vanilla split reaches ~88%), the learned inversion from
-# 1,000 auxiliary images: (knob, (weak, strong)). ResSFL is not here: its accuracy falls with its
-# weight only in the mean over seeds, and against the learned inversion it buys what its
-# bottleneck alone buys; both measured over three seeds by `pgsl benchmark`
-# (docs/findings.md#pgsl-benchmark-quick-plan, #ressfl).
-SWEEPS = {"dp": ("sigma", (0.02, 0.1)), "mid": ("weight", (1e-3, 1e-2))}
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A defence's weak and strong setting of one knob, its other options, and what the test
+    allows: the smallest rise of the learned inversion's error over the vanilla split's, and by how
+    much the strong setting's accuracy may exceed the weak one's on one seed."""
+
+    knob: str
+    values: tuple[float, float]
+    fixed: dict[str, float] = dataclasses.field(default_factory=dict)
+    error_rise: float = 1.5
+    slack: float = 0.0
+
+
+# 2,048 MNIST images for one epoch (the vanilla split reaches ~89%, its MIA error 0.0021 +- 0.0001
+# over three seeds), the learned inversion from 1,000 auxiliary images. ResSFL with the
+# benchmark's 2-channel bottleneck, measured over seeds 0-2 (docs/findings.md#ressfl): its MIA
+# error is 1.3-1.9x the vanilla split's at weights 0.3 and 3 (the bottleneck alone 1.0-1.7x), its
+# accuracy falls from weight 0.3 to 3 on two seeds and rises by 1.2 points on the third, and
+# weight 3 costs 4-17 points; hence its smaller rise and a slack of 2 points.
+SWEEPS = {"dp": Sweep("sigma", (0.02, 0.1)), "mid": Sweep("weight", (1e-3, 1e-2)),
+          "ressfl": Sweep("weight", (0.3, 3.0), fixed={"bottleneck": 2}, error_rise=1.2, slack=0.02)}
 
 Point = tuple[float, float]  # (decision accuracy, the learned inversion's MSE)
 
@@ -281,7 +297,7 @@ def strength_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, flo
     def run(kind: str, value: float) -> Point:
         if (kind, value) not in memo:
             path = root / f"{kind}-{value:g}"
-            params = {SWEEPS[kind][0]: value} if kind in SWEEPS else {}
+            params = {**SWEEPS[kind].fixed, SWEEPS[kind].knob: value} if kind in SWEEPS else {}
             metrics = train_run(base.replace(defense={"kind": kind, "params": params}), path)
             (mia,) = evaluate_privacy(path, pc)[0]
             memo[(kind, value)] = (metrics["test_accuracy"]["decision"], mia.mse_mean)
@@ -296,7 +312,10 @@ def test_a_stronger_setting_costs_accuracy_and_each_raises_the_learned_inversion
         kind: str, strength_run: Callable[[str, float], Point]) -> None:
     vanilla_accuracy, vanilla_mse = strength_run("none", 0.0)
     assert vanilla_accuracy > 0.8 and vanilla_mse < 0.03  # the attack works on the undefended split
-    weak, strong = (strength_run(kind, v) for v in SWEEPS[kind][1])
+    sweep = SWEEPS[kind]
+    weak, strong = (strength_run(kind, v) for v in sweep.values)
     points = {"vanilla": (vanilla_accuracy, vanilla_mse), "weak": weak, "strong": strong}
-    assert weak[1] > 1.5 * vanilla_mse and strong[1] > 1.5 * vanilla_mse, points
-    assert strong[0] < weak[0] <= vanilla_accuracy + 0.02, points  # monotone (one seed)
+    assert weak[1] > sweep.error_rise * vanilla_mse and strong[1] > sweep.error_rise * vanilla_mse, points
+    # monotone in the strength on one seed (within the sweep's slack), and the strong setting costs
+    assert strong[0] < weak[0] + sweep.slack and weak[0] <= vanilla_accuracy + 0.02, points
+    assert strong[0] < vanilla_accuracy - 0.02, points
