@@ -23,7 +23,7 @@ from pgsl.experiments.train import train_run
 PRIVACY = PrivacyConfig(victims=64, aux=1000, attacks=("mia",), budgets={"mia": {"epochs": 4}})
 
 
-def point(out: Path, defense: str, params: dict[str, float], seed: int) -> tuple[float, float]:
+def point(out: Path, defense: str, params: dict[str, int | float], seed: int) -> tuple[float, float]:
     """(decision accuracy, MIA's mean MSE) of one trained run."""
     cfg = load_preset("quick").replace(data={"limit_train": 2048, "limit_test": 512},
                                        defense={"kind": defense, "params": params}, train={"seed": seed})
@@ -32,11 +32,19 @@ def point(out: Path, defense: str, params: dict[str, float], seed: int) -> tuple
     return float(metrics["test_accuracy"]["decision"]), float(mia.mse_mean)
 
 
-def _option(text: str) -> tuple[str, float]:
+def _number(text: str) -> int | float:
+    """An option's value as its type: "2" an int (a bottleneck's channels), "0.3" a float."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _option(text: str) -> tuple[str, int | float]:
     key, sep, value = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, float(value)
+    return key, _number(value)
 
 
 def main() -> None:
@@ -48,7 +56,7 @@ def main() -> None:
     ap.add_argument("--option", type=_option, action="append", default=[], help="KEY=VALUE, fixed")
     ap.add_argument("--seeds", default="0,1,2")
     args = ap.parse_args()
-    values = [float(v) for v in args.values.split(",")]
+    values = [_number(v) for v in args.values.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     fixed = dict(args.option)
     settings = [("vanilla", "none", {})] + [(f"{args.knob}={v:g}", args.defense, {**fixed, args.knob: v})
@@ -68,15 +76,16 @@ def main() -> None:
           "MIA MSE (mean +- std), ratio to the vanilla split's on the same seed")
     for label, _, _ in settings:
         acc = [100 * r[2] for r in rows if r[1] == label]
-        mse = [r[3] for r in rows if r[1] == label]
+        mses = [r[3] for r in rows if r[1] == label]
         ratio = [r[4] for r in rows if r[1] == label]
         print(f"{label:>14}  {' / '.join(f'{a:.1f}' for a in acc)} ({statistics.mean(acc):.1f} +- "
-              f"{_std(acc):.1f})  {' / '.join(f'{m:.4f}' for m in mse)} ({statistics.mean(mse):.4f} +- "
-              f"{_std(mse):.4f})  x {' / '.join(f'{r:.2f}' for r in ratio)}")
+              f"{_std(acc):.1f})  {' / '.join(f'{m:.4f}' for m in mses)} ({statistics.mean(mses):.4f} +- "
+              f"{_std(mses):.4f})  x {' / '.join(f'{r:.2f}' for r in ratio)}")
 
 
 def _std(xs: list[float]) -> float:
     return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
 
 if __name__ == "__main__":
     main()
