@@ -22,7 +22,9 @@ moments restart.
 
 What it buys on MNIST (docs/findings.md#ressfl): the client holds its own decoder's SSIM down
 (0.77-0.80 with a bottleneck), while a fresh decoder trained on the final client inverts it at
-SSIM 0.98; against the learned inversion it buys what the bottleneck alone buys.
+SSIM 0.98. In the three-seed quick benchmark the bottleneck alone raises the learned inversion's
+error 1.75x over the vanilla split's and the min-max up to 1.6x more (2.75x at weight 3); the
+inversion still reconstructs at SSIM 0.98-0.99.
 """
 
 from __future__ import annotations

@@ -41,14 +41,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pgsl.config import Config, config_from_dict, load_config
+from pgsl.config import Config
 from pgsl.defenses import get_defense
 from pgsl.defenses.base import Setting
 from pgsl.defenses.pgsl import PGSL
 from pgsl.experiments.figures import pyplot, save_figure
 from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
 from pgsl.experiments.results import BenchmarkRow, BenchmarkSummary, PrivacyRow, read_rows, write_rows
-from pgsl.experiments.train import CHECKPOINT, CONFIG, METRICS, Reporter, train_run
+from pgsl.experiments.train import Reporter, ensure_trained
 from pgsl.split.trainer import DECISION
 
 __all__ = ["BenchmarkPlan", "PLANS", "benchmark", "matched", "score", "settings_of", "summarise"]
@@ -85,7 +85,8 @@ PLANS: dict[str, BenchmarkPlan] = {
     # of its knobs (the paper plan runs all five). The learned attacks step in batches of 16: at 3
     # epochs of 800 images the MIA decoder in batches of 64 (39 steps) is far from converged (vanilla
     # split: MSE 0.0080 / SSIM 0.60), in batches of 16 it reaches 0.00065 / 0.99 in the same time
-    # (20 epochs of 64: 0.00044); the GAN likewise 0.0160 -> 0.0022 (docs/findings.md#attack-budgets)
+    # (20 epochs of 64: 0.00044); the GAN 0.0160 -> 0.0022, still ~2x short of 3 + 3 epochs
+    # (docs/findings.md#attack-budgets, bench/results/cpu-2core-attack-budgets.txt)
     "quick": BenchmarkPlan(
         train={"data": {"limit_train": 2500, "limit_test": 1000}},
         seeds=(0, 1, 2),
@@ -152,17 +153,8 @@ def _train(cfg: Config, path: Path, attacks: Path, device: str,
            reporter: Reporter | None) -> dict[str, Any]:
     """The run's metrics, training it first unless it is complete; ``attacks``: the folder of its
     cached attacks, dropped before any training (they belong to a run that no longer exists)."""
-    planned = config_from_dict(json.loads(json.dumps(cfg.to_dict())))  # as it reads back
-    if (path / CONFIG).is_file() and load_config(path / CONFIG) != planned:
-        raise ValueError(f"{path} holds a run trained with another configuration than this "
-                         f"benchmark's (another plan, preset or options): benchmark into another "
-                         f"--out, or move that run away")
-    if not (path / METRICS).is_file():
-        shutil.rmtree(attacks, ignore_errors=True)
-        resume = (path / CHECKPOINT).is_file()
-        log.info("training %s%s", path.name, " (resuming)" if resume else "")
-        train_run(cfg, path, resume=resume, device=device, reporter=reporter)
-    return dict(json.loads((path / METRICS).read_text()))
+    return ensure_trained(cfg, path, device=device, reporter=reporter,
+                          before_training=lambda: shutil.rmtree(attacks, ignore_errors=True))
 
 
 def _attack(path: Path, attack: str, pc: PrivacyConfig, cache: Path, device: str) -> list[PrivacyRow]:

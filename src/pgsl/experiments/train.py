@@ -8,6 +8,7 @@ and an atomic checkpoint. ``resume=True`` continues from the last checkpoint wit
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import platform
 import time
@@ -21,7 +22,7 @@ from pgsl import __version__
 from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_json
 from pgsl.client.party import ClientParty
 from pgsl.client.splitguard import GuardedClient, SplitGuard
-from pgsl.config import Config, load_config, save_config
+from pgsl.config import Config, config_from_dict, load_config, save_config
 from pgsl.data import Dataset, load_dataset
 from pgsl.experiments.metrics import classification_metrics, majority_baseline
 from pgsl.split.channel import Channel, InProcessChannel
@@ -248,6 +249,25 @@ def train_run(
         metrics["privacy"] = guarantee
     write_json(out / METRICS, metrics)
     return metrics
+
+
+def ensure_trained(cfg: Config, out: Path, *, device: str = "cpu", reporter: Reporter | None = None,
+                   before_training: Callable[[], object] | None = None) -> dict[str, Any]:
+    """``out``'s ``metrics.json``, training the run first unless it is complete: a killed run
+    resumes from its checkpoint. A folder holding a run of another configuration (compared as
+    ``cfg`` reads back from disk) is refused with a ValueError. ``before_training`` is called
+    just before any training (e.g. to drop results computed from the run's earlier state)."""
+    planned = config_from_dict(json.loads(json.dumps(cfg.to_dict())))  # as it reads back
+    if (out / CONFIG).is_file() and load_config(out / CONFIG) != planned:
+        raise ValueError(f"{out} holds a run trained with another configuration (another plan, "
+                         f"preset or options): use another folder, or move that run away")
+    if not (out / METRICS).is_file():
+        if before_training is not None:
+            before_training()
+        resume = (out / CHECKPOINT).is_file()
+        log.info("training %s%s", out.name, " (resuming)" if resume else "")
+        train_run(cfg, out, resume=resume, device=device, reporter=reporter)
+    return dict(json.loads((out / METRICS).read_text()))
 
 
 def environment(device: torch.device) -> dict[str, str]:
