@@ -16,28 +16,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pgsl.config import load_preset
+from pgsl.config import load_preset, parse_value
 from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
 from pgsl.experiments.train import ensure_trained
 
 
-def _value(text: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _pairs(text: str) -> dict[str, Any]:
-    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}``; empty text -> ``{}``."""
+    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}`` (values as :func:`pgsl.config.parse_value` reads
+    them); empty text -> ``{}``."""
     out: dict[str, Any] = {}
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
         if not sep:
             raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
-        out[key] = _value(value)
+        out[key] = parse_value(value)
     return out
 
 

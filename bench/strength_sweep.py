@@ -16,7 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-from pgsl.config import load_preset
+from pgsl.config import load_preset, parse_value
 from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
 from pgsl.experiments.train import ensure_trained
 
@@ -34,11 +34,12 @@ def point(out: Path, defense: str, params: dict[str, int | float], seed: int) ->
 
 
 def _number(text: str) -> int | float:
-    """"2" -> 2, "0.3" -> 0.3: an int where the text is one (a float option takes it widened)."""
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
+    """"2" -> 2, "0.3" -> 0.3, read by :func:`pgsl.config.parse_value` as the CLI reads options (an
+    int where the text is one: a float option takes it widened); anything else: ValueError."""
+    value = parse_value(text)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"not a number: {text!r}")
+    return value
 
 
 def _numbers(text: str) -> list[int | float]:
