@@ -128,6 +128,35 @@ def _overrides(cfg: Config, dataset: str, data_dir: str | None, limit_train: int
     return cfg.replace(data=data)
 
 
+FOLDS_HELP = ("MIAS: patient-grouped stratified k-fold cross-validation, one run per fold (default 5; "
+              "0: the paper's single split). Other datasets keep their own test split.")
+
+
+def _folds(folds: int | None, cfg: Config) -> int:
+    """The fold count: as given, else 5 for MIAS (its protocol of record) and 0 otherwise."""
+    if folds is None:
+        return 5 if cfg.data.dataset == "mias" else 0
+    if folds and cfg.data.dataset != "mias":
+        raise ValueError(f"--folds applies to MIAS; {cfg.data.dataset} has its own test split")
+    if folds == 1 or folds < 0:
+        raise ValueError(f"--folds must be 0 or at least 2, got {folds}")
+    return folds
+
+
+def _cv_table(report: dict[str, Any]) -> Table:
+    from pgsl.experiments.cv import MODEL_NAMES
+
+    table = Table(title=f"MIAS {report['task']}: {report['folds']}-fold patient-grouped CV "
+                        f"(cv_seed {report['cv_seed']}), mean ± std over folds")
+    for column in ("model", "balanced acc.", "AUC", "accuracy", "macro-F1"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, m in report["models"].items():
+        cells = ["-" if m[f"{k}_mean"] is None else f"{m[f'{k}_mean']:.3f} ± {m[f'{k}_std']:.3f}"
+                 for k in ("balanced_accuracy", "auc", "accuracy", "macro_f1")]
+        table.add_row(MODEL_NAMES.get(name, name), *cells)
+    return table
+
+
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v",
                                      help="Log every step (the server: per site and step) and show "
@@ -164,9 +193,12 @@ def train(
                                        "(repeatable; any field of the preset)."),
     guard: bool = typer.Option(False, "--guard", help="SplitGuard on the client: stop when the "
                                "server's gradients do not depend on the labels (a hijack)."),
+    folds: int | None = typer.Option(None, help=FOLDS_HELP),
+    cv_seed: int = typer.Option(0, help="Seed of the cross-validation's folds."),
 ) -> None:
     """Train a split model with a defence: PGSL (client attack + down-sampling + conv1-2 | APG
-    recovery + 3 streams + fusion) or any other registered one (`pgsl defenses`)."""
+    recovery + 3 streams + fusion) or any other registered one (`pgsl defenses`). On MIAS, one run
+    per fold of a patient-grouped cross-validation (--folds), summarised in cv.json / cv.md."""
     from pgsl.client.splitguard import HijackDetected
     from pgsl.experiments.train import train_run
 
@@ -184,6 +216,17 @@ def train(
             defense={"kind": defense, "params": _options(defense_options, "--defense-option")},
         )
         cfg = apply_settings(cfg, settings)
+        k = _folds(folds, cfg)
+        if k:
+            from pgsl.experiments.cv import cross_validate
+
+            if epochs is not None:
+                cfg = cfg.replace(train={"epochs": epochs})
+            report = cross_validate(cfg, out, models=[cfg.defense.kind], folds=k, cv_seed=cv_seed,
+                                    device=device, reporter=RichReporter())
+            console.print(_cv_table(report))
+            console.print(f"[green]wrote {out / 'cv.json'} and cv.md[/]")
+            return
         if resume:
             console.print(f"resuming {out} with its saved configuration")
         metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),
@@ -525,23 +568,37 @@ def benchmark(
 
 @app.command()
 def baselines(
-    out: Path = typer.Option(..., help="Folder for the three runs and baselines.md/.csv/.json."),
+    out: Path = typer.Option(..., help="Folder for the runs and cv.json/.md (baselines.* without CV)."),
     dataset: str = typer.Option("mnist", help=f"One of: {', '.join(LOADERS)}."),
     preset: str | None = typer.Option(None, help="Training preset (default: mias-quick for MIAS, else "
                                       "quick)."),
     data_dir: str | None = typer.Option(None, help="Dataset folder (MIAS)."),
     device: str = typer.Option("cpu"),
     settings: list[str] = typer.Option([], "--set", help="section.key=value for every model."),
+    folds: int | None = typer.Option(None, help=FOLDS_HELP),
+    cv_seed: int = typer.Option(0, help="Seed of the cross-validation's folds."),
+    models: str = typer.Option("pgsl,none,plain,majority", help="Cross-validation: comma-separated "
+                               "defences (split runs), plain (the CNN in one place) and majority."),
 ) -> None:
-    """PGSL, the vanilla split and the plain CNN with the same protocol and budget on the same
-    split, each with accuracy, balanced accuracy, macro-F1, AUC and recall per class, beside the
-    majority-class baseline. Cached: re-running resumes."""
+    """PGSL, the vanilla split, the plain CNN and the majority class with the same protocol and
+    budget on the same split (MIAS: the same patient-grouped folds), each with accuracy, balanced
+    accuracy, macro-F1, AUC and recall per class. Cached: re-running resumes."""
     from pgsl.experiments.baselines import baselines as run_baselines
     from pgsl.experiments.reproduce import default_preset
 
     try:
         cfg = apply_settings(_overrides(load_preset(preset or default_preset(dataset)), dataset, data_dir,
                                         None, None), settings)
+        k = _folds(folds, cfg)
+        if k:
+            from pgsl.experiments.cv import cross_validate
+
+            names = [m.strip() for m in models.split(",") if m.strip()]
+            report = cross_validate(cfg, out, models=names, folds=k, cv_seed=cv_seed, device=device,
+                                    reporter=RichReporter())
+            console.print(_cv_table(report))
+            console.print(f"[green]wrote {out / 'cv.json'} and cv.md[/]")
+            return
         rows = run_baselines(cfg, out, device=device, reporter=RichReporter())
     except USER_ERRORS as e:
         _fail(e)

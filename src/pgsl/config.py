@@ -40,12 +40,49 @@ class DataConfig:
     roi_size: int = 128
     roi_patches: int = 8
     roi_jitter: int = 16
+    # MIAS: the clinical task. "three-class" (the paper's: normal / benign / malignant), "abnormal"
+    # (normal tissue vs any abnormality: screening) or "malignant" (benign vs malignant among the
+    # abnormal rows: diagnosis)
+    task: str = "three-class"
+    # MIAS: patient-grouped, stratified k-fold cross-validation. folds = 0: the paper's single
+    # seeded split; folds = K >= 2: the test split is fold `fold` (0..K-1) of K, drawn with `cv_seed`
+    # (both films of a woman, and every patch of either, in one fold; stratified by the task's label)
+    folds: int = 0
+    fold: int = 0
+    cv_seed: int = 0
+    # MIAS preparation of each full-resolution film (pgsl.data.mammo): background and film-label
+    # removal, the chest wall turned to the left, CLAHE's clip limit (0: off), and (whole protocol)
+    # the breast's bounding box as the image
+    segment: bool = False
+    orient: bool = False
+    clahe: float = 0.0
+    crop_breast: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in ("whole", "roi"):
             raise ValueError(f"data.protocol must be 'whole' or 'roi', got {self.protocol!r}")
         if self.roi_size < 8 or self.roi_patches < 1 or self.roi_jitter < 0:
             raise ValueError("data.roi_size must be >= 8, roi_patches >= 1 and roi_jitter >= 0")
+        if self.task not in TASKS:
+            raise ValueError(f"data.task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.folds == 1 or self.folds < 0:
+            raise ValueError(f"data.folds must be 0 (one split) or at least 2, got {self.folds}")
+        if self.folds and not 0 <= self.fold < self.folds:
+            raise ValueError(f"data.fold must be in 0..{self.folds - 1}, got {self.fold}")
+        if not 0.0 <= self.clahe <= 1.0:
+            raise ValueError(f"data.clahe (CLAHE's clip limit) must be in [0, 1], got {self.clahe}")
+        mias_only = {"task": self.task != "three-class", "folds": self.folds != 0}
+        if self.dataset != "mias" and any(mias_only.values()):
+            used = ", ".join(f"data.{k}" for k, v in mias_only.items() if v)
+            raise ValueError(f"{used} applies to the MIAS dataset only, not {self.dataset!r}")
+
+
+# the MIAS tasks (data.task) and their classes, in label order
+TASKS: dict[str, tuple[str, ...]] = {
+    "three-class": ("normal", "benign", "malignant"),
+    "abnormal": ("normal", "abnormal"),
+    "malignant": ("benign", "malignant"),
+}
 
 
 @dataclass(frozen=True)
