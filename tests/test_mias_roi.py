@@ -102,7 +102,7 @@ def test_baselines_train_pgsl_the_vanilla_split_and_the_plain_cnn_on_the_same_sp
 
     path, _ = folder
     out = tmp_path / "baselines"
-    args = ["baselines", "--dataset", "mias", "--data-dir", str(path), "--out", str(out),
+    args = ["baselines", "--dataset", "mias", "--data-dir", str(path), "--out", str(out), "--folds", "0",
             "--set", "data.image_size=16", "--set", "data.roi_patches=2", "--set", "train.epochs=1",
             "--set", "recovery.max_iter=2", "--set", "model.width=8"]
     result = CliRunner().invoke(app, args)

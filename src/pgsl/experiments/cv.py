@@ -51,7 +51,8 @@ def fold_config(cfg: Config, folds: int, fold: int, cv_seed: int) -> Config:
 
 
 def _as_read_back(cfg: Config) -> dict[str, Any]:
-    return config_from_dict(json.loads(json.dumps(cfg.to_dict()))).to_dict()
+    """``cfg`` as it reads back from JSON: the key of a cached result."""
+    return dict(json.loads(json.dumps(config_from_dict(json.loads(json.dumps(cfg.to_dict()))).to_dict())))
 
 
 def _summary(m: dict[str, Any], run: str) -> dict[str, Any]:
