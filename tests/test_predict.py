@@ -134,3 +134,123 @@ def test_predict_refuses_bad_arguments_clearly(run: Path, tmp_path: Path) -> Non
     for args, message in cases:
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and message in " ".join(result.output.split()), (args, result.output)
+
+
+# --- MIAS: the protocol read from the run ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def films(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[int, int, int]]]:
+    from fixtures import synthetic_mammograms
+
+    path = tmp_path_factory.mktemp("films")
+    return path, synthetic_mammograms(path, counts=(12, 8, 8), size=512, as_films=True)
+
+
+@pytest.fixture(scope="module")
+def patch_cv(films: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A patch model (ROI protocol, prepared films) cross-validated over 2 patient-grouped folds."""
+    from pgsl.experiments.cv import cross_validate
+
+    path, _ = films
+    cfg = load_preset(str(TESTS / "tiny.toml")).replace(
+        data={"dataset": "mias", "data_dir": str(path), "protocol": "roi", "image_size": 16, "roi_size": 64,
+              "roi_patches": 2, "limit_train": None, "limit_test": None, "task": "abnormal",
+              "segment": True, "orient": True, "clahe": 0.01},
+        defense={"kind": "none"}, model={"width": 8, "hidden": 16, "pool": 2})
+    out = tmp_path_factory.mktemp("patch_cv") / "cv"
+    cross_validate(cfg, out, models=["none"], folds=2, cv_seed=0)
+    return out
+
+
+def test_a_patch_model_scans_a_film_and_answers_with_its_most_abnormal_patch(
+        films: tuple[Path, dict], patch_cv: Path, tmp_path: Path) -> None:
+    from pgsl.experiments.predict import load_patches, patches_path
+
+    path, lesions = films
+    run = patch_cv / "fold-0" / "none"
+    predictor = Predictor.in_process(run, torch.device("cpu"))
+    assert predictor.card.patches and predictor.card.roi_size == 64
+    small = tmp_path / "small.png"  # smaller than a patch: refused, not resized into the model
+    Image.fromarray(np.full((40, 40), 120, np.uint8)).save(small)
+    region = tmp_path / "region.png"  # exactly the model's input: one region, classified as it is
+    region_pixels = np.random.default_rng(0).integers(0, 256, (16, 16)).astype(np.uint8)
+    Image.fromarray(region_pixels).save(region)
+    refs = ["mdb013", "mdb014"]  # a mirrored (right) film and a left one, both with a lesion
+    files = [path / f"{r}.pgm" for r in refs] + [small, region]
+    out = tmp_path / "preds.csv"
+    rows = predict_images(predictor, files, out)
+    per_patch = list(csv.DictReader(patches_path(out).open()))
+    for ref, row in zip(refs, rows, strict=False):
+        mine = [p for p in per_patch if Path(p["file"]).name == f"{ref}.pgm"]
+        assert row["patches"] == len(mine) > 4
+        best = max(mine, key=lambda p: float(p["abnormal_score"]))
+        assert (int(best["row"]), int(best["col"])) == (row["row"], row["col"])
+        assert row["abnormal_score"] == pytest.approx(float(best["abnormal_score"]))
+        assert row["y"] == 511 - row["row"] and row["x"] == row["col"]
+        # the windows' centres are in the stored film's coordinates: the one nearest the planted
+        # lesion (mirrored film or not) holds it
+        lr, lc, _ = lesions[ref]
+        scan = load_patches(path / f"{ref}.pgm", predictor.card)
+        nearest = min(range(len(scan.centres)),
+                      key=lambda j: abs(scan.centres[j][0] - lr) + abs(scan.centres[j][1] - lc))
+        assert abs(scan.centres[nearest][0] - lr) <= 16 and abs(scan.centres[nearest][1] - lc) <= 16
+        patch = scan.images[nearest, 0]
+        assert patch[6:10, 6:10].mean() > patch.mean() + 0.03
+    assert "smaller than this run's 64-pixel patches" in rows[2]["error"]
+    expected = predictor.scores(torch.from_numpy(region_pixels).float().div(255)[None, None])[DECISION][0]
+    assert rows[3]["patches"] == 1
+    assert rows[3]["confidence"] == pytest.approx(float(expected.max()), abs=1e-5)
+
+
+def test_a_cross_validation_scores_each_film_by_the_fold_that_never_trained_on_it(
+        films: tuple[Path, dict], patch_cv: Path, tmp_path: Path) -> None:
+    from pgsl.data import mias
+
+    path, _ = films
+    out = tmp_path / "cv-preds.csv"
+    files = sorted(path.glob("mdb*.pgm"))
+    result = CliRunner().invoke(app, ["predict", str(patch_cv), "--images", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = _rows(out)
+    assert len(rows) == len(files) == 28
+    info = mias.parse_info(path / "Info.txt")
+    for k in range(2):
+        train, test = mias.task_split(info, task="abnormal", folds=2, fold=k, cv_seed=0, seed=0,
+                                      localised=True)
+        trained_on = {mias.patient(r.ref) for r in train}
+        for r in test:  # the film's fold model is the one whose test split holds it...
+            assert rows[f"{r.ref}.pgm"]["fold"] == str(k)
+        for name, row in rows.items():  # ...and no film is scored by a model that trained on it
+            if row["fold"] == str(k):
+                assert mias.patient(name[:6]) not in trained_on, name
+    import json
+
+    summary = json.loads((tmp_path / "cv-preds.summary.json").read_text())
+    assert summary["films"] == 28 and summary["abnormal_films"] == 16
+    from torchmetrics.functional.classification import binary_auroc
+
+    truth = torch.tensor([0 if r.label == "normal" else 1 for r in sorted(info, key=lambda r: r.ref)])
+    scores = torch.tensor([float(rows[f"mdb{i:03d}.pgm"]["abnormal_score"]) for i in range(1, 29)])
+    assert summary["auc_normal_vs_abnormal"] == pytest.approx(float(binary_auroc(scores, truth)))
+
+
+def test_a_whole_image_model_prepares_films_as_its_training_films(
+        films: tuple[Path, dict], tmp_path: Path) -> None:
+    from pgsl.data import load_dataset, mias
+    from pgsl.experiments.predict import load_image
+
+    path, _ = films
+    cfg = load_preset(str(TESTS / "tiny.toml")).replace(
+        data={"dataset": "mias", "data_dir": str(path), "protocol": "whole", "image_size": 32,
+              "limit_train": None, "limit_test": None, "segment": True, "orient": True, "clahe": 0.02,
+              "crop_breast": True, "folds": 2, "fold": 1},
+        defense={"kind": "none"}, model={"width": 8, "hidden": 16, "pool": 2})
+    train_run(cfg, tmp_path / "whole")
+    predictor = Predictor.in_process(tmp_path / "whole", torch.device("cpu"))
+    assert not predictor.card.patches
+    test = load_dataset(cfg.data).test
+    _, rows = mias.task_split(mias.parse_info(path / "Info.txt"), task="three-class", folds=2, fold=1,
+                              cv_seed=0, seed=0, localised=False)
+    for i, row in enumerate(rows[:6]):
+        x = load_image(path / f"{row.ref}.pgm", predictor.card)
+        assert torch.equal(x, to_float(test.images[i])), row.ref

@@ -500,16 +500,20 @@ def reproduce(
     data_dir: str | None = typer.Option(None, help="Dataset folder (MIAS)."),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     settings: list[str] = typer.Option([], "--set", help="section.key=value for every run."),
+    folds: int | None = typer.Option(None, help=FOLDS_HELP),
+    cv_seed: int = typer.Option(0, help="Seed of the cross-validation's folds."),
 ) -> None:
     """Everything: train PGSL and the baselines, Table I, the frontier, Table II, the mu sweep,
-    Figs. 3-5, and one report.html. Cached per stage: re-running after a kill resumes."""
+    Figs. 3-5 (MIAS: and the patient-grouped cross-validation), and one report.html. Cached per
+    stage: re-running after a kill resumes."""
     from pgsl.experiments.reproduce import default_preset
     from pgsl.experiments.reproduce import reproduce as run_reproduce
 
     try:
         preset = preset or default_preset(dataset)
         cfg = apply_settings(_overrides(load_preset(preset), dataset, data_dir, None, None), settings)
-        report = run_reproduce(cfg, preset, out, plan=plan, device=device, reporter=RichReporter())
+        report = run_reproduce(cfg, preset, out, plan=plan, device=device, reporter=RichReporter(),
+                               folds=_folds(folds, cfg), cv_seed=cv_seed)
     except USER_ERRORS as e:
         _fail(e)
         return
@@ -768,10 +772,14 @@ def predict(
     insecure: bool = typer.Option(False, "--insecure"),
     batch_size: int = typer.Option(64),
     device: str = typer.Option("cpu"),
+    model: str | None = typer.Option(None, help="With a cross-validation folder: which split model "
+                                     "(default: its first, e.g. pgsl)."),
 ) -> None:
-    """Classify new images through a trained split model: the run's own preprocessing, client
-    pipeline and server model. Unusable images get a row with the reason; the rest are classified."""
-    from pgsl.experiments.predict import Predictor, find_images, predict_images
+    """Classify new images through a trained split model: the run's own protocol (a patch model scans
+    films and answers with the most abnormal patch), client pipeline and server model. Given a
+    cross-validation folder (MIAS, --folds), each film is scored by the fold model that never trained
+    on it. Unusable images get a row with the reason; the rest are classified."""
+    from pgsl.experiments.predict import Predictor, find_images, predict_cv, predict_images
     from pgsl.experiments.train import resolve_device
 
     try:
@@ -779,6 +787,17 @@ def predict(
             raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
         dev = resolve_device(device)
         files = find_images(images)
+        if (run_dir / "cv.json").is_file():
+            if server_address is not None:
+                raise ValueError("a cross-validation folder classifies in this process: leave out --server")
+            summary = predict_cv(run_dir, files, out, model=model, device=dev, batch_size=batch_size)
+            auc = summary.get("auc_normal_vs_abnormal")
+            console.print(f"classified {summary['films']} film(s) with {summary['model']}'s fold models; "
+                          + (f"per-film AUC normal vs abnormal {auc:.3f}; " if auc is not None else "")
+                          + f"wrote {out}")
+            return
+        if model is not None:
+            raise ValueError("--model picks a model of a cross-validation folder (one with cv.json)")
         if server_address is None:
             if site is not None or tls is not None or insecure:
                 raise ValueError("--site, --tls and --insecure go with --server")

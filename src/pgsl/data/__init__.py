@@ -14,8 +14,9 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
     "mnist": lambda cfg: mnist.load(cfg.data_dir),
     "fashion-mnist": lambda cfg: fashion.load(cfg.data_dir),
     "mias": lambda cfg: mias.load(
-        cfg.data_dir, cfg.image_size, protocol=cfg.protocol, roi_size=cfg.roi_size, roi_patches=cfg.roi_patches,
-        roi_jitter=cfg.roi_jitter, task=cfg.task, folds=cfg.folds, fold=cfg.fold, cv_seed=cfg.cv_seed,
+        cfg.data_dir, cfg.image_size, protocol=cfg.protocol, roi_size=cfg.roi_size,
+        roi_patches=cfg.roi_patches, roi_jitter=cfg.roi_jitter, task=cfg.task, folds=cfg.folds,
+        fold=cfg.fold, cv_seed=cfg.cv_seed,
         prep=mias.Preparation(cfg.segment, cfg.orient, cfg.clahe), crop_breast=cfg.crop_breast),
     "cbis-ddsm-sample": lambda cfg: dicom.load(cfg.data_dir, cfg.image_size),
 }

@@ -81,7 +81,8 @@ def parse_info(path: Path) -> list[InfoRow]:
     return rows
 
 
-def _find_info(folder: Path) -> Path:
+def find_info(folder: Path) -> Path:
+    """The folder's ``Info.txt``, whatever its case."""
     for candidate in folder.iterdir():
         if candidate.name.lower() == "info.txt":
             return candidate
@@ -337,7 +338,7 @@ def load(data_dir: str | None = None, image_size: int = 256, seed: int = 0, *, p
         raise DataError(f"unknown MIAS protocol {protocol!r}; choose whole or roi")
     if task not in TASKS:
         raise DataError(f"unknown MIAS task {task!r}; choose one of {', '.join(TASKS)}")
-    rows = parse_info(_find_info(folder))
+    rows = parse_info(find_info(folder))
     train_rows, test_rows = task_split(rows, task=task, folds=folds, fold=fold, cv_seed=cv_seed, seed=seed,
                                        localised=protocol == "roi")
     films = _films(str(folder.resolve()), tuple(sorted({r.ref for r in train_rows + test_rows})), prep)

@@ -92,7 +92,8 @@ def _majority(cfg: Config) -> dict[str, Any]:
     return {**m, "class": dataset.classes[top]}
 
 
-def _model_fold(cfg: Config, model: str, folder: Path, device: str, reporter: Reporter | None) -> dict[str, Any]:
+def _model_fold(cfg: Config, model: str, folder: Path, device: str,
+                reporter: Reporter | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     if model == PLAIN:
         result = _summary(_plain(cfg, folder / PLAIN, device), str(folder / PLAIN))
@@ -191,8 +192,8 @@ def markdown(report: dict[str, Any]) -> str:
              + " | ".join(f"recall {c}" for c in classes) + " |",
              "|---|---:|---:|---:|---:|" + "---:|" * len(classes)]
     for name, m in report["models"].items():
-        recall = [("-" if m["recall_mean"][c] is None else f"{m['recall_mean'][c]:.3f} ± {m['recall_std'][c]:.3f}")
-                  for c in classes]
+        recall = ["-" if m["recall_mean"][c] is None
+                  else f"{m['recall_mean'][c]:.3f} ± {m['recall_std'][c]:.3f}" for c in classes]
         lines.append(f"| {MODEL_NAMES.get(name, name)} | {pm(m, 'balanced_accuracy')} | {pm(m, 'auc')} | "
                      f"{pm(m, 'accuracy')} | {pm(m, 'macro_f1')} | " + " | ".join(recall) + " |")
     lines += ["", "Balanced accuracy per fold:", "",

@@ -9,7 +9,9 @@ Stages, each cached in ``out`` so a killed run resumes where it stopped:
 4. Table II: the plain CNN and every run under JSMA, C&W, BIM, FGSM, plus CNNs trained on the
    attacks' reconstructions (``robustness/``);
 5. Fig. 3: the mu sweep (``mu_sweep/``);
-6. ``report.html``: every table beside the paper's numbers, every figure, the protocol.
+6. MIAS only, with ``folds`` >= 2: PGSL, the vanilla split, the plain CNN and the majority class
+   cross-validated on the same patient-grouped folds (``cv/``, :mod:`pgsl.experiments.cv`);
+7. ``report.html``: every table beside the paper's numbers, every figure, the protocol.
 
 A stage is done when its result file exists (``table1.json``, ``frontier.json``, ...); delete it
 to recompute. Training and attacks keep their own finer caches (checkpoints, points, adversarial
@@ -119,6 +121,7 @@ PLANS = {
     ),
 }
 MAIN = ("pgsl", "none", "noise", "nopeek")
+CV_MODELS = ("pgsl", "none", "plain", "majority")  # the MIAS cross-validation's models
 
 
 def default_preset(dataset: str) -> str:
@@ -139,9 +142,10 @@ def _stage(out: Path, name: str, done: Path, fn: Callable[[], Any], timings: dic
 
 
 def reproduce(base: Config, preset: str, out: Path, *, plan: str | None = None, device: str = "cpu",
-              reporter: Reporter | None = None) -> Path:
+              reporter: Reporter | None = None, folds: int = 0, cv_seed: int = 0) -> Path:
     """Run every stage into ``out``; return the report's path. ``plan``: one of :data:`PLANS`
-    (default: the preset's name if it is one, else ``quick``)."""
+    (default: the preset's name if it is one, else ``quick``). ``folds`` >= 2 (MIAS): the
+    cross-validation stage with that many folds, drawn with ``cv_seed``."""
     name = plan or (preset if preset in PLANS else "quick")
     if name not in PLANS:
         raise ValueError(f"unknown plan {name!r}; choose from {', '.join(PLANS)}")
@@ -184,6 +188,15 @@ def reproduce(base: Config, preset: str, out: Path, *, plan: str | None = None, 
                               reconstructions=recon), timings)
     _stage(out, "mu_sweep", out / "mu_sweep" / "mu_sweep.json",
            lambda: mu_sweep([cfg], out / "mu_sweep", spec.sweep, dev), timings)
+    if folds:
+        from pgsl.experiments.cv import CV_JSON, cross_validate
+
+        # not cached by its result file alone: the CV checks each fold's configuration itself
+        t0 = time.perf_counter()
+        cross_validate(cfg, out / "cv", models=CV_MODELS, folds=folds, cv_seed=cv_seed, device=device,
+                       reporter=reporter)
+        timings["cv"] = round(time.perf_counter() - t0, 1)
+        log.info("cross-validation: %s", out / "cv" / CV_JSON)
     meta = {"preset": preset, "plan_name": name, "dataset": cfg.data.dataset, "device": str(dev),
             "environment": environment(dev), "timings": timings, "plan": _plan_dict(spec),
             "seed": cfg.train.seed, "cuda": torch.cuda.is_available()}
