@@ -211,6 +211,13 @@ def test_baselines_cross_validate_every_model_on_the_same_folds(
         assert (run_cfg["folds"], run_cfg["fold"], run_cfg["cv_seed"]) == (3, k, 5)
         assert run_cfg["task"] == "malignant"
     assert "| PGSL |" in (out / "cv.md").read_text()
+    from pgsl.experiments.report import cv_section
+
+    html = cv_section(out)  # the report's MIAS section reads the same numbers
+    pgsl = report["models"]["pgsl"]
+    assert "task malignant: 3-fold" in html
+    assert f"{pgsl['balanced_accuracy_mean']:.3f} ± {pgsl['balanced_accuracy_std']:.3f}" in html
+    assert cv_section(tmp_path / "nothing") == ""
 
 
 def test_cv_options_are_checked() -> None:
