@@ -90,6 +90,8 @@ def test_mias_presets_and_the_reproduce_default() -> None:
         "mias", "roi", True, True)
     assert (paper.data.dataset, paper.data.protocol, paper.train.augment, paper.train.balanced) == (
         "mias", "whole", True, True)
+    for preset in (quick, paper):  # the preparation the cross-validation chose
+        assert (preset.data.segment, preset.data.orient, preset.data.clahe) == (True, True, 0.01)
     assert default_preset("mias") == "mias-quick" and default_preset("mnist") == "quick"
 
 
