@@ -119,7 +119,7 @@ class AttackConfig:
 
 @dataclass(frozen=True)
 class RecoveryConfig:
-    """The server's APG robust-PCA recovery (paper §IV-C, DESIGN §2.4)."""
+    """The server's APG robust-PCA recovery (paper §IV-C, docs/design.md#the-pgsl-pipeline)."""
 
     mu: float = 0.55
     lam: float | None = None  # None: 1 / sqrt(max(m, n))

@@ -1,4 +1,4 @@
-"""The adversary's tools (paper §III, §V-C; DESIGN §1, §3), kept apart from our defences.
+"""The adversary's tools (paper §III, §V-C; docs/design.md#threat-model), kept apart from our defences.
 
 Every attack is an :class:`~pgsl.attacks.base.Attack` with one entry point,
 ``attack(view) -> Reconstruction``, and declares what it needs of the

@@ -16,7 +16,7 @@ __all__ = ["AttackerView", "CloneFactory", "Need", "PipelineClone", "reconstruct
 
 
 class Need:
-    """What an attack may require of a view (the threat model's knowledge, DESIGN §1)."""
+    """What an attack may require of a view (the threat model's knowledge, docs/design.md#threat-model)."""
 
     AUX = "auxiliary images with the client pipeline's answers (black-box queries)"
     WHITE_BOX = "a differentiable model of image -> observation (client architecture and weights)"

@@ -1,4 +1,4 @@
-"""The client's intentional few-pixel JSMA attack (paper §IV-A, eq. 1; DESIGN §2.1).
+"""The client's intentional few-pixel JSMA attack (paper §IV-A, eq. 1; docs/design.md#the-pgsl-pipeline).
 
 Eq. 1 with the correlation conditions inverted (non-targeted): a feature ``i`` is salient when
 raising it lowers the true class ``y`` and raises the others,

@@ -1,4 +1,5 @@
-"""The client-owned classifier whose saliency drives the intentional pixel attack (DESIGN §2.1).
+"""The client-owned classifier whose saliency drives the intentional pixel attack
+(docs/design.md#the-pgsl-pipeline).
 
 It never leaves the client. Small on purpose: it only has to rank pixels by their influence.
 """

@@ -1,4 +1,4 @@
-"""Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package (IDX files), DESIGN §4."""
+"""Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package (IDX files), docs/design.md#data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""mini-MIAS mammograms from a user folder (paper §V-A, DESIGN §4).
+"""mini-MIAS mammograms from a user folder (paper §V-A, docs/design.md#data).
 
 The folder holds 322 PGM (P5, 1024x1024, 8-bit) images ``mdbNNN.pgm`` and ``Info.txt``, whose rows
 ``mdbNNN <tissue> <class> [<severity> [<x> <y> <radius>]]`` list one abnormality each. Quirks we

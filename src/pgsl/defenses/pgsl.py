@@ -1,4 +1,4 @@
-"""PGSL's client side (paper §IV-A, IV-B; DESIGN §2.1-2.3) as a defence plug-in.
+"""PGSL's client side (paper §IV-A, IV-B; docs/design.md#the-pgsl-pipeline) as a defence plug-in.
 
 x -> intentional JSMA driven by the client's surrogate -> x_hat, Map
   -> pixel_unshuffle(x_hat) ++ pool(Map): ``(B, C, H, W)`` -> ``(B, 4C + 1, H/2, W/2)``

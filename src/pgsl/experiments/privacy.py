@@ -1,4 +1,5 @@
-"""Table I: the adversary's inversion attacks against trained runs (paper §V-C, DESIGN §3).
+"""Table I: the adversary's inversion attacks against trained runs (paper §V-C,
+docs/design.md#baselines-and-attacks).
 
 The evaluator is the only place that holds the victims' raw images. For each trained run it builds
 one :class:`~pgsl.attacks.view.AttackerView` per target -- what crossed the cut, and whatever the

@@ -65,7 +65,7 @@ class Plan:
 
 PLANS = {
     # 2-core CPU budget (15 minutes with setup): smaller training subsets, 2,000 test images, the
-    # attacks at the DESIGN §3 minimums (>= 1,000 robustness images) or above
+    # attacks at the docs/design.md#baselines-and-attacks minimums (>= 1,000 robustness images) or above
     "quick": Plan(
         train={"data": {"limit_train": 6000, "limit_test": 2000}},
         # DLG/iDLG: 128 victims batched, one stage (every weight tensor), 30 L-BFGS iterations,

@@ -1,4 +1,5 @@
-"""Table II: accuracy on clean and on adversarially attacked test images (paper §V-D, DESIGN §3).
+"""Table II: accuracy on clean and on adversarially attacked test images (paper §V-D,
+docs/design.md#baselines-and-attacks).
 
 Models: a plain centralised CNN (same 7 conv + 2 FC, trained here on the first run's data and
 settings, cached), and every given run -- the vanilla split and the other baselines as one row,
@@ -53,7 +54,8 @@ PAPER = {
 
 @dataclasses.dataclass(frozen=True)
 class RobustnessConfig:
-    n_test: int | None = 1000  # seeded test sample (DESIGN §3: >= 1000 on a quick CPU run); None: all
+    # seeded test sample (docs/design.md#baselines-and-attacks: >= 1000 on a quick CPU run); None: all
+    n_test: int | None = 1000
     attacks: tuple[str, ...] = ATTACKS
     fgsm_eps: float = 0.1
     bim_eps: float = 0.1

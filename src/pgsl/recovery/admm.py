@@ -31,8 +31,8 @@ the inexact ALM of Lin, Chen & Ma 2010 and APG's continuation) and is balanced p
 al. §3.4.1): x1.15 (:data:`GROWTH`) while the primal residual is 10x the dual one, /1.15 in the
 opposite case, within ``[rho_min, 1e8 rho_min]``.
 
-Why it is not PGSL's solver: the paper and DESIGN §2.4 name APG, and training stops the solver
-after 5-50 iterations, where APG's continuation iterate (not the minimiser) is what the server's
+Why it is not PGSL's solver: the paper and docs/design.md#the-pgsl-pipeline name APG, and training
+stops the solver after 5-50 iterations, where APG's continuation iterate (not the minimiser) is what the server's
 streams learn from.
 
 Measured behaviour (iterations and time against APG and tensorly, what ``tol`` guarantees, the

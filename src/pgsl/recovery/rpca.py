@@ -1,4 +1,4 @@
-"""Batched robust PCA by accelerated proximal gradient (paper §IV-C, DESIGN §2.4).
+"""Batched robust PCA by accelerated proximal gradient (paper §IV-C, docs/design.md#the-pgsl-pipeline).
 
 Solves, independently for every ``m x n`` matrix ``D`` of a ``(..., m, n)`` batch,
 
@@ -70,7 +70,8 @@ def robust_pca(
             :func:`pgsl.recovery.svt.singular_value_threshold`; ``"subspace"`` (warm-started,
             :mod:`pgsl.recovery.subspace`) finishes every matrix it stopped with exact steps, so
             its answers meet the exact stopping test too.
-        solver: ``"apg"`` (the paper's, DESIGN §2.4: what training and the mu sweep use) or
+        solver: ``"apg"`` (the paper's, docs/design.md#the-pgsl-pipeline: what training and the mu
+            sweep use) or
             ``"admm"`` (:mod:`pgsl.recovery.admm`: the same minimiser in 3-10x fewer iterations,
             for solves run to convergence; its truncated iterates are not APG's).
 

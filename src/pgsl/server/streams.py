@@ -1,4 +1,4 @@
-"""The server's three stream tails (paper §IV-D, §IV-F; DESIGN §2.6).
+"""The server's three stream tails (paper §IV-D, §IV-F; docs/design.md#the-pgsl-pipeline).
 
 Each tail is conv3 ... conv7 (Conv3x3 -> ReLU -> BN, ``width`` channels), with dropout after every
 third conv layer *of the whole network* (conv3 and conv6; conv1-2 are on the client), then the

@@ -1,4 +1,4 @@
-"""PGSL's server (paper §IV-C to IV-E; DESIGN §2.4-2.7).
+"""PGSL's server (paper §IV-C to IV-E; docs/design.md#the-pgsl-pipeline).
 
 activations a -> APG recovery r -> pixel_shuffle u_a, u_r -> three streams:
     S_a(u_a, detached)   S_f(conv1x1(u_a ++ u_r) + u_a)   S_r(u_r)

@@ -1,4 +1,4 @@
-"""Typed messages exchanged at the cut (DESIGN §5).
+"""Typed messages exchanged at the cut (docs/design.md#running-across-machines).
 
 Client -> server: :class:`Activations` (the client segment's output and, in training, the labels).
 Server -> client: :class:`Gradient` in training (the gradient, with respect to the activations, of
