@@ -32,8 +32,8 @@ al. §3.4.1): x1.15 (:data:`GROWTH`) while the primal residual is 10x the dual o
 opposite case, within ``[rho_min, 1e8 rho_min]``.
 
 Why it is not PGSL's solver: the paper and docs/design.md#the-pgsl-pipeline name APG, and training
-stops the solver after 5-50 iterations, where APG's continuation iterate (not the minimiser) is what the server's
-streams learn from.
+stops the solver after 5-50 iterations, where APG's continuation iterate (not the minimiser) is what
+the server's streams learn from.
 
 Measured behaviour (iterations and time against APG and tensorly, what ``tol`` guarantees, the
 plateau at small ``mu``, the penalty schedules that were rejected):
