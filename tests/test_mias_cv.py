@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fixtures import mias_folder, synthetic_mammograms
 
 from pgsl.config import TASKS, DataConfig, load_preset
@@ -233,3 +234,21 @@ def test_cv_options_are_checked() -> None:
         DataConfig(dataset="mias", task="benign")
     with pytest.raises(ValueError, match="clip limit"):
         DataConfig(dataset="mias", clahe=2.0)
+
+
+def test_scan_normal_patches_include_the_breast_edge_where_interior_ones_do_not(
+        films: tuple[Path, dict]) -> None:
+    path, _ = films
+    prep = mias.Preparation(segment=True, orient=True, clahe=0.0)
+
+    def background(roi_normal: str) -> torch.Tensor:
+        ds = mias.load(str(path), image_size=32, protocol="roi", roi_size=64, roi_patches=8, folds=3, fold=0,
+                       prep=prep, roi_normal=roi_normal)
+        normal = ds.train.images[ds.train.labels == 0].float()
+        return (normal == 0).flatten(1).float().mean(1)  # each patch's share of background
+
+    interior, scan = background("interior"), background("scan")
+    assert interior.max() < 0.02  # wholly inside the breast
+    assert (scan > 0.1).float().mean() > 0.1 and scan.max() <= 0.55  # edges, but at least half breast
+    with pytest.raises(ValueError, match="roi_normal"):
+        DataConfig(dataset="mias", roi_normal="edge")

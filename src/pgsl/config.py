@@ -57,6 +57,10 @@ class DataConfig:
     orient: bool = False
     clahe: float = 0.0
     crop_breast: bool = False
+    # MIAS ROI protocol, with data.segment: where the normal films' patches come from. "interior":
+    # windows wholly inside the breast; "scan": any window at least half breast, the windows
+    # `pgsl predict` scans a film with (skin line, pectoral muscle and nipple included)
+    roi_normal: str = "interior"
 
     def __post_init__(self) -> None:
         if self.protocol not in ("whole", "roi"):
@@ -69,6 +73,8 @@ class DataConfig:
             raise ValueError(f"data.folds must be 0 (one split) or at least 2, got {self.folds}")
         if self.folds and not 0 <= self.fold < self.folds:
             raise ValueError(f"data.fold must be in 0..{self.folds - 1}, got {self.fold}")
+        if self.roi_normal not in ("interior", "scan"):
+            raise ValueError(f"data.roi_normal must be 'interior' or 'scan', got {self.roi_normal!r}")
         if not 0.0 <= self.clahe <= 1.0:
             raise ValueError(f"data.clahe (CLAHE's clip limit) must be in [0, 1], got {self.clahe}")
         mias_only = {"task": self.task != "three-class", "folds": self.folds != 0}

@@ -218,19 +218,24 @@ def crop(image: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
 
 
 def tissue_centres(image: np.ndarray, n: int, size: int, rng: np.random.Generator,
-                   ref: str, mask: np.ndarray | None = None) -> list[tuple[int, int]]:
+                   ref: str, mask: np.ndarray | None = None, *, scan: bool = False) -> list[tuple[int, int]]:
     """``n`` window centres drawn uniformly among the positions whose ``size`` window lies in the
     image and whose neighbourhood (8x8 blocks) is breast tissue: inside ``mask`` (the segmented
     breast, :func:`pgsl.data.mammo.breast_mask`) where given, else brighter than the background.
-    With a mask, centres whose whole window is breast are preferred when there are any."""
+    With a mask, centres whose whole window is breast are preferred when there are any; with
+    ``scan``, every centre whose window is at least half breast (as ``pgsl predict`` scans)."""
     h, w = image.shape
     b = 8
     if mask is not None:
-        blocks = mask[: h - h % b, : w - w % b].reshape(h // b, b, w // b, b).mean(axis=(1, 3)) > 0.99
         from scipy import ndimage
 
-        inner = ndimage.binary_erosion(blocks, np.ones((2 * (size // (2 * b)) + 1,) * 2, dtype=bool))
-        tissue = inner if inner.any() else blocks
+        fraction = mask[: h - h % b, : w - w % b].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
+        if scan:
+            tissue = ndimage.uniform_filter(fraction, size=max(1, size // b), mode="constant") >= 0.5
+        else:
+            blocks = fraction > 0.99
+            inner = ndimage.binary_erosion(blocks, np.ones((2 * (size // (2 * b)) + 1,) * 2, dtype=bool))
+            tissue = inner if inner.any() else blocks
     else:
         means = image[: h - h % b, : w - w % b].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
         threshold = max(20.0, 0.5 * float(np.median(means[means > 10]))) if (means > 10).any() else 20.0
@@ -280,7 +285,7 @@ def lesion_centre(row: InfoRow, film: mammo.Prepared) -> tuple[int, int] | None:
 
 def _roi_samples(rows: list[InfoRow], films: dict[str, mammo.Prepared], *, train: bool, size: int,
                  patches: int, jitter: int, image_size: int, seed: int,
-                 task: str) -> tuple[list[np.ndarray], list[int]]:
+                 task: str, scan: bool = False) -> tuple[list[np.ndarray], list[int]]:
     out, labels = [], []
     for row in rows:
         film = films[row.ref]
@@ -291,7 +296,8 @@ def _roi_samples(rows: list[InfoRow], films: dict[str, mammo.Prepared], *, train
         centre = lesion_centre(row, film)
         if row.abnormality == "NORM":
             mask = film.mask if not film.mask.all() else None
-            centres = tissue_centres(film.image, patches if train else 1, size, rng, row.ref, mask)
+            centres = tissue_centres(film.image, patches if train else 1, size, rng, row.ref, mask,
+                                     scan=scan and mask is not None)
         elif centre is None:
             continue  # an abnormality without coordinates cannot be localised
         else:
@@ -316,7 +322,7 @@ def _stack(arrays: list[np.ndarray], labels: list[int], image_size: int) -> Imag
 def load(data_dir: str | None = None, image_size: int = 256, seed: int = 0, *, protocol: str = "whole",
          roi_size: int = 128, roi_patches: int = 8, roi_jitter: int = 16, task: str = "three-class",
          folds: int = 0, fold: int = 0, cv_seed: int = 0, prep: Preparation = Preparation(),
-         crop_breast: bool = False) -> Dataset:
+         crop_breast: bool = False, roi_normal: str = "interior") -> Dataset:
     """Load MIAS from ``data_dir`` for ``task`` (classes ``TASKS[task]``).
 
     ``protocol="whole"``: one sample per Info.txt row, the whole film (its breast's bounding box
@@ -324,7 +330,9 @@ def load(data_dir: str | None = None, image_size: int = 256, seed: int = 0, *, p
     ``roi_size`` original pixels resized to ``image_size``: around each abnormality's centre
     (``roi_patches`` crops jittered by up to ``roi_jitter`` pixels per training row, the centred
     crop per test row; rows without coordinates are left out) and of breast tissue from the normal
-    images (``roi_patches`` per training image, one seeded crop per test image).
+    images (``roi_patches`` per training image, one seeded crop per test image; with a segmented
+    film, ``roi_normal`` "interior" windows wholly inside the breast, "scan" any window at least
+    half breast).
 
     The split: ``folds`` 0, the paper's seeded split; else fold ``fold`` of ``folds`` (drawn with
     ``cv_seed``, patient-grouped and stratified, :func:`task_split`) is the test split. An image's
@@ -347,7 +355,8 @@ def load(data_dir: str | None = None, image_size: int = 256, seed: int = 0, *, p
         sets = []
         for part, is_train in ((train_rows, True), (test_rows, False)):
             arrays, labels = _roi_samples(part, films, train=is_train, size=roi_size, patches=roi_patches,
-                                          jitter=roi_jitter, image_size=image_size, seed=seed, task=task)
+                                          jitter=roi_jitter, image_size=image_size, seed=seed, task=task,
+                                          scan=roi_normal == "scan")
             sets.append(_stack(arrays, labels, image_size))
         return Dataset("mias", classes, sets[0], sets[1])
 
