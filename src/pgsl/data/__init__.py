@@ -17,7 +17,7 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
         cfg.data_dir, cfg.image_size, protocol=cfg.protocol, roi_size=cfg.roi_size,
         roi_patches=cfg.roi_patches, roi_jitter=cfg.roi_jitter, task=cfg.task, folds=cfg.folds,
         fold=cfg.fold, cv_seed=cfg.cv_seed,
-        prep=mias.Preparation(cfg.segment, cfg.orient, cfg.clahe), crop_breast=cfg.crop_breast,
+        prep=mias.Preparation.of(cfg), crop_breast=cfg.crop_breast,
         roi_normal=cfg.roi_normal),
     "cbis-ddsm-sample": lambda cfg: dicom.load(cfg.data_dir, cfg.image_size),
 }

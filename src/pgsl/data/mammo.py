@@ -104,9 +104,9 @@ def prepare(image: NDArray[np.uint8], *, segment: bool, orient: bool, clahe: flo
     flipped = orient and not chest_wall_left(mask)
     if flipped:
         image, mask = image[:, ::-1], mask[:, ::-1]
+    breast = mask if segment else np.ones_like(mask)
     if segment:
         image = np.where(mask, image, 0).astype(np.uint8)
     if clahe > 0:
-        image = equalise(image, mask if segment else np.ones_like(mask), clahe)
-    full = mask if segment else np.ones_like(mask)
-    return Prepared(np.ascontiguousarray(image), np.ascontiguousarray(full), flipped)
+        image = equalise(image, breast, clahe)
+    return Prepared(np.ascontiguousarray(image), np.ascontiguousarray(breast), flipped)

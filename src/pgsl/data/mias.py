@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from pgsl.config import TASKS
+from pgsl.config import TASKS, DataConfig
 from pgsl.data import mammo
 from pgsl.data.base import DataError, Dataset, ImageSet
 from pgsl.data.imageops import square_resize
@@ -258,20 +258,29 @@ class Preparation:
     orient: bool = False
     clahe: float = 0.0
 
-    @property
-    def any(self) -> bool:
-        return self.segment or self.orient or self.clahe > 0
+    @classmethod
+    def of(cls, data: DataConfig) -> Preparation:
+        return cls(data.segment, data.orient, data.clahe)
+
+    def apply(self, image: np.ndarray) -> mammo.Prepared:
+        """One ``(H, W)`` uint8 film prepared (unchanged, mask all True, when every step is off)."""
+        return mammo.prepare(image, segment=self.segment, orient=self.orient, clahe=self.clahe)
+
+
+def whole_image(film: mammo.Prepared, size: int, crop_breast: bool) -> np.ndarray:
+    """A whole-protocol sample: the prepared film (its breast's bounding box with ``crop_breast``)
+    zero-padded to a square and resized to ``size``."""
+    image = film.image
+    if crop_breast:
+        top, bottom, left, right = mammo.bounding_box(film.mask)
+        image = image[top:bottom, left:right]
+    return square_resize(image, size)
 
 
 @lru_cache(maxsize=2)
 def _films(folder: str, refs: tuple[str, ...], prep: Preparation) -> dict[str, mammo.Prepared]:
     """Every film of ``refs`` read and prepared once per process (a CV's folds share them)."""
-    out = {}
-    for ref in refs:
-        image = read_pgm(Path(folder) / f"{ref}.pgm")
-        out[ref] = (mammo.prepare(image, segment=prep.segment, orient=prep.orient, clahe=prep.clahe)
-                    if prep.any else mammo.Prepared(image, np.ones(image.shape, dtype=bool), False))
-    return out
+    return {ref: prep.apply(read_pgm(Path(folder) / f"{ref}.pgm")) for ref in refs}
 
 
 def lesion_centre(row: InfoRow, film: mammo.Prepared) -> tuple[int, int] | None:
@@ -360,21 +369,13 @@ def load(data_dir: str | None = None, image_size: int = 256, seed: int = 0, *, p
             sets.append(_stack(arrays, labels, image_size))
         return Dataset("mias", classes, sets[0], sets[1])
 
-    def whole(ref: str) -> np.ndarray:
-        film = films[ref]
-        image = film.image
-        if crop_breast:
-            top, bottom, left, right = mammo.bounding_box(film.mask)
-            image = image[top:bottom, left:right]
-        return square_resize(image, image_size)
-
     cache: dict[str, np.ndarray] = {}
 
     def image_set(part: list[InfoRow]) -> ImageSet:
         arrays = []
         for row in part:
             if row.ref not in cache:
-                cache[row.ref] = whole(row.ref)
+                cache[row.ref] = whole_image(films[row.ref], image_size, crop_breast)
             arrays.append(cache[row.ref])
         return _stack(arrays, [task_label(r, task) for r in part], image_size)  # type: ignore[misc]
 

@@ -35,7 +35,7 @@ from pgsl.checkpoint import write_json, write_text
 from pgsl.config import Config, config_from_dict
 from pgsl.experiments.train import Reporter, ensure_trained, resolve_device
 
-__all__ = ["CV_JSON", "CV_MD", "PLAIN", "MAJORITY", "cross_validate", "fold_config", "markdown"]
+__all__ = ["CV_JSON", "CV_MD", "MAJORITY", "PLAIN", "cross_validate", "fold_config", "markdown", "pm"]
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +178,14 @@ def cross_validate(cfg: Config, out: Path, *, models: Sequence[str], folds: int 
 MODEL_NAMES = {"pgsl": "PGSL", "none": "vanilla split", PLAIN: "plain CNN", MAJORITY: "majority"}
 
 
+def pm(m: dict[str, Any], key: str) -> str:
+    """One model's ``key`` in ``cv.json`` as "mean ± std" (3 decimals), "-" when absent."""
+    mean, std = m[f"{key}_mean"], m[f"{key}_std"]
+    return "-" if mean is None else f"{mean:.3f} ± {std:.3f}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """``cv.json`` as a Markdown table: mean ± std over folds, then the per-fold balanced accuracy."""
-    def pm(m: dict[str, Any], key: str) -> str:
-        mean, std = m[f"{key}_mean"], m[f"{key}_std"]
-        return "-" if mean is None else f"{mean:.3f} ± {std:.3f}"
-
     classes = report["classes"]
     lines = [f"# MIAS, task `{report['task']}`: {report['folds']}-fold patient-grouped cross-validation "
              f"(cv_seed {report['cv_seed']}, protocol {report['protocol']})", "",

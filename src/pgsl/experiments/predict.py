@@ -46,7 +46,7 @@ from pgsl.config import Config, load_config
 from pgsl.data import RESIZED, DataError, load_dataset, mammo
 from pgsl.data.dicom import read_dicom
 from pgsl.data.imageops import square_resize
-from pgsl.data.mias import Preparation, crop
+from pgsl.data.mias import Preparation, crop, whole_image
 from pgsl.split.channel import Channel, InProcessChannel
 from pgsl.split.trainer import DECISION
 
@@ -93,7 +93,7 @@ def model_card(run_dir: Path, cfg: Config) -> ModelCard:
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     d = cfg.data
     protocol = {"protocol": d.protocol, "roi_size": d.roi_size, "crop_breast": d.crop_breast,
-                "prep": Preparation(d.segment, d.orient, d.clahe)} if d.dataset == "mias" else {}
+                "prep": Preparation.of(d)} if d.dataset == "mias" else {}
     if "classes" in metrics and "image_shape" in metrics:
         c, h, w = (int(v) for v in metrics["image_shape"])
         return ModelCard(d.dataset, tuple(metrics["classes"]), (c, h, w), **protocol)  # type: ignore[arg-type]
@@ -147,11 +147,6 @@ def _uint8(pixels: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _prepared(pixels: np.ndarray, card: ModelCard) -> mammo.Prepared:
-    p = card.prep
-    return mammo.prepare(_uint8(pixels), segment=p.segment, orient=p.orient, clahe=p.clahe)
-
-
 def load_image(path: Path, card: ModelCard) -> torch.Tensor:
     """One image as the run's model takes it: ``(C, H, W)`` float in [0, 1]. For a patch model,
     an image of exactly its input size (a region already cut out); films go to :func:`load_patches`."""
@@ -164,13 +159,9 @@ def load_image(path: Path, card: ModelCard) -> torch.Tensor:
         if c != 1:
             raise DataError(f"{path}: resizing is for grey mammograms, this run takes {c} channels")
         if card.dataset == "mias":
-            film = _prepared(pixels, card)
-            image = film.image
-            if card.crop_breast:
-                top, bottom, left, right = mammo.bounding_box(film.mask)
-                image = image[top:bottom, left:right]
-            pixels = image
-        pixels = square_resize(pixels, h)
+            pixels = whole_image(card.prep.apply(_uint8(pixels)), h, card.crop_breast)
+        else:
+            pixels = square_resize(pixels, h)
     elif tuple(pixels.shape[:2]) != (h, w):
         raise DataError(f"{path}: is {pixels.shape[0]}x{pixels.shape[1]}; this run takes {h}x{w} images")
     return _as_tensor(pixels)
@@ -193,7 +184,7 @@ def load_patches(path: Path, card: ModelCard) -> Patches:
     pixels = _read_pixels(path)
     if pixels.ndim != 2:
         raise DataError(f"{path}: a patch model scans grey films, got {pixels.shape[2]} channels")
-    film = _prepared(pixels, card)
+    film = card.prep.apply(_uint8(pixels))
     mask = film.mask if card.prep.segment else mammo.breast_mask(film.image)
     size, side = card.roi_size, card.image_shape[1]
     if min(film.image.shape) < size:

@@ -99,13 +99,9 @@ def cv_section(folder: Path) -> str:
     per-fold balanced accuracy, and the literature's anchors; empty when there is none."""
     if not (folder / "cv.json").is_file():
         return ""
-    from pgsl.experiments.cv import MODEL_NAMES
+    from pgsl.experiments.cv import MODEL_NAMES, pm
 
     r = _read(folder / "cv.json")
-
-    def pm(m: dict[str, Any], key: str) -> str:
-        return "-" if m[f"{key}_mean"] is None else f"{m[f'{key}_mean']:.3f} ± {m[f'{key}_std']:.3f}"
-
     classes = r["classes"]
     rows = [[MODEL_NAMES.get(name, name), pm(m, "balanced_accuracy"), pm(m, "auc"), pm(m, "accuracy"),
              pm(m, "macro_f1")] + ["-" if m["recall_mean"][c] is None else f"{m['recall_mean'][c]:.3f}"
