@@ -14,12 +14,10 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from pgsl.config import Config
-from pgsl.data import load_dataset, to_float
-from pgsl.experiments.metrics import classification_metrics, majority_baseline
-from pgsl.experiments.plain import plain_cnn
+from pgsl.data import load_dataset
+from pgsl.experiments.metrics import majority_baseline
+from pgsl.experiments.plain import scored_on_test
 from pgsl.experiments.results import BaselineRow, write_rows
 from pgsl.experiments.train import CHECKPOINT, METRICS, Reporter, resolve_device, train_run
 from pgsl.split.trainer import DECISION
@@ -51,11 +49,7 @@ def baselines(cfg: Config, out: Path, device: str = "cpu",
         metrics = json.loads((path / METRICS).read_text())
         rows.append(_row(metrics["dataset"], name, metrics["test_metrics"][DECISION], str(path)))
     dataset = load_dataset(cfg.data, seed=cfg.train.seed)
-    model = plain_cnn(cfg, dataset.train, dataset.channels, len(dataset.classes), out / "plain_cnn.pt", dev)
-    with torch.no_grad():
-        x = to_float(dataset.test.images, dev)
-        scores = torch.cat([model(b).softmax(1).cpu() for b in x.split(cfg.train.eval_batch_size)])
-    plain = classification_metrics(scores, dataset.test.labels, dataset.classes)
+    plain = scored_on_test(cfg, dataset, out / "plain_cnn.pt", dev)
     rows.append(_row(dataset.name, "plain CNN", plain, str(out / "plain_cnn.pt")))
     base = majority_baseline(dataset.train.labels, dataset.test.labels, dataset.classes)
     rows.append(BaselineRow(dataset=dataset.name, model="majority", accuracy=base["accuracy"],

@@ -29,8 +29,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pgsl.checkpoint import write_json, write_text
 from pgsl.config import Config, config_from_dict
 from pgsl.experiments.train import Reporter, ensure_trained, resolve_device
@@ -62,9 +60,8 @@ def _summary(m: dict[str, Any], run: str) -> dict[str, Any]:
 
 def _plain(cfg: Config, out: Path, device: str) -> dict[str, Any]:
     """The plain CNN of one fold: trained (or read back) in ``out``, scored on the fold."""
-    from pgsl.data import load_dataset, to_float
-    from pgsl.experiments.metrics import classification_metrics
-    from pgsl.experiments.plain import plain_cnn
+    from pgsl.data import load_dataset
+    from pgsl.experiments.plain import scored_on_test
 
     dev = resolve_device(device)
     config_path = out / "config.json"
@@ -72,24 +69,15 @@ def _plain(cfg: Config, out: Path, device: str) -> dict[str, Any]:
         raise ValueError(f"{out} holds a plain CNN trained with another configuration: use another "
                          f"folder, or move it away")
     write_json(config_path, _as_read_back(cfg))
-    dataset = load_dataset(cfg.data, seed=cfg.train.seed)
-    model = plain_cnn(cfg, dataset.train, dataset.channels, len(dataset.classes), out / "plain_cnn.pt", dev)
-    with torch.no_grad():
-        x = to_float(dataset.test.images, dev)
-        scores = torch.cat([model(b).softmax(1).cpu() for b in x.split(cfg.train.eval_batch_size)])
-    return classification_metrics(scores, dataset.test.labels, dataset.classes)
+    return scored_on_test(cfg, load_dataset(cfg.data, seed=cfg.train.seed), out / "plain_cnn.pt", dev)
 
 
 def _majority(cfg: Config) -> dict[str, Any]:
     from pgsl.data import load_dataset
-    from pgsl.experiments.metrics import classification_metrics
+    from pgsl.experiments.metrics import majority_metrics
 
     dataset = load_dataset(cfg.data, seed=cfg.train.seed)
-    k = len(dataset.classes)
-    top = int(torch.bincount(dataset.train.labels, minlength=k).argmax())
-    scores = torch.nn.functional.one_hot(torch.full_like(dataset.test.labels, top), k).float()
-    m = classification_metrics(scores, dataset.test.labels, dataset.classes)
-    return {**m, "class": dataset.classes[top]}
+    return majority_metrics(dataset.train.labels, dataset.test.labels, dataset.classes)
 
 
 def _model_fold(cfg: Config, model: str, folder: Path, device: str,

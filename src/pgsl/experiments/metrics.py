@@ -21,7 +21,7 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
-__all__ = ["classification_metrics", "majority_baseline"]
+__all__ = ["classification_metrics", "majority_baseline", "majority_metrics"]
 
 
 def classification_metrics(scores: Tensor, labels: Tensor, classes: Sequence[str]) -> dict[str, Any]:
@@ -55,12 +55,17 @@ def classification_metrics(scores: Tensor, labels: Tensor, classes: Sequence[str
     }
 
 
-def majority_baseline(train_labels: Tensor, test_labels: Tensor, classes: Sequence[str]) -> dict[str, Any]:
-    """Always answering the most frequent training class: its accuracy and balanced accuracy on
-    ``test_labels`` (the balanced accuracy is 1 / the number of classes present there)."""
+def majority_metrics(train_labels: Tensor, test_labels: Tensor, classes: Sequence[str]) -> dict[str, Any]:
+    """Always answering the most frequent training class: :func:`classification_metrics` of that
+    constant answer on ``test_labels`` (AUC 0.5), with the class under ``"class"``."""
     k = len(classes)
     majority = int(torch.bincount(train_labels.long().cpu(), minlength=k).argmax())
     scores = torch.nn.functional.one_hot(torch.full_like(test_labels.long().cpu(), majority), k).float()
-    m = classification_metrics(scores, test_labels, classes)
-    return {"class": classes[majority], "accuracy": m["accuracy"],
-            "balanced_accuracy": m["balanced_accuracy"]}
+    return {**classification_metrics(scores, test_labels, classes), "class": classes[majority]}
+
+
+def majority_baseline(train_labels: Tensor, test_labels: Tensor, classes: Sequence[str]) -> dict[str, Any]:
+    """Always answering the most frequent training class: its accuracy and balanced accuracy on
+    ``test_labels`` (the balanced accuracy is 1 / the number of classes present there)."""
+    m = majority_metrics(train_labels, test_labels, classes)
+    return {"class": m["class"], "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from pgsl.checkpoint import load_checkpoint, save_checkpoint
 from pgsl.client.segment import ClientSegment
 from pgsl.config import Config
-from pgsl.data import ImageSet, to_float
+from pgsl.data import Dataset, ImageSet, to_float
 from pgsl.data.augment import augment
 from pgsl.data.base import epoch_order
 from pgsl.server.streams import StreamTail
@@ -67,6 +68,18 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int =
     correct = sum(int((model(x).argmax(1) == y).sum())
                   for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True))
     return correct / max(1, len(labels))
+
+
+def scored_on_test(cfg: Config, dataset: Dataset, path: Path, device: torch.device) -> dict[str, Any]:
+    """The plain CNN trained on ``dataset.train`` (cached in ``path``, :func:`plain_cnn`) and its
+    :func:`pgsl.experiments.metrics.classification_metrics` on ``dataset.test``."""
+    from pgsl.experiments.metrics import classification_metrics
+
+    model = plain_cnn(cfg, dataset.train, dataset.channels, len(dataset.classes), path, device)
+    with torch.no_grad():
+        x = to_float(dataset.test.images, device)
+        scores = torch.cat([model(b).softmax(1).cpu() for b in x.split(cfg.train.eval_batch_size)])
+    return classification_metrics(scores, dataset.test.labels, dataset.classes)
 
 
 def plain_cnn(cfg: Config, train: ImageSet, channels: int, num_classes: int, path: Path,
