@@ -24,6 +24,7 @@ from pgsl.defenses.base import Defense, Setting
 from pgsl.defenses.noise import LaplaceNoise
 from pgsl.defenses.none import VanillaSplit
 from pgsl.experiments.benchmark import PLANS, benchmark, matched, score, summarise
+from pgsl.experiments.cache import StaleResult
 from pgsl.experiments.results import BenchmarkRow, read_rows
 
 TESTS = Path(__file__).parent
@@ -112,6 +113,13 @@ def registries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("registries")
+def test_the_privacy_protocol_runs_every_registered_attack_by_default() -> None:
+    from pgsl.experiments.privacy import PrivacyConfig
+
+    assert PrivacyConfig().attacks == ("mean", "mia", "echo")
+
+
+@pytest.mark.usefixtures("registries")
 def test_a_toy_defence_and_attack_appear_in_the_matrix_and_a_killed_benchmark_resumes(tmp_path: Path) -> None:
     base, plan = BASE, PLANS["tiny"]
     Echo.calls = 0
@@ -158,7 +166,8 @@ def test_a_toy_defence_and_attack_appear_in_the_matrix_and_a_killed_benchmark_re
     echo = [r for r in read_rows(tmp_path / "matrix.json", BenchmarkRow) if r.attack == "echo"]
     assert {r.n_victims for r in echo} == {4}
     # a run folder trained under another configuration is refused, not reused or overwritten
-    with pytest.raises(ValueError, match="holds a run trained with another configuration"):
+    with pytest.raises(StaleResult, match=r"holds a run that was computed with other settings "
+                                          r"\(train.lr: .* -> 0.5\)"):
         benchmark(base.replace(train={"lr": 0.5}), tmp_path, plan)
     assert trained == {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/checkpoint.pt")}
     # a run moved away is trained again, and its attacks with it, not read from the old caches

@@ -17,6 +17,7 @@ from fixtures import mias_folder, synthetic_mammograms
 
 from pgsl.config import TASKS, DataConfig, load_preset
 from pgsl.data import load_dataset, mammo, mias
+from pgsl.experiments.cache import StaleResult
 
 TESTS = Path(__file__).parent
 
@@ -171,9 +172,9 @@ def test_a_killed_cross_validation_resumes_at_the_unfinished_fold(
                [f["balanced_accuracy"] for f in first["models"][m]["per_fold"]]
     assert json.loads((out / "cv.json").read_text())["models"]["none"]["per_fold"][2]["fold"] == 2
     # the same folder with another configuration is refused, not read
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(StaleResult, match="other settings .*data.task: 'abnormal' -> 'three-class'"):
         cross_validate(cfg.replace(data={"task": "three-class"}), out, models=models, folds=3, cv_seed=1)
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(StaleResult, match="data.cv_seed: 1 -> 2"):
         cross_validate(cfg, out, models=models, folds=3, cv_seed=2)
 
 

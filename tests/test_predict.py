@@ -232,6 +232,35 @@ def test_a_cross_validation_scores_each_film_by_the_fold_that_never_trained_on_i
     truth = torch.tensor([0 if r.label == "normal" else 1 for r in sorted(info, key=lambda r: r.ref)])
     scores = torch.tensor([float(rows[f"mdb{i:03d}.pgm"]["abnormal_score"]) for i in range(1, 29)])
     assert summary["auc_normal_vs_abnormal"] == pytest.approx(float(binary_auroc(scores, truth)))
+    assert summary["film_rule_auc"]["max"] == pytest.approx(summary["auc_normal_vs_abnormal"])
+    assert summary["lesions"]["with_coordinates"] == sum(1 for r in info if mias.abnormality(r))
+
+
+def test_film_diagnostics_on_a_constructed_scan() -> None:
+    """Four films whose patch scores are set by hand: the film rules' AUCs and the lesion counts
+    are known."""
+    from pgsl.data.mias import InfoRow
+    from pgsl.experiments.predict import film_diagnostics
+
+    info = [InfoRow("mdb001", "F", "NORM", None, ""), InfoRow("mdb002", "F", "NORM", None, ""),
+            InfoRow("mdb003", "F", "CIRC", "B", "100 100 10"),
+            InfoRow("mdb004", "F", "CIRC", "M", "500 500 10")]
+    windows = {  # (x, y, score): a normal film with one hot false positive, a quiet normal film,
+        "mdb001": [(50, 50, 0.99), (200, 200, 0.1), (300, 300, 0.1)],
+        "mdb002": [(50, 50, 0.2), (200, 200, 0.2), (300, 300, 0.2)],
+        # a lesion found at the top of its film, a lesion ranked in the middle of its film
+        "mdb003": [(110, 90, 0.9), (400, 400, 0.3), (600, 600, 0.1)],
+        "mdb004": [(520, 480, 0.5), (100, 100, 0.8), (900, 900, 0.05)],
+    }
+    rows = [{"file": f"/d/{f}.pgm", "x": x, "y": y, "abnormal_score": s}
+            for f, w in windows.items() for x, y, s in w]
+    d = film_diagnostics(rows, info, roi_size=64)
+    # max: 0.99, 0.2 | 0.9, 0.8 -> the hot normal film outranks both abnormal ones: AUC 0.5
+    # top-3 mean: 0.397, 0.2 | 0.433, 0.45 -> 1.0; mean: the same order -> 1.0
+    assert d["film_rule_auc"] == {"max": pytest.approx(0.5), "top3_mean": pytest.approx(1.0),
+                                  "mean": pytest.approx(1.0)}
+    assert d["lesions"] == {"with_coordinates": 2, "covered_by_a_window": 2, "top_patch_on_lesion": 1,
+                            "lesion_window_percentile_median": pytest.approx((2 / 3 + 1 / 3) / 2)}
 
 
 def test_a_whole_image_model_prepares_films_as_its_training_films(

@@ -503,6 +503,19 @@ def test_frontier_cli_trains_attacks_plots_and_resumes_from_its_cache(tmp_path: 
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert stamps and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    # another attack protocol into the same folder: every point is attacked again (the runs are
+    # reused), never the 64-victim numbers returned as the 32-victim ones
+    fewer = [c if c != "64" else "32" for c in cmd]
+    r = subprocess.run(fewer, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [p.n_victims for p in read_rows(out / "frontier.json", FrontierPoint)] == [32, 32, 32]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    # runs of another configuration are refused, naming the difference, and left as they were
+    other = [c if c != "512" else "256" for c in cmd]
+    r = subprocess.run(other, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "data.limit_train: 512 -> 256" in " ".join(r.stderr.split()), r.stderr[-2000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     bad_cmd = [c if c != "0.55" else "x" for c in cmd]
     bad = subprocess.run(bad_cmd, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "comma-separated numbers" in bad.stderr

@@ -228,6 +228,14 @@ def test_reproduce_cli_resumes_only_the_missing_stage(reproduced: Path, tmp_path
     # the stage recomputed from its own caches gives the same table
     assert (read_rows(out / "robustness" / "table2.json", RobustnessRow)
             == read_rows(reproduced / "robustness" / "table2.json", RobustnessRow))
+    # the same folder under another configuration: refused before any work, naming the difference
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.json")}
+    r = subprocess.run([*REPRODUCE, "--out", str(out), "--set", "train.lr=0.5"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    message = " ".join(r.stderr.split())
+    assert "the stage 'train' was computed with other settings (config.train.lr:" in message
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*.json")}
 
 
 def test_runs_on_mias_carry_the_papers_mias_numbers(tmp_path: Path) -> None:

@@ -176,3 +176,26 @@ def test_a_smaller_reconstruction_set_trains_for_as_many_steps_with_its_control(
         "plain CNN trained on the 64 victims' clean images", "plain CNN trained on 64 MIA reconstructions"]
     # the same victims again: no second control
     assert len(rob._reconstruction_rows(path, run, x, y, RobustnessConfig(recon_epochs=2), {}, controls)) == 2
+
+
+def test_a_missing_torchattacks_is_named_before_any_work(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from pgsl.cli import app
+    from pgsl.experiments.reproduce import reproduce
+    from pgsl.experiments.robustness import robustness
+    from pgsl.extras import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # what an install without the extra sees
+    with pytest.raises(MissingExtra, match="needs torchattacks, which is not installed .extra 'robustness'"):
+        robustness([tmp_path / "no-run"], tmp_path / "t2", RobustnessConfig(attacks=("jsma", "fgsm")))
+    with pytest.raises(MissingExtra, match="extra 'robustness'"):
+        reproduce(load_preset(TINY), TINY, tmp_path / "rep", plan="tiny")
+    assert not (tmp_path / "rep" / "runs").exists()  # refused before training anything
+    # JSMA alone is pgsl's own: no extra needed (the missing run is what is reported then)
+    with pytest.raises(FileNotFoundError, match="not a trained run"):
+        robustness([tmp_path / "no-run"], tmp_path / "t2", RobustnessConfig(attacks=("jsma",)))
+    r = CliRunner().invoke(app, ["robustness", str(tmp_path / "no-run"), "--out", str(tmp_path / "t2"),
+                                 "--attacks", "fgsm"])
+    assert r.exit_code == 2 and "scripts/setup.sh" in " ".join(r.output.split())

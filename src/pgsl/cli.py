@@ -23,6 +23,7 @@ from rich.table import Table
 
 from pgsl.config import Config, apply_settings, available_presets, load_preset, parse_value
 from pgsl.data import LOADERS
+from pgsl.extras import MissingExtra, require
 from pgsl.split.trainer import EpochStats
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -66,7 +67,7 @@ class RichReporter:
 
 # what a user's input can cause (a bad option, a missing file, a refused request): one line;
 # anything else is a bug and keeps its traceback. `pgsl -v` prints the traceback of both.
-USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError)
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, MissingExtra)
 _verbose = False
 
 
@@ -497,6 +498,8 @@ def reproduce(
     settings: list[str] = typer.Option([], "--set", help="section.key=value for every run."),
     folds: int | None = typer.Option(None, help=FOLDS_HELP),
     cv_seed: int = typer.Option(0, help="Seed of the cross-validation's folds."),
+    force: bool = typer.Option(False, help="Compute again the stages this folder holds from other "
+                               "settings (without it they are refused, naming the difference)."),
 ) -> None:
     """Everything: train PGSL and the baselines, Table I, the frontier, Table II, the mu sweep,
     Figs. 3-5 (MIAS: and the patient-grouped cross-validation), and one report.html. Cached per
@@ -508,7 +511,7 @@ def reproduce(
         preset = preset or default_preset(dataset)
         cfg = apply_settings(_overrides(load_preset(preset), dataset, data_dir, None, None), settings)
         report = run_reproduce(cfg, preset, out, plan=plan, device=device, reporter=RichReporter(),
-                               folds=_folds(folds, cfg), cv_seed=cv_seed)
+                               folds=_folds(folds, cfg), cv_seed=cv_seed, force=force)
     except USER_ERRORS as e:
         _fail(e)
         return
@@ -790,6 +793,15 @@ def predict(
             console.print(f"classified {summary['films']} film(s) with {summary['model']}'s fold models; "
                           + (f"per-film AUC normal vs abnormal {auc:.3f}; " if auc is not None else "")
                           + f"wrote {out}")
+            rules, lesions = summary.get("film_rule_auc"), summary.get("lesions")
+            if rules:
+                console.print("per-film AUC by film rule: "
+                              + ", ".join(f"{k} {v:.3f}" for k, v in rules.items()))
+            if lesions and lesions["covered_by_a_window"]:
+                console.print(f"top patch on the lesion: {lesions['top_patch_on_lesion']} of "
+                              f"{lesions['with_coordinates']} lesions; the lesion's window at the "
+                              f"{100 * lesions['lesion_window_percentile_median']:.0f}th percentile of "
+                              "its film (median)")
             return
         if model is not None:
             raise ValueError("--model picks a model of a cross-validation folder (one with cv.json)")
@@ -870,10 +882,9 @@ def _flare_classes(cfg: Config, classes: int | None) -> int:
 
 
 def _flare_job_module() -> Any:
-    try:
-        from pgsl.flare import job
-    except ImportError as e:
-        raise ValueError(f"NVIDIA FLARE is not installed ({e}): pip install 'pgsl[flare]'") from None
+    require("nvflare")
+    from pgsl.flare import job
+
     return job
 
 

@@ -218,6 +218,12 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def key(self) -> dict[str, Any]:
+        """The config as it reads back from its JSON file (tuples as lists, the defence's
+        parameters completed): the key of every result computed from it."""
+        read_back = config_from_dict(json.loads(json.dumps(self.to_dict())))
+        return dict(json.loads(json.dumps(read_back.to_dict())))
+
 
 _SECTION_TYPES = {
     "data": DataConfig,

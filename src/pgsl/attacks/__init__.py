@@ -28,10 +28,10 @@ ATTACKS: dict[str, type[Attack]] = {
     "mia": MIA,
     "gan": GAN,
     "activation": ActivationMatching,
+    "unsplit": UnSplit,
     "dlg": DLG,
     "idlg": IDLG,
     "ggl": GGL,
-    "unsplit": UnSplit,
 }
 
 

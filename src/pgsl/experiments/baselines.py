@@ -10,7 +10,6 @@ the majority-class baseline is the fourth row. Runs are cached in ``out``: re-ru
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from pgsl.data import load_dataset
 from pgsl.experiments.metrics import majority_baseline
 from pgsl.experiments.plain import scored_on_test
 from pgsl.experiments.results import BaselineRow, write_rows
-from pgsl.experiments.train import CHECKPOINT, METRICS, Reporter, resolve_device, train_run
+from pgsl.experiments.train import Reporter, ensure_trained, resolve_device
 from pgsl.split.trainer import DECISION
 
 __all__ = ["baselines"]
@@ -43,10 +42,8 @@ def baselines(cfg: Config, out: Path, device: str = "cpu",
     rows = []
     for kind, name in SPLIT_MODELS.items():
         path = out / kind
-        if not (path / METRICS).is_file():
-            train_run(cfg.replace(defense={"kind": kind, "params": {}}), path,
-                      resume=(path / CHECKPOINT).is_file(), device=device, reporter=reporter)
-        metrics = json.loads((path / METRICS).read_text())
+        metrics = ensure_trained(cfg.replace(defense={"kind": kind, "params": {}}), path, device=device,
+                                 reporter=reporter)
         rows.append(_row(metrics["dataset"], name, metrics["test_metrics"][DECISION], str(path)))
     dataset = load_dataset(cfg.data, seed=cfg.train.seed)
     plain = scored_on_test(cfg, dataset, out / "plain_cnn.pt", dev)

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from pgsl.checkpoint import write_json, write_text
-from pgsl.config import Config, config_from_dict
+from pgsl.config import Config
+from pgsl.experiments.cache import check
 from pgsl.experiments.train import Reporter, ensure_trained, resolve_device
 
 __all__ = ["CV_JSON", "CV_MD", "MAJORITY", "PLAIN", "cross_validate", "fold_config", "markdown", "pm"]
@@ -48,11 +49,6 @@ def fold_config(cfg: Config, folds: int, fold: int, cv_seed: int) -> Config:
     return cfg.replace(data={"folds": folds, "fold": fold, "cv_seed": cv_seed})
 
 
-def _as_read_back(cfg: Config) -> dict[str, Any]:
-    """``cfg`` as it reads back from JSON: the key of a cached result."""
-    return dict(json.loads(json.dumps(config_from_dict(json.loads(json.dumps(cfg.to_dict()))).to_dict())))
-
-
 def _summary(m: dict[str, Any], run: str) -> dict[str, Any]:
     return {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"], "auc": m.get("auc_ovr"),
             "macro_f1": m.get("macro_f1"), "recall": m.get("recall", {}), "n_test": m.get("n", 0), "run": run}
@@ -63,13 +59,8 @@ def _plain(cfg: Config, out: Path, device: str) -> dict[str, Any]:
     from pgsl.data import load_dataset
     from pgsl.experiments.plain import scored_on_test
 
-    dev = resolve_device(device)
-    config_path = out / "config.json"
-    if config_path.is_file() and json.loads(config_path.read_text()) != _as_read_back(cfg):
-        raise ValueError(f"{out} holds a plain CNN trained with another configuration: use another "
-                         f"folder, or move it away")
-    write_json(config_path, _as_read_back(cfg))
-    return scored_on_test(cfg, load_dataset(cfg.data, seed=cfg.train.seed), out / "plain_cnn.pt", dev)
+    return scored_on_test(cfg, load_dataset(cfg.data, seed=cfg.train.seed), out / "plain_cnn.pt",
+                          resolve_device(device))
 
 
 def _majority(cfg: Config) -> dict[str, Any]:
@@ -139,13 +130,11 @@ def cross_validate(cfg: Config, out: Path, *, models: Sequence[str], folds: int 
         fcfg = fold_config(cfg, folds, fold, cv_seed)
         folder = out / f"fold-{fold}"
         path = folder / FOLD_JSON
-        key = _as_read_back(fcfg)
+        key = fcfg.key()
         done: dict[str, Any] = {}
         if path.is_file():
             saved = json.loads(path.read_text())
-            if saved["config"] != key:
-                raise ValueError(f"{folder} holds a fold of a CV with another configuration (another "
-                                 f"preset, task, options, fold count or seed): use another --out")
+            check(saved.get("config"), key, f"{folder}, a fold of a cross-validation,")
             done = saved["models"]
         for model in models:
             if model not in done:
@@ -157,7 +146,7 @@ def cross_validate(cfg: Config, out: Path, *, models: Sequence[str], folds: int 
     report = {"task": cfg.data.task, "folds": folds, "cv_seed": cv_seed, "dataset": cfg.data.dataset,
               "protocol": cfg.data.protocol, "classes": list(classes),
               "models": {m: aggregate(results[m], classes) for m in models},
-              "config": _as_read_back(cfg.replace(data={"folds": folds, "fold": 0, "cv_seed": cv_seed}))}
+              "config": cfg.replace(data={"folds": folds, "fold": 0, "cv_seed": cv_seed}).key()}
     write_json(out / CV_JSON, report)
     write_text(out / CV_MD, markdown(report))
     return report

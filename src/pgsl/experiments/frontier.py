@@ -7,8 +7,10 @@ defence, with the undefended split as the anchor. For PGSL the attacker (the ser
 crossed the cut and the maps it recovers; a point takes the *lower* of the two errors, so the curve
 is PGSL's worst case.
 
-Every stage is cached in ``out``: a run with ``metrics.json`` is not retrained (a run killed
-mid-training resumes from its checkpoint), a point with ``point.json`` is not re-attacked.
+Every stage is cached in ``out`` with the key that produced it (:mod:`pgsl.experiments.cache`): a
+run with ``metrics.json`` is not retrained (a run killed mid-training resumes from its checkpoint; a
+run of another configuration is refused), a point whose ``point.json`` holds the same key is not
+re-attacked (another protocol's point is attacked again).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from typing import Any
 
 from pgsl.checkpoint import write_json
 from pgsl.config import Config
+from pgsl.experiments.cache import as_key
 from pgsl.experiments.figures import pyplot, save_figure
 from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
 from pgsl.experiments.results import FrontierPoint, PrivacyRow, rows_from_dicts, write_rows
-from pgsl.experiments.train import CHECKPOINT, METRICS, Reporter, train_run
+from pgsl.experiments.train import METRICS, Reporter, ensure_trained
 from pgsl.split.trainer import DECISION
 
 log = logging.getLogger(__name__)
@@ -71,12 +74,11 @@ def run_dir(root: Path, point: Point) -> Path:
 
 def train_point(base: Config, point: Point, root: Path, device: str,
                 reporter: Reporter | None = None) -> Path:
-    """Train the point's run unless it is complete (resuming a killed one); return its folder."""
+    """Train the point's run unless it is complete (resuming a killed one); return its folder. A
+    folder holding a run of another configuration is refused (:func:`ensure_trained`)."""
     path = run_dir(root, point)
-    if not (path / METRICS).is_file():
-        resume = (path / CHECKPOINT).is_file()
-        log.info("training %s%s", point.name, " (resuming)" if resume else "")
-        train_run(configure(base, point), path, resume=resume, device=device, reporter=reporter)
+    ensure_trained(configure(base, point), path, device=device, reporter=reporter,
+                   before_training=lambda: (path / POINT).unlink(missing_ok=True))
     return path
 
 
@@ -90,13 +92,19 @@ def configure(base: Config, point: Point) -> Config:
 def evaluate_point(base: Config, point: Point, root: Path, pc: PrivacyConfig, device: str,
                    reporter: Reporter | None = None,
                    known: dict[str, list[PrivacyRow]] | None = None) -> FrontierPoint:
-    """Train (or reuse) the point's run, attack it (or reuse the result); return its row.
+    """Train (or reuse) the point's run, attack it (or reuse the result); return its row. The
+    result is cached in the run's ``point.json`` with its key (the run's configuration and the
+    attack's protocol): a point cached under another key is attacked again.
 
     ``known``: Table I rows already computed for some run folders (same protocol), by folder."""
-    cached = run_dir(root, point) / POINT
-    if cached.is_file():
-        return rows_from_dicts(FrontierPoint, [json.loads(cached.read_text())], str(cached))[0]
     path = train_point(base, point, root, device, reporter)
+    cached = path / POINT
+    key = as_key({"config": configure(base, point).key(), "privacy": dataclasses.asdict(pc)})
+    if cached.is_file():
+        saved = json.loads(cached.read_text())
+        if saved.get("key") == key:
+            return rows_from_dicts(FrontierPoint, [saved["row"]], str(cached))[0]
+        log.info("%s: cached under another protocol, attacking again", cached)
     metrics = json.loads((path / METRICS).read_text())
     scored = (known or {}).get(str(path)) or evaluate_privacy(path, pc, device)[0]
     rows = [r for r in scored if r.attack == "mia"]
@@ -107,7 +115,7 @@ def evaluate_point(base: Config, point: Point, root: Path, pc: PrivacyConfig, de
                         accuracy=metrics["test_accuracy"][DECISION], n_test=metrics["n_test"],
                         target=worst.target, mse=worst.mse_mean, mse_std=worst.mse_std,
                         ssim=worst.ssim_mean, n_victims=worst.n_victims)
-    write_json(cached, dataclasses.asdict(row))
+    write_json(cached, {"key": key, "row": dataclasses.asdict(row)})
     return row
 
 

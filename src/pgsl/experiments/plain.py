@@ -22,6 +22,7 @@ from pgsl.config import Config
 from pgsl.data import Dataset, ImageSet, to_float
 from pgsl.data.augment import augment
 from pgsl.data.base import epoch_order
+from pgsl.experiments.cache import check
 from pgsl.server.streams import StreamTail
 
 log = logging.getLogger(__name__)
@@ -84,16 +85,20 @@ def scored_on_test(cfg: Config, dataset: Dataset, path: Path, device: torch.devi
 
 def plain_cnn(cfg: Config, train: ImageSet, channels: int, num_classes: int, path: Path,
               device: torch.device) -> PlainCNN:
-    """The plain CNN trained on ``train`` with ``cfg``; cached in ``path`` (written atomically)."""
+    """The plain CNN trained on ``train`` with ``cfg``; cached in ``path`` (written atomically)
+    with the key of what trained it: a file trained otherwise is refused
+    (:class:`~pgsl.experiments.cache.StaleResult`)."""
     torch.manual_seed(cfg.train.seed)
     model = PlainCNN(cfg, channels, num_classes).to(device)
+    key = {"config": cfg.key(), "train_images": len(train)}
     if path.is_file():
         state = load_checkpoint(path, device)
+        check(state.get("key"), key, f"the plain CNN in {path}")
         model.load_state_dict(state["model"])
         model.eval()
         return model
     t0 = time.perf_counter()
     fit(model, to_float(train.images, device), train.labels.to(device), cfg, seed=cfg.train.seed)
-    save_checkpoint(path, {"model": model.state_dict(), "seconds": time.perf_counter() - t0})
+    save_checkpoint(path, {"model": model.state_dict(), "key": key, "seconds": time.perf_counter() - t0})
     log.info("plain CNN: trained on %d images in %.0f s", len(train), time.perf_counter() - t0)
     return model

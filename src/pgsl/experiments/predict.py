@@ -32,6 +32,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -423,8 +425,66 @@ def predict_cv(cv_dir: Path, files: list[Path], out: Path, *, model: str | None 
     if 0 < summary["abnormal_films"] < len(scored):
         summary["auc_normal_vs_abnormal"] = float(binary_auroc(
             torch.tensor([s for s, _ in scored]), torch.tensor([int(t) for _, t in scored])))
+    if patch_rows and card is not None:
+        summary.update(film_diagnostics(patch_rows, info, card.roi_size))
     write_json(out.with_name(out.stem + ".summary.json"), summary)
     return summary
+
+
+FILM_RULES: dict[str, Callable[[torch.Tensor], float]] = {
+    "max": lambda s: float(s.max()),  # the answer pgsl predict gives
+    "top3_mean": lambda s: float(s.topk(min(3, len(s))).values.mean()),
+    "mean": lambda s: float(s.mean()),
+}
+
+
+def film_diagnostics(patch_rows: list[dict], info: list[Any], roi_size: int) -> dict[str, Any]:
+    """How a patch model's scan of MIAS films reads at film level, from its per-patch rows
+    (``file``, ``x``, ``y`` in Info.txt coordinates, ``abnormal_score``):
+
+    - ``film_rule_auc``: the per-film AUC of normal vs abnormal films when a film's score is the
+      maximum (the answer given), the mean of the top 3, or the mean of its patch scores;
+    - ``lesions``: over the abnormal rows with coordinates, how many films' top patch covers the
+      lesion's centre (``top_patch_on_lesion``) and the median percentile, within its film, of the
+      best window covering the centre (``lesion_window_percentile_median``; 1.0: the film's top).
+      A model that localises lesions but scores ~90 windows a film has a high percentile and a
+      film AUC near 0.5: its false positives on normal films outnumber one lesion window."""
+    from torchmetrics.functional.classification import binary_auroc
+
+    from pgsl.data.mias import abnormality
+
+    per_film: dict[str, list[dict]] = {}
+    for p in patch_rows:
+        per_film.setdefault(Path(p["file"]).name[:6].lower(), []).append(p)
+    abnormal = {r.ref for r in info if r.label != "normal"}
+    known = sorted(f for f in per_film if f in {r.ref for r in info})
+    scores = {f: torch.tensor([float(p["abnormal_score"]) for p in per_film[f]]) for f in known}
+    truth = torch.tensor([int(f in abnormal) for f in known])
+    result: dict[str, Any] = {}
+    if 0 < int(truth.sum()) < len(known):
+        result["film_rule_auc"] = {name: float(binary_auroc(torch.tensor([rule(scores[f]) for f in known]),
+                                                             truth)) for name, rule in FILM_RULES.items()}
+    on_top, percentiles, lesions = 0, [], 0
+    half = roi_size / 2
+    for row in info:
+        found = abnormality(row)
+        if found is None or row.ref not in scores:
+            continue
+        lesions += 1
+        x, y, _ = found
+        film, s = per_film[row.ref], scores[row.ref]
+        covering = [j for j, p in enumerate(film)
+                    if abs(int(p["x"]) - x) < half and abs(int(p["y"]) - y) < half]
+        if not covering:
+            continue
+        best = max(float(s[j]) for j in covering)
+        on_top += int(int(s.argmax()) in covering)
+        percentiles.append(float((s < best).float().mean()))
+    result["lesions"] = {"with_coordinates": lesions, "covered_by_a_window": len(percentiles),
+                         "top_patch_on_lesion": on_top,
+                         "lesion_window_percentile_median": (statistics.median(percentiles)
+                                                             if percentiles else None)}
+    return result
 
 
 def patches_path(out: Path) -> Path:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import pgsl.attacks
 from pgsl.attacks import Attack, AttackerView, Need, get_attack, parse_budget, reconstruction_scores
 from pgsl.attacks.dlg import GradientLeak
 from pgsl.attacks.view import CloneFactory, PipelineClone
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["PAPER_MSE", "PrivacyConfig", "attacker_views", "evaluate_privacy", "privacy"]
 
-DEFAULT_ATTACKS = ("mean", "mia", "gan", "activation", "unsplit", "dlg", "idlg", "ggl")
 # Paper Table I (MSE; the paper does not state its pixel scale). Keys: (attack, defence, target).
 _PAPER_MNIST = {("mia", "none"): 0.08, ("dlg", "none"): 0.12, ("idlg", "none"): 0.048,
                 ("gan", "none"): 0.056, ("dlg", "pgsl"): 0.24, ("idlg", "pgsl"): 0.22,
@@ -77,7 +77,8 @@ class PrivacyConfig:
     aux: int | None = None  # None: the first half of the official test set
     seed: int = 0
     seeds: int = 1
-    attacks: tuple[str, ...] = DEFAULT_ATTACKS
+    # every registered attack, in the registry's order (one registered at run time included)
+    attacks: tuple[str, ...] = dataclasses.field(default_factory=lambda: tuple(pgsl.attacks.ATTACKS))
     budgets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -13,9 +13,12 @@ Stages, each cached in ``out`` so a killed run resumes where it stopped:
    cross-validated on the same patient-grouped folds (``cv/``, :mod:`pgsl.experiments.cv`);
 7. ``report.html``: every table beside the paper's numbers, every figure, the protocol.
 
-A stage is done when its result file exists (``table1.json``, ``frontier.json``, ...); delete it
-to recompute. Training and attacks keep their own finer caches (checkpoints, points, adversarial
-images), so even a stage killed half-way restarts from its last saved piece.
+A stage is done when its result file exists (``table1.json``, ``frontier.json``, ...) and
+``stages.json`` records it under the same key -- the configuration and the part of the plan the
+stage reads; a stage done under another key is refused, naming the difference, unless ``force``
+(delete a result file to recompute that stage). Training and attacks keep their own finer caches
+(checkpoints, points, adversarial images), so even a stage killed half-way restarts from its last
+saved piece.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch
 from pgsl.checkpoint import write_json
 from pgsl.client.splitguard import SplitGuardParams
 from pgsl.config import Config
+from pgsl.experiments.cache import as_key, check
 from pgsl.experiments.frontier import Point, run_dir, sweep, train_point
 from pgsl.experiments.frontier import frontier as run_frontier
 from pgsl.experiments.hijack import HijackConfig
@@ -42,7 +46,7 @@ from pgsl.experiments.privacy import PrivacyConfig
 from pgsl.experiments.privacy import privacy as run_privacy
 from pgsl.experiments.report import write_report
 from pgsl.experiments.results import PrivacyRow, read_rows
-from pgsl.experiments.robustness import RobustnessConfig, robustness
+from pgsl.experiments.robustness import RobustnessConfig, check_dependencies, robustness
 from pgsl.experiments.train import Reporter, environment, resolve_device
 
 log = logging.getLogger(__name__)
@@ -130,26 +134,45 @@ def default_preset(dataset: str) -> str:
     return "mias-quick" if dataset == "mias" else "quick"
 
 
-def _stage(out: Path, name: str, done: Path, fn: Callable[[], Any], timings: dict[str, float]) -> None:
+STAGES = "stages.json"  # each finished stage's key
+
+
+def _stage(out: Path, name: str, done: Path, key: dict[str, Any], fn: Callable[[], Any],
+           timings: dict[str, float], force: bool) -> None:
+    """Run stage ``name`` unless its result ``done`` exists under the same ``key`` (the
+    configuration and the plan's part that the stage reads). A result of another key is refused
+    (:class:`~pgsl.experiments.cache.StaleResult`, naming the difference) unless ``force``."""
+    keys = json.loads((out / STAGES).read_text()) if (out / STAGES).is_file() else {}
     if done.is_file():
-        log.info("%s: cached (%s)", name, done)
-        return
+        if keys.get(name) == as_key(key):
+            log.info("%s: cached (%s)", name, done)
+            return
+        if not force:
+            check(keys.get(name), key, f"{out}: the stage {name!r}",
+                  "use another --out, or --force to compute the stage again")
+        log.info("%s: cached under other settings, computing it again (--force)", name)
     t0 = time.perf_counter()
     log.info("%s ...", name)
     fn()
+    keys[name] = as_key(key)
+    write_json(out / STAGES, keys)
     timings[name] = round(time.perf_counter() - t0, 1)
     write_json(out / "timings.json", timings)
 
 
 def reproduce(base: Config, preset: str, out: Path, *, plan: str | None = None, device: str = "cpu",
-              reporter: Reporter | None = None, folds: int = 0, cv_seed: int = 0) -> Path:
+              reporter: Reporter | None = None, folds: int = 0, cv_seed: int = 0,
+              force: bool = False) -> Path:
     """Run every stage into ``out``; return the report's path. ``plan``: one of :data:`PLANS`
     (default: the preset's name if it is one, else ``quick``). ``folds`` >= 2 (MIAS): the
-    cross-validation stage with that many folds, drawn with ``cv_seed``."""
+    cross-validation stage with that many folds, drawn with ``cv_seed``. A stage is reused only
+    when it was computed with the same configuration and plan; ``force``: compute again the stages
+    that were computed otherwise (else they are refused)."""
     name = plan or (preset if preset in PLANS else "quick")
     if name not in PLANS:
         raise ValueError(f"unknown plan {name!r}; choose from {', '.join(PLANS)}")
     spec = PLANS[name]
+    check_dependencies(spec.robustness)  # before hours of training, not at Table II
     dev = resolve_device(device)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -170,24 +193,29 @@ def reproduce(base: Config, preset: str, out: Path, *, plan: str | None = None, 
             train_point(cfg, main[k], out, device, reporter)
         write_json(out / "runs" / "trained.json", {k: str(run_dir(out, main[k])) for k in MAIN})
 
-    _stage(out, "train", out / "runs" / "trained.json", train_main, timings)
-    _stage(out, "table1", out / "privacy" / "table1.json",
-           lambda: run_privacy(runs, out / "privacy", spec.privacy, device=device), timings)
-    _stage(out, "hijack", out / "hijack" / "hijack.json",
-           lambda: run_hijack(runs, out / "hijack", spec.hijack, device=device), timings)
+    parts = _plan_dict(spec)
+    trained = {"config": cfg.key(), "runs": {k: main[k].changes for k in MAIN}}
+    privacy = {**trained, "privacy": parts["privacy"]}
+    _stage(out, "train", out / "runs" / "trained.json", trained, train_main, timings, force)
+    _stage(out, "table1", out / "privacy" / "table1.json", privacy,
+           lambda: run_privacy(runs, out / "privacy", spec.privacy, device=device), timings, force)
+    _stage(out, "hijack", out / "hijack" / "hijack.json", {**trained, "hijack": parts["hijack"]},
+           lambda: run_hijack(runs, out / "hijack", spec.hijack, device=device), timings, force)
     known: dict[str, list[PrivacyRow]] = {}
     for r in read_rows(out / "privacy" / "table1.json", PrivacyRow):
         known.setdefault(r.run, []).append(r)
     # the frontier's runs live beside the main ones (out/runs), so the main runs are reused
     _stage(out, "frontier", out / "frontier" / "frontier.json",
+           {**privacy, "points": [dataclasses.asdict(p) for p in points]},
            lambda: run_frontier(cfg, out / "frontier", points, spec.privacy, device=device,
-                                reporter=reporter, known=known, runs_root=out), timings)
+                                reporter=reporter, known=known, runs_root=out), timings, force)
     recon = sorted((out / "privacy").glob("recon_*.pt"))
-    _stage(out, "table2", out / "robustness" / "table2.json",
+    _stage(out, "table2", out / "robustness" / "table2.json", {**privacy, "robustness": parts["robustness"]},
            lambda: robustness(runs, out / "robustness", spec.robustness, device=device,
-                              reconstructions=recon), timings)
+                              reconstructions=recon), timings, force)
     _stage(out, "mu_sweep", out / "mu_sweep" / "mu_sweep.json",
-           lambda: mu_sweep([cfg], out / "mu_sweep", spec.sweep, dev), timings)
+           {"config": cfg.key(), "sweep": parts["sweep"]},
+           lambda: mu_sweep([cfg], out / "mu_sweep", spec.sweep, dev), timings, force)
     if folds:
         from pgsl.experiments.cv import CV_JSON, cross_validate
 

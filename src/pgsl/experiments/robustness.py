@@ -36,6 +36,7 @@ from pgsl.experiments.figures import save_grid
 from pgsl.experiments.plain import PlainCNN, accuracy, fit, plain_cnn
 from pgsl.experiments.results import RobustnessRow, write_rows
 from pgsl.experiments.train import Run, load_run, resolve_device
+from pgsl.extras import require
 from pgsl.split.trainer import DECISION, evaluate
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,13 @@ def _fgsm(model: nn.Module, x: Tensor, y: Tensor, rc: RobustnessConfig, k: int, 
 
 Crafter = Callable[[nn.Module, Tensor, Tensor, "RobustnessConfig", int, torch.Generator], Tensor]
 CRAFTERS: dict[str, Crafter] = {"jsma": _jsma, "cw": _cw, "bim": _bim, "fgsm": _fgsm}
+NEEDS_TORCHATTACKS = frozenset({"cw", "bim", "fgsm"})  # JSMA is pgsl's own (pgsl.client.pixel_attack)
+
+
+def check_dependencies(rc: RobustnessConfig) -> None:
+    """Refuse now, naming the extra to install, when ``rc``'s attacks need a missing package."""
+    if NEEDS_TORCHATTACKS & set(rc.attacks):
+        require("torchattacks")
 
 
 def craft(model: nn.Module, x: Tensor, y: Tensor, attack: str, rc: RobustnessConfig,
@@ -147,6 +155,7 @@ def robustness(runs: Sequence[Path], out: Path, rc: RobustnessConfig, device: st
     for name in rc.attacks:
         if name not in CRAFTERS:
             raise ValueError(f"unknown attack {name!r}; choose from {', '.join(CRAFTERS)}")
+    check_dependencies(rc)
     dev = resolve_device(device)
     out.mkdir(parents=True, exist_ok=True)
     loaded = [(path, load_run(path, dev)) for path in runs]

@@ -22,8 +22,9 @@ from pgsl import __version__
 from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_json
 from pgsl.client.party import ClientParty
 from pgsl.client.splitguard import GuardedClient, SplitGuard
-from pgsl.config import Config, config_from_dict, load_config, save_config
+from pgsl.config import Config, load_config, save_config
 from pgsl.data import Dataset, load_dataset
+from pgsl.experiments.cache import check
 from pgsl.experiments.metrics import classification_metrics, majority_baseline
 from pgsl.split.channel import Channel, InProcessChannel
 from pgsl.split.trainer import EpochStats, Learner, accuracies, collect_scores, evaluate, train_epoch
@@ -254,13 +255,13 @@ def train_run(
 def ensure_trained(cfg: Config, out: Path, *, device: str = "cpu", reporter: Reporter | None = None,
                    before_training: Callable[[], object] | None = None) -> dict[str, Any]:
     """``out``'s ``metrics.json``, training the run first unless it is complete: a killed run
-    resumes from its checkpoint. A folder holding a run of another configuration (compared as
-    ``cfg`` reads back from disk) is refused with a ValueError. ``before_training`` is called
-    just before any training (e.g. to drop results computed from the run's earlier state)."""
-    planned = config_from_dict(json.loads(json.dumps(cfg.to_dict())))  # as it reads back
-    if (out / CONFIG).is_file() and load_config(out / CONFIG) != planned:
-        raise ValueError(f"{out} holds a run trained with another configuration (another plan, "
-                         f"preset or options): use another folder, or move that run away")
+    resumes from its checkpoint. A folder holding a run of another configuration (compared by
+    :meth:`Config.key`) is refused (:class:`~pgsl.experiments.cache.StaleResult`).
+    ``before_training`` is called just before any training (e.g. to drop results computed from
+    the run's earlier state)."""
+    if (out / CONFIG).is_file():
+        check(load_config(out / CONFIG).key(), cfg.key(), f"{out} holds a run that",
+              "use another folder, or move that run away")
     if not (out / METRICS).is_file():
         if before_training is not None:
             before_training()

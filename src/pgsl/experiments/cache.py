@@ -1,0 +1,53 @@
+"""Results cached by what produced them.
+
+Every experiment writes its results beside the key that produced them: the run's configuration
+(:meth:`pgsl.config.Config.key`) and the protocol (victims, budgets, plan). A cached result is
+reused only when its key equals the one asked for. What is cheap to redo from a trained run (an
+attack's scores, a frontier point) is recomputed when the key differs; what is costly or was asked
+for by name (a trained run, a stage of ``pgsl reproduce``, a fold) is refused with an error naming
+the settings that differ, so no number computed under one protocol is ever reported as another's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+class StaleResult(ValueError):
+    """A folder holds a result computed with other settings than the ones asked for."""
+
+
+def as_key(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists): comparable with a saved key."""
+    return json.loads(json.dumps(value))
+
+
+def differences(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
+    """The settings in which two keys differ, as ``name: saved -> wanted`` lines (sorted)."""
+    if isinstance(saved, Mapping) and isinstance(wanted, Mapping):
+        lines: list[str] = []
+        for name in sorted(set(saved) | set(wanted), key=str):
+            where = f"{prefix}.{name}" if prefix else str(name)
+            if name not in saved:
+                lines.append(f"{where}: (absent) -> {wanted[name]!r}")
+            elif name not in wanted:
+                lines.append(f"{where}: {saved[name]!r} -> (absent)")
+            else:
+                lines.extend(differences(saved[name], wanted[name], where))
+        return lines
+    return [] if saved == wanted else [f"{prefix or 'key'}: {saved!r} -> {wanted!r}"]
+
+
+def check(saved: Any, wanted: Any, what: str, remedy: str = "use another --out, or move it away") -> None:
+    """Raise :class:`StaleResult` when ``saved`` (a key read from disk, ``None``: written before
+    results carried keys) is not ``wanted``; the message names ``what`` and up to five settings."""
+    wanted = as_key(wanted)
+    if saved == wanted:
+        return
+    if saved is None:
+        raise StaleResult(f"{what} carries no record of the settings that produced it: {remedy}")
+    lines = differences(saved, wanted)
+    more = f" (and {len(lines) - 5} more)" if len(lines) > 5 else ""
+    raise StaleResult(f"{what} was computed with other settings ({'; '.join(lines[:5])}{more}): {remedy}")
