@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
+import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -24,7 +26,9 @@ from rich.table import Table
 from pgsl.config import Config, apply_settings, available_presets, load_preset, parse_value
 from pgsl.data import LOADERS
 from pgsl.extras import MissingExtra, require
-from pgsl.split.trainer import EpochStats
+
+if TYPE_CHECKING:
+    from pgsl.split.trainer import EpochStats
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="PGSL: privacy-preserving split learning on medical images.")
@@ -71,11 +75,50 @@ USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, MissingExtra)
 _verbose = False
 
 
-def _fail(e: Exception) -> None:
+def _fail(e: Exception) -> NoReturn:
     if _verbose:
         err_console.print_exception()
     err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)  # paths stay whole, copyable
     raise typer.Exit(code=2)
+
+
+Errors = Callable[[], tuple[type[Exception], ...]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(*extra: Errors) -> Callable[[F], F]:
+    """A command's errors: :data:`USER_ERRORS` and the ``extra`` ones (imported only when an error
+    is raised, so ``pgsl --help`` loads no torch) end in one line and exit code 2; anything else
+    is a bug and keeps its traceback."""
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return command(*args, **kwargs)
+            except (typer.Exit, typer.Abort, click.ClickException):
+                raise
+            except Exception as e:
+                if isinstance(e, USER_ERRORS + tuple(t for more in extra for t in more())):
+                    _fail(e)
+                raise
+        return cast(F, run)
+    return decorate
+
+
+def _hijack() -> tuple[type[Exception], ...]:
+    from pgsl.client.splitguard import HijackDetected
+
+    return (HijackDetected,)
+
+
+def _transport() -> tuple[type[Exception], ...]:
+    from pgsl.transport.client import TransportError
+
+    return (TransportError,)
+
+
+def _flare_failures() -> tuple[type[Exception], ...]:
+    return (RuntimeError,)  # FLARE's simulator and POC report a failed job as a RuntimeError
 
 
 def _accuracy_table(title: str, acc: dict[str, float], n: int) -> Table:
@@ -167,6 +210,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v",
 
 
 @app.command()
+@_user_errors(_hijack)
 def train(
     out: Path = typer.Option(..., help="Run folder: config.json, checkpoint.pt, metrics.json."),
     dataset: str = typer.Option("mnist", help=f"One of: {', '.join(LOADERS)}."),
@@ -195,41 +239,36 @@ def train(
     """Train a split model with a defence: PGSL (client attack + down-sampling + conv1-2 | APG
     recovery + 3 streams + fusion) or any other registered one (`pgsl defenses`). On MIAS, one run
     per fold of a patient-grouped cross-validation (--folds), summarised in cv.json / cv.md."""
-    from pgsl.client.splitguard import HijackDetected
     from pgsl.experiments.train import train_run
 
-    try:
-        cfg = _overrides(load_preset(preset), dataset, data_dir, limit_train, limit_test)
-        if guard:
-            cfg = cfg.replace(guard={"splitguard": True})
-        if image_size is not None and image_size % 2:
-            raise ValueError(f"--image-size must be even, got {image_size}")
-        cfg = cfg.replace(
-            data={"image_size": image_size} if image_size is not None else {},
-            train={k: v for k, v in (("batch_size", batch_size), ("seed", seed)) if v is not None},
-            recovery={"mu": mu} if mu is not None else {},
-            attack={"pixels": pixels} if pixels is not None else {},
-            defense={"kind": defense, "params": _options(defense_options, "--defense-option")},
-        )
-        cfg = apply_settings(cfg, settings)
-        k = _folds(folds, cfg)
-        if k:
-            from pgsl.experiments.cv import cross_validate
+    cfg = _overrides(load_preset(preset), dataset, data_dir, limit_train, limit_test)
+    if guard:
+        cfg = cfg.replace(guard={"splitguard": True})
+    if image_size is not None and image_size % 2:
+        raise ValueError(f"--image-size must be even, got {image_size}")
+    cfg = cfg.replace(
+        data={"image_size": image_size} if image_size is not None else {},
+        train={k: v for k, v in (("batch_size", batch_size), ("seed", seed)) if v is not None},
+        recovery={"mu": mu} if mu is not None else {},
+        attack={"pixels": pixels} if pixels is not None else {},
+        defense={"kind": defense, "params": _options(defense_options, "--defense-option")},
+    )
+    cfg = apply_settings(cfg, settings)
+    k = _folds(folds, cfg)
+    if k:
+        from pgsl.experiments.cv import cross_validate
 
-            if epochs is not None:
-                cfg = cfg.replace(train={"epochs": epochs})
-            report = cross_validate(cfg, out, models=[cfg.defense.kind], folds=k, cv_seed=cv_seed,
-                                    device=device, reporter=RichReporter())
-            console.print(_cv_table(report))
-            console.print(f"[green]wrote {out / 'cv.json'} and cv.md[/]")
-            return
-        if resume:
-            console.print(f"resuming {out} with its saved configuration")
-        metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),
-                            epochs=epochs)
-    except USER_ERRORS + (HijackDetected,) as e:
-        _fail(e)
+        if epochs is not None:
+            cfg = cfg.replace(train={"epochs": epochs})
+        report = cross_validate(cfg, out, models=[cfg.defense.kind], folds=k, cv_seed=cv_seed,
+                                device=device, reporter=RichReporter())
+        console.print(_cv_table(report))
+        console.print(f"[green]wrote {out / 'cv.json'} and cv.md[/]")
         return
+    if resume:
+        console.print(f"resuming {out} with its saved configuration")
+    metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),
+                        epochs=epochs)
     console.print(_metrics_table(f"{metrics['dataset']} test set after {metrics['epochs']} epoch(s)",
                                  metrics))
     g = metrics.get("privacy")
@@ -245,6 +284,7 @@ def train(
 
 
 @app.command()
+@_user_errors()
 def privacy(
     runs: list[Path] = typer.Argument(..., help="Trained run folders (any defences)."),
     out: Path = typer.Option(..., help="Folder for table1.csv/.md/.json and the Fig. 4 grids."),
@@ -265,21 +305,17 @@ def privacy(
     from pgsl.experiments.privacy import PrivacyConfig
     from pgsl.experiments.privacy import privacy as run_privacy
 
-    try:
-        per_attack: dict[str, dict[str, Any]] = {}
-        for key, value in _options(budgets, "--budget").items():
-            attack, dot, knob = key.partition(".")
-            if not dot:
-                raise ValueError(f"--budget needs ATTACK.KNOB=VALUE, got {key!r}")
-            per_attack.setdefault(attack, {})[knob] = value
-        names = {} if attacks is None else {
-            "attacks": tuple(a.strip() for a in attacks.split(",") if a.strip())}
-        pc = PrivacyConfig(victims=victims, aux=aux, seed=seed, seeds=seeds, budgets=per_attack,
-                           **names)
-        rows = run_privacy(runs, out, pc, device=device)
-    except USER_ERRORS as e:
-        _fail(e)
-        return
+    per_attack: dict[str, dict[str, Any]] = {}
+    for key, value in _options(budgets, "--budget").items():
+        attack, dot, knob = key.partition(".")
+        if not dot:
+            raise ValueError(f"--budget needs ATTACK.KNOB=VALUE, got {key!r}")
+        per_attack.setdefault(attack, {})[knob] = value
+    names = {} if attacks is None else {
+        "attacks": tuple(a.strip() for a in attacks.split(",") if a.strip())}
+    pc = PrivacyConfig(victims=victims, aux=aux, seed=seed, seeds=seeds, budgets=per_attack,
+                       **names)
+    rows = run_privacy(runs, out, pc, device=device)
     table = Table(title="Table I: reconstructions of the victims' clean images")
     for col in ("defence", "target", "attack", "n", "MSE", "PSNR", "SSIM", "paper MSE"):
         table.add_column(col)
@@ -293,6 +329,7 @@ def privacy(
 
 
 @app.command()
+@_user_errors()
 def hijack(
     runs: list[Path] = typer.Argument(..., help="Trained run folders (any defences): the client's "
                                       "configuration, data and prepared defence state."),
@@ -310,12 +347,8 @@ def hijack(
     from pgsl.experiments.hijack import HijackConfig
     from pgsl.experiments.hijack import hijack as run_hijack
 
-    try:
-        hc = HijackConfig(steps=steps, every=every, victims=victims, aux=aux, seeds=seeds, honest=honest)
-        rows = run_hijack(runs, out, hc, device=device)
-    except USER_ERRORS as e:
-        _fail(e)
-        return
+    hc = HijackConfig(steps=steps, every=every, victims=victims, aux=aux, seeds=seeds, honest=honest)
+    rows = run_hijack(runs, out, hc, device=device)
     table = Table(title="FSHA against each defence; SplitGuard on the client")
     for col in ("defence", "seed", "FSHA MSE", "FSHA SSIM", "mean image MSE", "flagged at", "false alarm at"):
         table.add_column(col)
@@ -350,6 +383,7 @@ def _floats(text: str, option: str) -> list[float]:
 
 
 @app.command()
+@_user_errors()
 def frontier(
     out: Path = typer.Option(..., help="Folder for frontier.csv/.json/.png and one run per setting."),
     dataset: str = typer.Option("mnist", help=f"One of: {', '.join(LOADERS)}."),
@@ -374,19 +408,15 @@ def frontier(
     from pgsl.experiments.frontier import sweep
     from pgsl.experiments.privacy import PrivacyConfig
 
-    try:
-        cfg = _overrides(load_preset(preset), dataset, data_dir, limit_train, None)
-        if epochs is not None:
-            cfg = cfg.replace(train={"epochs": epochs})
-        cfg = apply_settings(cfg, settings)
-        points = sweep(_floats(noise, "--noise"), _floats(nopeek, "--nopeek"), _floats(mu, "--mu"),
-                       [int(p) for p in _floats(pixels, "--pixels")], base_mu=cfg.recovery.mu)
-        pc = PrivacyConfig(victims=victims, aux=aux, seed=seed, attacks=("mia",),
-                           budgets={"mia": {"epochs": mia_epochs}})
-        rows = run_frontier(cfg, out, points, pc, device=device, reporter=RichReporter())
-    except USER_ERRORS as e:
-        _fail(e)
-        return
+    cfg = _overrides(load_preset(preset), dataset, data_dir, limit_train, None)
+    if epochs is not None:
+        cfg = cfg.replace(train={"epochs": epochs})
+    cfg = apply_settings(cfg, settings)
+    points = sweep(_floats(noise, "--noise"), _floats(nopeek, "--nopeek"), _floats(mu, "--mu"),
+                   [int(p) for p in _floats(pixels, "--pixels")], base_mu=cfg.recovery.mu)
+    pc = PrivacyConfig(victims=victims, aux=aux, seed=seed, attacks=("mia",),
+                       budgets={"mia": {"epochs": mia_epochs}})
+    rows = run_frontier(cfg, out, points, pc, device=device, reporter=RichReporter())
     table = Table(title="privacy-utility frontier (MIA reconstruction MSE vs accuracy)")
     for col in ("defence", "strength", "accuracy", "MSE", "SSIM", "attacked view"):
         table.add_column(col)
@@ -398,6 +428,7 @@ def frontier(
 
 
 @app.command("mu-sweep")
+@_user_errors()
 def mu_sweep(
     out: Path = typer.Option(..., help="Folder for mu_sweep.csv/.json/.png."),
     dataset: list[str] = typer.Option(["mnist"], help="Repeat for several (one plot): mnist, mias, ..."),
@@ -418,23 +449,19 @@ def mu_sweep(
     from pgsl.experiments.train import resolve_device
     from pgsl.recovery.rpca import SOLVERS
 
-    try:
-        values = tuple(_floats(mus, "--mus"))
-        if not values or min(values) <= 0:
-            raise ValueError("--mus needs positive values")
-        if images < 1:
-            raise ValueError("--images must be >= 1")
-        if solver not in SOLVERS:
-            raise ValueError(f"--solver must be {' or '.join(SOLVERS)}, got {solver!r}")
-        base = load_preset(preset)
-        configs = [_overrides(base, name, data_dir if name == "mias" else None, limit_train, None)
-                   for name in dataset]
-        rows = run_sweep(configs, out, SweepConfig(mus=values, images=images, seed=seed,
-                                                     solver=solver),
-                         resolve_device(device))
-    except USER_ERRORS as e:
-        _fail(e)
-        return
+    values = tuple(_floats(mus, "--mus"))
+    if not values or min(values) <= 0:
+        raise ValueError("--mus needs positive values")
+    if images < 1:
+        raise ValueError("--images must be >= 1")
+    if solver not in SOLVERS:
+        raise ValueError(f"--solver must be {' or '.join(SOLVERS)}, got {solver!r}")
+    base = load_preset(preset)
+    configs = [_overrides(base, name, data_dir if name == "mias" else None, limit_train, None)
+               for name in dataset]
+    rows = run_sweep(configs, out, SweepConfig(mus=values, images=images, seed=seed,
+                                                 solver=solver),
+                     resolve_device(device))
     table = Table(title="mu sweep: MSE of the recovered image to the clean one (mu 0 = attacked image)")
     for col in ("dataset", "mu", "MSE", "iterations", "converged"):
         table.add_column(col)
@@ -448,6 +475,7 @@ def mu_sweep(
 
 
 @app.command()
+@_user_errors()
 def robustness(
     runs: list[Path] = typer.Argument(..., help="Trained run folders (PGSL and any baselines)."),
     out: Path = typer.Option(..., help="Folder for table2.csv/.md/.json, fig5.png and the plain CNN."),
@@ -466,15 +494,11 @@ def robustness(
     from pgsl.experiments.robustness import ATTACK_NAMES, RobustnessConfig
     from pgsl.experiments.robustness import robustness as run_robustness
 
-    try:
-        names = tuple(a.strip() for a in attacks.split(",") if a.strip())
-        rc = RobustnessConfig(n_test=n_test or None, attacks=names, fgsm_eps=fgsm_eps, bim_eps=bim_eps,
-                              bim_steps=bim_steps, cw_c=cw_c, cw_steps=cw_steps, jsma_gamma=jsma_gamma,
-                              seed=seed)
-        rows = run_robustness(runs, out, rc, device=device, reconstructions=reconstructions)
-    except USER_ERRORS as e:
-        _fail(e)
-        return
+    names = tuple(a.strip() for a in attacks.split(",") if a.strip())
+    rc = RobustnessConfig(n_test=n_test or None, attacks=names, fgsm_eps=fgsm_eps, bim_eps=bim_eps,
+                          bim_steps=bim_steps, cw_c=cw_c, cw_steps=cw_steps, jsma_gamma=jsma_gamma,
+                          seed=seed)
+    rows = run_robustness(runs, out, rc, device=device, reconstructions=reconstructions)
     table = Table(title=f"Table II: accuracy (n={rows[0].n_test})")
     for col in ("model", "stream", "clean", *(ATTACK_NAMES.get(a, a) for a in names)):
         table.add_column(col)
@@ -486,6 +510,7 @@ def robustness(
 
 
 @app.command()
+@_user_errors()
 def reproduce(
     out: Path = typer.Option(..., help="Folder for every run, table, figure and report.html."),
     dataset: str = typer.Option("mnist", help=f"One of: {', '.join(LOADERS)}."),
@@ -507,18 +532,15 @@ def reproduce(
     from pgsl.experiments.reproduce import default_preset
     from pgsl.experiments.reproduce import reproduce as run_reproduce
 
-    try:
-        preset = preset or default_preset(dataset)
-        cfg = apply_settings(_overrides(load_preset(preset), dataset, data_dir, None, None), settings)
-        report = run_reproduce(cfg, preset, out, plan=plan, device=device, reporter=RichReporter(),
-                               folds=_folds(folds, cfg), cv_seed=cv_seed, force=force)
-    except USER_ERRORS as e:
-        _fail(e)
-        return
+    preset = preset or default_preset(dataset)
+    cfg = apply_settings(_overrides(load_preset(preset), dataset, data_dir, None, None), settings)
+    report = run_reproduce(cfg, preset, out, plan=plan, device=device, reporter=RichReporter(),
+                           folds=_folds(folds, cfg), cv_seed=cv_seed, force=force)
     console.print(f"[green]wrote {report}[/] (tables as CSV/JSON in {out})")
 
 
 @app.command()
+@_user_errors()
 def benchmark(
     out: Path = typer.Option(..., help="Folder for the runs, matrix.csv, summary.md, heatmap.png, "
                              "frontier.png."),
@@ -540,23 +562,19 @@ def benchmark(
     from pgsl.experiments.benchmark import PLANS
     from pgsl.experiments.benchmark import benchmark as run_benchmark
 
-    try:
-        if plan not in PLANS:
-            raise ValueError(f"unknown plan {plan!r}; choose from {', '.join(PLANS)}")
-        spec = PLANS[plan]
-        if seeds is not None:
-            if seeds < 1:
-                raise ValueError(f"--seeds must be >= 1, got {seeds}")
-            spec = dataclasses.replace(spec, seeds=tuple(range(seeds)))
-        if defenses:
-            spec = dataclasses.replace(spec, defenses=tuple(d.strip() for d in defenses.split(",")))
-        if attacks:
-            spec = dataclasses.replace(spec, attacks=tuple(a.strip() for a in attacks.split(",")))
-        cfg = apply_settings(_overrides(load_preset(preset), dataset, data_dir, None, None), settings)
-        summary = run_benchmark(cfg, out, spec, device=device, reporter=RichReporter())
-    except USER_ERRORS as e:
-        _fail(e)
-        return
+    if plan not in PLANS:
+        raise ValueError(f"unknown plan {plan!r}; choose from {', '.join(PLANS)}")
+    spec = PLANS[plan]
+    if seeds is not None:
+        if seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {seeds}")
+        spec = dataclasses.replace(spec, seeds=tuple(range(seeds)))
+    if defenses:
+        spec = dataclasses.replace(spec, defenses=tuple(d.strip() for d in defenses.split(",")))
+    if attacks:
+        spec = dataclasses.replace(spec, attacks=tuple(a.strip() for a in attacks.split(",")))
+    cfg = apply_settings(_overrides(load_preset(preset), dataset, data_dir, None, None), settings)
+    summary = run_benchmark(cfg, out, spec, device=device, reporter=RichReporter())
     table = Table(title=f"benchmark ({plan} plan): mean ± std over seeds")
     for column in ("defence", "setting", "accuracy %", "strongest attack", "MSE", "SSIM", "epsilon"):
         table.add_column(column)
@@ -569,6 +587,7 @@ def benchmark(
 
 
 @app.command()
+@_user_errors()
 def baselines(
     out: Path = typer.Option(..., help="Folder for the runs and cv.json/.md (baselines.* without CV)."),
     dataset: str = typer.Option("mnist", help=f"One of: {', '.join(LOADERS)}."),
@@ -588,23 +607,19 @@ def baselines(
     from pgsl.experiments.baselines import baselines as run_baselines
     from pgsl.experiments.reproduce import default_preset
 
-    try:
-        cfg = apply_settings(_overrides(load_preset(preset or default_preset(dataset)), dataset, data_dir,
-                                        None, None), settings)
-        k = _folds(folds, cfg)
-        if k:
-            from pgsl.experiments.cv import cross_validate
+    cfg = apply_settings(_overrides(load_preset(preset or default_preset(dataset)), dataset, data_dir,
+                                    None, None), settings)
+    k = _folds(folds, cfg)
+    if k:
+        from pgsl.experiments.cv import cross_validate
 
-            names = [m.strip() for m in models.split(",") if m.strip()]
-            report = cross_validate(cfg, out, models=names, folds=k, cv_seed=cv_seed, device=device,
-                                    reporter=RichReporter())
-            console.print(_cv_table(report))
-            console.print(f"[green]wrote {out / 'cv.json'} and cv.md[/]")
-            return
-        rows = run_baselines(cfg, out, device=device, reporter=RichReporter())
-    except USER_ERRORS as e:
-        _fail(e)
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        report = cross_validate(cfg, out, models=names, folds=k, cv_seed=cv_seed, device=device,
+                                reporter=RichReporter())
+        console.print(_cv_table(report))
+        console.print(f"[green]wrote {out / 'cv.json'} and cv.md[/]")
         return
+    rows = run_baselines(cfg, out, device=device, reporter=RichReporter())
     table = Table(title=f"{rows[0].dataset}: same protocol and budget (n={rows[0].n_test})")
     for column in ("model", "accuracy", "balanced acc.", "macro-F1", "AUC (ovr)"):
         table.add_column(column, justify="left" if column == "model" else "right")
@@ -617,6 +632,7 @@ def baselines(
 
 
 @app.command()
+@_user_errors()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A folder written by `pgsl train`."),
     device: str = typer.Option("cpu"),
@@ -625,17 +641,14 @@ def evaluate(
     """Re-evaluate a saved run on its test split (writes evaluation.json)."""
     from pgsl.experiments.train import evaluate_run
 
-    try:
-        result = evaluate_run(run_dir, device=device, limit_test=limit_test,
-                              reporter=RichReporter())
-    except USER_ERRORS as e:
-        _fail(e)
-        return
+    result = evaluate_run(run_dir, device=device, limit_test=limit_test,
+                          reporter=RichReporter())
     console.print(_accuracy_table(f"test accuracy, epoch {result['epochs']}",
                                   result["test_accuracy"], result["n_test"]))
 
 
 @app.command()
+@_user_errors()
 def certs(
     out: Path = typer.Option(..., help="Folder for ca.pem, server.pem/key and <site>.pem/key."),
     sites: str = typer.Option(..., help="Comma-separated site names, e.g. hospital-a,hospital-b."),
@@ -644,17 +657,14 @@ def certs(
     """Create a CA, a server certificate and one client certificate per site (mutual TLS)."""
     from pgsl.transport.tls import make_certs
 
-    try:
-        files = make_certs(out, [s.strip() for s in sites.split(",") if s.strip()],
-                           [h.strip() for h in hosts.split(",") if h.strip()])
-    except USER_ERRORS as e:
-        _fail(e)
-        return
+    files = make_certs(out, [s.strip() for s in sites.split(",") if s.strip()],
+                       [h.strip() for h in hosts.split(",") if h.strip()])
     console.print(f"wrote {len(files)} files to {out}; keep ca.key offline, give each site its "
                   "<site>.pem, <site>.key and ca.pem")
 
 
 @app.command()
+@_user_errors()
 def server(
     listen: str = typer.Option("127.0.0.1:50051", help="HOST:PORT (port 0 picks a free one)."),
     tls: Path | None = typer.Option(None, help="Folder from `pgsl certs` (mutual TLS)."),
@@ -677,24 +687,20 @@ def server(
     from pgsl.server.party import ServerParty
     from pgsl.transport.server import SplitLearningService, serve
 
-    try:
-        if (tls is None) == (not insecure):
-            raise ValueError("give --tls DIR for mutual TLS, or --insecure to run without it")
-        cfg = load_preset(config)
-        allowed = {s.strip() for s in sites.split(",")} if sites else None
-        if allowed is None and tls is not None:
-            allowed = {p.stem for p in tls.glob("*.pem")} - {"ca", "server"}
-        torch.manual_seed(cfg.train.seed)
-        party = ServerParty(cfg, classes, resolve_device(device))
-        out.mkdir(parents=True, exist_ok=True)
-        service = SplitLearningService(party, sites=allowed, secure=tls is not None,
-                                       checkpoint=out / "server.pt",
-                                       checkpoint_every=checkpoint_every)
-        grpc_server, port = serve(service, listen, tls_dir=tls,
-                                  max_message=int(max_message_mb * (1 << 20)))
-    except USER_ERRORS as e:
-        _fail(e)
-        return
+    if (tls is None) == (not insecure):
+        raise ValueError("give --tls DIR for mutual TLS, or --insecure to run without it")
+    cfg = load_preset(config)
+    allowed = {s.strip() for s in sites.split(",")} if sites else None
+    if allowed is None and tls is not None:
+        allowed = {p.stem for p in tls.glob("*.pem")} - {"ca", "server"}
+    torch.manual_seed(cfg.train.seed)
+    party = ServerParty(cfg, classes, resolve_device(device))
+    out.mkdir(parents=True, exist_ok=True)
+    service = SplitLearningService(party, sites=allowed, secure=tls is not None,
+                                   checkpoint=out / "server.pt",
+                                   checkpoint_every=checkpoint_every)
+    grpc_server, port = serve(service, listen, tls_dir=tls,
+                              max_message=int(max_message_mb * (1 << 20)))
     host = listen.rsplit(":", 1)[0]
     console.print(f"listening on {host}:{port} ({'mutual TLS' if tls else 'insecure'}), "
                   f"sites: {', '.join(sorted(allowed)) if allowed else 'any'}", soft_wrap=True)
@@ -708,6 +714,7 @@ def server(
 
 
 @app.command()
+@_user_errors(_transport, _hijack)
 def client(
     server_address: str = typer.Option(..., "--server", help="HOST:PORT of `pgsl server`."),
     site: str = typer.Option(..., help="This site's name (its certificate's common name)."),
@@ -729,34 +736,30 @@ def client(
                                "do not depend on the labels sent (a hijacking server)."),
 ) -> None:
     """Train this site's client segment against a remote server (its data never leaves)."""
-    from pgsl.client.splitguard import HijackDetected
     from pgsl.experiments.train import train_run
-    from pgsl.transport.client import GrpcChannel, TransportError
+    from pgsl.transport.client import GrpcChannel
     from pgsl.transport.wire import wire_dtype as wire_dtypes
 
-    try:
-        if (tls is None) == (not insecure):
-            raise ValueError("give --tls DIR for mutual TLS, or --insecure to run without it")
-        dtype = wire_dtypes(wire_dtype, "--wire-dtype")
-        cfg = _overrides(load_preset(preset), dataset, data_dir, limit_train, limit_test)
-        if seed is not None:
-            cfg = cfg.replace(train={"seed": seed})
-        if guard:
-            cfg = cfg.replace(guard={"splitguard": True})
-        with GrpcChannel(server_address, site=site, tls_dir=tls, wire_dtype=dtype,
-                         retries=retries) as channel:
-            metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),
-                                epochs=epochs, channel=channel)
-            sent = channel.bytes_sent
-    except USER_ERRORS + (TransportError, HijackDetected) as e:
-        _fail(e)
-        return
+    if (tls is None) == (not insecure):
+        raise ValueError("give --tls DIR for mutual TLS, or --insecure to run without it")
+    dtype = wire_dtypes(wire_dtype, "--wire-dtype")
+    cfg = _overrides(load_preset(preset), dataset, data_dir, limit_train, limit_test)
+    if seed is not None:
+        cfg = cfg.replace(train={"seed": seed})
+    if guard:
+        cfg = cfg.replace(guard={"splitguard": True})
+    with GrpcChannel(server_address, site=site, tls_dir=tls, wire_dtype=dtype,
+                     retries=retries) as channel:
+        metrics = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(),
+                            epochs=epochs, channel=channel)
+        sent = channel.bytes_sent
     samples = metrics["n_train"] * (metrics["epochs"]) + metrics["n_test"]
     console.print(_metrics_table(f"site {site}: test set", metrics))
     console.print(f"bytes sent per sample ({wire_dtype}): {sent / max(samples, 1):.0f}")
 
 
 @app.command()
+@_user_errors()
 def predict(
     run_dir: Path = typer.Argument(..., help="A trained run folder (`pgsl train`), or a site's "
                                    "(`pgsl client`) with --server."),
@@ -780,48 +783,44 @@ def predict(
     from pgsl.experiments.predict import Predictor, find_images, predict_cv, predict_images
     from pgsl.experiments.train import resolve_device
 
-    try:
-        if batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-        dev = resolve_device(device)
-        files = find_images(images)
-        if (run_dir / "cv.json").is_file():
-            if server_address is not None:
-                raise ValueError("a cross-validation folder classifies in this process: leave out --server")
-            summary = predict_cv(run_dir, files, out, model=model, device=dev, batch_size=batch_size)
-            auc = summary.get("auc_normal_vs_abnormal")
-            console.print(f"classified {summary['films']} film(s) with {summary['model']}'s fold models; "
-                          + (f"per-film AUC normal vs abnormal {auc:.3f}; " if auc is not None else "")
-                          + f"wrote {out}")
-            rules, lesions = summary.get("film_rule_auc"), summary.get("lesions")
-            if rules:
-                console.print("per-film AUC by film rule: "
-                              + ", ".join(f"{k} {v:.3f}" for k, v in rules.items()))
-            if lesions and lesions["covered_by_a_window"]:
-                console.print(f"top patch on the lesion: {lesions['top_patch_on_lesion']} of "
-                              f"{lesions['with_coordinates']} lesions; the lesion's window at the "
-                              f"{100 * lesions['lesion_window_percentile_median']:.0f}th percentile of "
-                              "its film (median)")
-            return
-        if model is not None:
-            raise ValueError("--model picks a model of a cross-validation folder (one with cv.json)")
-        if server_address is None:
-            if site is not None or tls is not None or insecure:
-                raise ValueError("--site, --tls and --insecure go with --server")
-            rows = predict_images(Predictor.in_process(run_dir, dev), files, out, batch_size)
-        else:
-            from pgsl.transport.client import GrpcChannel, TransportError
-
-            if site is None or (tls is None) == (not insecure):
-                raise ValueError("with --server give --site, and --tls DIR (mutual TLS) or --insecure")
-            try:
-                with GrpcChannel(server_address, site=site, tls_dir=tls) as channel:
-                    rows = predict_images(Predictor.remote(run_dir, channel, dev), files, out, batch_size)
-            except TransportError as e:
-                raise ValueError(str(e)) from e
-    except USER_ERRORS as e:
-        _fail(e)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    dev = resolve_device(device)
+    files = find_images(images)
+    if (run_dir / "cv.json").is_file():
+        if server_address is not None:
+            raise ValueError("a cross-validation folder classifies in this process: leave out --server")
+        summary = predict_cv(run_dir, files, out, model=model, device=dev, batch_size=batch_size)
+        auc = summary.get("auc_normal_vs_abnormal")
+        console.print(f"classified {summary['films']} film(s) with {summary['model']}'s fold models; "
+                      + (f"per-film AUC normal vs abnormal {auc:.3f}; " if auc is not None else "")
+                      + f"wrote {out}")
+        rules, lesions = summary.get("film_rule_auc"), summary.get("lesions")
+        if rules:
+            console.print("per-film AUC by film rule: "
+                          + ", ".join(f"{k} {v:.3f}" for k, v in rules.items()))
+        if lesions and lesions["covered_by_a_window"]:
+            console.print(f"top patch on the lesion: {lesions['top_patch_on_lesion']} of "
+                          f"{lesions['with_coordinates']} lesions; the lesion's window at the "
+                          f"{100 * lesions['lesion_window_percentile_median']:.0f}th percentile of "
+                          "its film (median)")
         return
+    if model is not None:
+        raise ValueError("--model picks a model of a cross-validation folder (one with cv.json)")
+    if server_address is None:
+        if site is not None or tls is not None or insecure:
+            raise ValueError("--site, --tls and --insecure go with --server")
+        rows = predict_images(Predictor.in_process(run_dir, dev), files, out, batch_size)
+    else:
+        from pgsl.transport.client import GrpcChannel, TransportError
+
+        if site is None or (tls is None) == (not insecure):
+            raise ValueError("with --server give --site, and --tls DIR (mutual TLS) or --insecure")
+        try:
+            with GrpcChannel(server_address, site=site, tls_dir=tls) as channel:
+                rows = predict_images(Predictor.remote(run_dir, channel, dev), files, out, batch_size)
+        except TransportError as e:
+            raise ValueError(str(e)) from e
     failed = [r for r in rows if r["error"]]
     console.print(f"classified {len(rows) - len(failed)} of {len(rows)} image(s); wrote {out}")
     for r in failed:
@@ -908,6 +907,7 @@ _SITES_HELP = "Number of sites (site-1 ... site-N)."
 
 
 @flare_app.command("job")
+@_user_errors()
 def flare_job(
     sites: str = typer.Option(..., help="Site names, comma-separated: the names in the sites' "
                               "certificates (nvflare provision)."),
@@ -933,45 +933,38 @@ def flare_job(
 ) -> None:
     """Write the PGSL job for a provisioned FLARE project (`nvflare job submit`), and a
     project.yml for `nvflare provision` (mutual TLS, one certificate per site)."""
-    try:
-        names = [s.strip() for s in sites.split(",")]
-        data = {k: str(v) for k, v in _options(site_data, "--site-data").items()}
-        cfg = _flare_config(preset, dataset, data_dir, limit_train, limit_test, epochs, seed, defense,
-                            defense_options)
-        job = _flare_job_module()
-        recipe = job.make_recipe(cfg, sites=names, classes=_flare_classes(cfg, classes),
-                                 server_out=server_out, site_out=site_out, site_data=data,
-                                 wire_dtype=wire_dtype, device=device,
-                                 checkpoint_every=checkpoint_every)
-        folder = job.export_job(recipe, out, names, server=server_name)
-    except USER_ERRORS as e:
-        _fail(e)
-        return
+    names = [s.strip() for s in sites.split(",")]
+    data = {k: str(v) for k, v in _options(site_data, "--site-data").items()}
+    cfg = _flare_config(preset, dataset, data_dir, limit_train, limit_test, epochs, seed, defense,
+                        defense_options)
+    job = _flare_job_module()
+    recipe = job.make_recipe(cfg, sites=names, classes=_flare_classes(cfg, classes),
+                             server_out=server_out, site_out=site_out, site_data=data,
+                             wire_dtype=wire_dtype, device=device,
+                             checkpoint_every=checkpoint_every)
+    folder = job.export_job(recipe, out, names, server=server_name)
     console.print(f"wrote the job {folder} and {out / 'project.yml'}; next: nvflare provision -p "
                   f"{out / 'project.yml'}, start the parties, then nvflare job submit -j {folder}")
 
 
+@_user_errors(_flare_failures)
 def _flare_run(mode: str, sites: int, out: Path, preset: str, dataset: str, data_dir: str | None,
                limit_train: int | None, limit_test: int | None, epochs: int | None,
                seed: int | None, defense: str, defense_options: list[str], wire_dtype: str,
                device: str) -> None:
-    try:
-        if not 1 <= sites <= 64:
-            raise ValueError(f"--sites must lie in 1..64, got {sites}")
-        names = [f"site-{i + 1}" for i in range(sites)]
-        cfg = _flare_config(preset, dataset, data_dir, limit_train, limit_test, epochs, seed, defense,
-                            defense_options)
-        job = _flare_job_module()
-        out = out.resolve()
-        recipe = job.make_recipe(cfg, sites=names, classes=_flare_classes(cfg, None),
-                                 server_out=str(out / "server"), site_out=str(out / "sites"),
-                                 wire_dtype=wire_dtype, device=device)
-        console.print(f"FLARE {mode}: {sites} site(s), workspace {out / 'flare'}")
-        run = job.simulate if mode == "simulator" else job.poc
-        summary = run(recipe, names, server_out=out / "server", workspace=out / "flare")
-    except USER_ERRORS + (RuntimeError,) as e:
-        _fail(e)
-        return
+    if not 1 <= sites <= 64:
+        raise ValueError(f"--sites must lie in 1..64, got {sites}")
+    names = [f"site-{i + 1}" for i in range(sites)]
+    cfg = _flare_config(preset, dataset, data_dir, limit_train, limit_test, epochs, seed, defense,
+                        defense_options)
+    job = _flare_job_module()
+    out = out.resolve()
+    recipe = job.make_recipe(cfg, sites=names, classes=_flare_classes(cfg, None),
+                             server_out=str(out / "server"), site_out=str(out / "sites"),
+                             wire_dtype=wire_dtype, device=device)
+    console.print(f"FLARE {mode}: {sites} site(s), workspace {out / 'flare'}")
+    run = job.simulate if mode == "simulator" else job.poc
+    summary = run(recipe, names, server_out=out / "server", workspace=out / "flare")
     _flare_report(summary, wire_dtype)
     console.print(f"server: {out / 'server'} (server.pt, server.log); sites: {out / 'sites'}/<site>")
 
