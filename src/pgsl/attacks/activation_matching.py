@@ -57,7 +57,7 @@ class MatchingBudget(Budget):
     batch_size: int = 128
 
 
-class ActivationMatching(Attack):
+class ActivationMatching(Attack[MatchingBudget]):
     """White-box: optimise dummy images until the view's path reproduces the observations."""
 
     name = "activation"
@@ -67,6 +67,5 @@ class ActivationMatching(Attack):
 
     def reconstruct(self, view: AttackerView) -> Reconstruction:
         b = self.budget
-        assert isinstance(b, MatchingBudget)
         return Reconstruction(activation_matching(view, steps=b.steps, lr=b.lr, tv=b.tv,
                                                   batch_size=b.batch_size))

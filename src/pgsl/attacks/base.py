@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -52,20 +52,24 @@ def parse_budget(cls: type[Budget], values: dict[str, Any], attack: str) -> Budg
 
 
 _Budget = Budget  # the base class, for annotations inside Attack (whose Budget is the subclass's)
+B = TypeVar("B", bound=Budget)
 
 
-class Attack:
-    """Base class. Subclasses set the class attributes and implement :meth:`reconstruct`."""
+class Attack(Generic[B]):
+    """Base class, generic over its budget: ``class MIA(Attack[MIABudget])`` with
+    ``Budget = MIABudget``. Subclasses set the class attributes and implement :meth:`reconstruct`,
+    where ``self.budget`` has the subclass's budget type."""
 
     name: ClassVar[str]
     title: ClassVar[str]
     needs: ClassVar[frozenset[str]] = frozenset()
-    Budget: ClassVar[type[_Budget]] = _Budget
+    Budget: ClassVar[type[_Budget]] = _Budget  # the class of B (a ClassVar cannot name B itself)
 
-    def __init__(self, budget: _Budget | None = None, *, seed: int = 0) -> None:
-        self.budget = self.Budget() if budget is None else budget
-        if not isinstance(self.budget, self.Budget):
-            raise TypeError(f"{self.name} takes a {self.Budget.__name__}, got {type(self.budget).__name__}")
+    def __init__(self, budget: B | None = None, *, seed: int = 0) -> None:
+        given = self.Budget() if budget is None else budget
+        if not isinstance(given, self.Budget):
+            raise TypeError(f"{self.name} takes a {self.Budget.__name__}, got {type(given).__name__}")
+        self.budget: B = cast(B, given)
         self.seed = seed
 
     def missing(self, view: AttackerView) -> set[str]:

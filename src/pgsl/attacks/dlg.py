@@ -318,7 +318,7 @@ class DLGBudget(Budget):
             raise ValueError(f"batch must be >= 1, got {self.batch}")
 
 
-class DLG(Attack):
+class DLG(Attack[DLGBudget]):
     """Deep leakage from gradients (Zhu et al. 2019): match the victims' leaked gradients with a
     dummy image; the output gradient is learned by matching."""
 
@@ -330,7 +330,7 @@ class DLG(Attack):
 
     def reconstruct(self, view: AttackerView) -> Reconstruction:
         b = self.budget
-        assert isinstance(b, DLGBudget) and view.leak is not None
+        assert view.leak is not None  # needs GRADIENTS
         images, labels = gradient_inversion(
             view.leak, view.image_shape, idlg=self.idlg, aux_images=view.aux_images,
             iterations=b.iterations, stages=b.stages, starts=b.starts, select=b.select,

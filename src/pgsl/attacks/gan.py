@@ -104,7 +104,7 @@ class GANBudget(Budget):
     width: int = 64
 
 
-class GAN(Attack):
+class GAN(Attack[GANBudget]):
     """Conditional GAN inversion, SRGAN's recipe: the generator is the learned inversion's
     decoder (MSE pre-training), then trained against a discriminator on the auxiliary pairs."""
 
@@ -115,7 +115,6 @@ class GAN(Attack):
 
     def reconstruct(self, view: AttackerView) -> Reconstruction:
         b = self.budget
-        assert isinstance(b, GANBudget)
         generator = None
         if b.pretrain_epochs > 0:
             pre = MIABudget(epochs=b.pretrain_epochs, batch_size=b.batch_size, lr=b.lr, width=b.width)

@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgsl.attacks.base import Attack, Budget, Reconstruction
-from pgsl.attacks.base import Budget as BaseBudget
 from pgsl.attacks.dlg import GradientLeak
 from pgsl.attacks.per_sample import logit_gradient_basis, per_sample_grads
 from pgsl.attacks.view import AttackerView, Need
@@ -200,7 +199,7 @@ class GGLBudget(Budget):
     batch: int = 256  # candidate images scored per per-sample-gradient pass (victims x population)
 
 
-class GGL(Attack):
+class GGL(Attack[GGLBudget]):
     """Gradient inversion with a learned image prior (Li et al., GGL, CVPR 2022): an evolution
     strategy in an autoencoder's latent space on the per-layer gradient cosine."""
 
@@ -209,14 +208,14 @@ class GGL(Attack):
     needs = frozenset({Need.GRADIENTS, Need.WHITE_BOX, Need.AUX})
     Budget = GGLBudget
 
-    def __init__(self, budget: BaseBudget | None = None, *, seed: int = 0) -> None:
+    def __init__(self, budget: GGLBudget | None = None, *, seed: int = 0) -> None:
         super().__init__(budget, seed=seed)
         # the prior depends only on the auxiliary images: trained once per image set
         self._priors: dict[tuple[object, ...], ImagePrior] = {}
 
     def reconstruct(self, view: AttackerView) -> Reconstruction:
         b = self.budget
-        assert isinstance(b, GGLBudget) and view.leak is not None
+        assert view.leak is not None  # needs GRADIENTS
         aux = view.aux_images
         key = (tuple(aux.shape), str(aux.device), float(aux.double().sum()), b.prior_epochs)
         if key not in self._priors:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pgsl.attacks.base import Attack, Reconstruction
+from pgsl.attacks.base import Attack, Budget, Reconstruction
 from pgsl.attacks.view import AttackerView, Need
 
 __all__ = ["MeanImage"]
 
 
-class MeanImage(Attack):
+class MeanImage(Attack[Budget]):
     """Answers the mean auxiliary image for every victim, whatever was observed."""
 
     name = "mean"

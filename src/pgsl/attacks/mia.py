@@ -95,7 +95,7 @@ def fitted_decoder(view: AttackerView, budget: MIABudget, seed: int) -> Decoder:
     return view.memo[key]
 
 
-class MIA(Attack):
+class MIA(Attack[MIABudget]):
     """Learned black-box inversion: a decoder fitted to the auxiliary (observation -> image) pairs."""
 
     name = "mia"
@@ -104,5 +104,4 @@ class MIA(Attack):
     Budget = MIABudget
 
     def reconstruct(self, view: AttackerView) -> Reconstruction:
-        assert isinstance(self.budget, MIABudget)
         return Reconstruction(invert(fitted_decoder(view, self.budget, self.seed), view.observed))

@@ -165,7 +165,7 @@ class UnSplitBudget(Budget):
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
 
 
-class UnSplit(Attack):
+class UnSplit(Attack[UnSplitBudget]):
     """Architecture only: fit a fresh clone of the client and the images together."""
 
     name = "unsplit"
@@ -175,7 +175,7 @@ class UnSplit(Attack):
 
     def reconstruct(self, view: AttackerView) -> Reconstruction:
         b = self.budget
-        assert isinstance(b, UnSplitBudget) and view.clone is not None
+        assert view.clone is not None  # needs CLONE
         images = unsplit(view.clone(self.seed), view.observed, view.image_shape,
                          main_iters=b.main_iters, input_iters=b.input_iters,
                          model_iters=b.model_iters, lr_input=b.lr_input, lr_model=b.lr_model,
