@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from pgsl.config import available_presets, config_from_dict, load_config, load_preset, save_config
+from pgsl.config import (
+    apply_settings,
+    available_presets,
+    config_from_dict,
+    load_config,
+    load_preset,
+    save_config,
+)
 
 
 @pytest.mark.parametrize("name", ["quick", "paper", "mias-quick", "mias-paper"])
@@ -34,9 +43,9 @@ def test_missing_preset_lists_the_available_ones() -> None:
 def test_set_overrides_typed_fields_and_refuses_unknown_or_mistyped() -> None:
     from pgsl.config import apply_settings, load_preset
 
-    cfg = apply_settings(load_preset("quick"), ["recovery.svt=gram", "attack.pixels=8",
+    cfg = apply_settings(load_preset("quick"), ["recovery.svt=gram", "pixel_attack.pixels=8",
                                                 "recovery.mu=1", "train.epochs = 3"])
-    assert cfg.recovery.svt == "gram" and cfg.attack.pixels == 8 and cfg.train.epochs == 3
+    assert cfg.recovery.svt == "gram" and cfg.pixel_attack.pixels == 8 and cfg.train.epochs == 3
     assert cfg.recovery.mu == 1.0 and isinstance(cfg.recovery.mu, float)
     with pytest.raises(ValueError, match="unknown setting"):
         apply_settings(cfg, ["recovery.nope=1"])
@@ -44,3 +53,16 @@ def test_set_overrides_typed_fields_and_refuses_unknown_or_mistyped() -> None:
         apply_settings(cfg, ["svt"])
     with pytest.raises(ValueError, match="must be a int"):
         apply_settings(cfg, ["train.epochs=many"])
+
+
+def test_the_old_attack_section_gets_a_message_that_says_its_new_name(tmp_path: Path) -> None:
+    old = tmp_path / "old.toml"
+    old.write_text("[attack]\npixels = 8\n")
+    with pytest.raises(ValueError, match=r"\[attack\] is now \[pixel_attack\]"):
+        load_preset(str(old))
+    with pytest.raises(ValueError, match=r"attack.pixels -> pixel_attack.pixels"):
+        apply_settings(load_preset("quick"), ["attack.pixels=8"])
+    # the command line prints the section names as they are (not read as console markup)
+    r = subprocess.run([sys.executable, "-m", "pgsl", "train", "--out", str(tmp_path / "r"), "--set",
+                        "attack.pixels=8"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "section [attack] is now [pixel_attack]" in " ".join(r.stderr.split())

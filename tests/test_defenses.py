@@ -22,7 +22,8 @@ from pgsl.split.channel import InProcessChannel
 from pgsl.split.trainer import DECISION
 
 TINY = Config().replace(model={"width": 8, "hidden": 16, "pool": 2, "dropout": 0.0},
-                        recovery={"max_iter": 3, "tol": 1e-3}, attack={"pixels": 2, "surrogate_width": 4})
+                        recovery={"max_iter": 3, "tol": 1e-3},
+                        pixel_attack={"pixels": 2, "surrogate_width": 4})
 TESTS = Path(__file__).parent
 
 

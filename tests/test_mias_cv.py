@@ -190,7 +190,7 @@ def test_baselines_cross_validate_every_model_on_the_same_folds(
             "--cv-seed", "5", "--set", "data.image_size=16", "--set", "data.roi_size=64",
             "--set", "data.roi_patches=2", "--set", "data.task=malignant", "--set", "train.epochs=1",
             "--set", "recovery.max_iter=2", "--set", "model.width=8", "--set", "model.hidden=16",
-            "--set", "attack.surrogate_epochs=1"]
+            "--set", "pixel_attack.surrogate_epochs=1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "cv.json").read_text())

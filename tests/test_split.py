@@ -16,7 +16,7 @@ from pgsl.split.messages import Activations
 TINY = Config().replace(
     model={"width": 8, "hidden": 16, "pool": 2, "dropout": 0.0},
     recovery={"max_iter": 5, "tol": 1e-3},
-    attack={"pixels": 2, "surrogate_width": 4},
+    pixel_attack={"pixels": 2, "surrogate_width": 4},
 )
 
 
@@ -124,7 +124,7 @@ def test_bad_messages_are_refused_and_model_untouched(activations, labels, messa
 @pytest.mark.parametrize("source, same", [("predicted", True), ("true", False)])
 def test_label_source_decides_whether_labels_shape_the_perturbation(source: str, same: bool) -> None:
     """With the default, what crosses the cut cannot carry the label through the attack."""
-    cfg = TINY.replace(attack={"label_source": source, "pixels": 4})
+    cfg = TINY.replace(pixel_attack={"label_source": source, "pixels": 4})
     sent = []
     for labels in (torch.tensor([0, 0, 0, 0]), torch.tensor([1, 2, 1, 2])):
         torch.manual_seed(0)

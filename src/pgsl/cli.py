@@ -12,6 +12,7 @@ import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -78,7 +79,8 @@ _verbose = False
 def _fail(e: Exception) -> NoReturn:
     if _verbose:
         err_console.print_exception()
-    err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)  # paths stay whole, copyable
+    # paths stay whole, copyable; the message's own brackets ([pixel_attack]) are text, not markup
+    err_console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -250,7 +252,7 @@ def train(
         data={"image_size": image_size} if image_size is not None else {},
         train={k: v for k, v in (("batch_size", batch_size), ("seed", seed)) if v is not None},
         recovery={"mu": mu} if mu is not None else {},
-        attack={"pixels": pixels} if pixels is not None else {},
+        pixel_attack={"pixels": pixels} if pixels is not None else {},
         defense={"kind": defense, "params": _options(defense_options, "--defense-option")},
     )
     cfg = apply_settings(cfg, settings)

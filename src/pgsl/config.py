@@ -107,8 +107,9 @@ class DefenseConfig:
 
 
 @dataclass(frozen=True)
-class AttackConfig:
-    """The client's intentional JSMA pixel attack (paper §IV-A)."""
+class PixelAttackConfig:
+    """PGSL's own client-side JSMA pixel attack (paper §IV-A): section ``[pixel_attack]``, not to
+    be confused with the adversary's attacks (:mod:`pgsl.attacks`) or Table II's evasion attacks."""
 
     pixels: float = 4  # budget: a count of input features if >= 1, a fraction of them if < 1
     pixels_per_step: int = 1  # how many features one saliency step may change
@@ -195,7 +196,7 @@ class GuardConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     defense: DefenseConfig = field(default_factory=DefenseConfig)
-    attack: AttackConfig = field(default_factory=AttackConfig)
+    pixel_attack: PixelAttackConfig = field(default_factory=PixelAttackConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -225,10 +226,13 @@ class Config:
         return dict(json.loads(json.dumps(read_back.to_dict())))
 
 
+# the section's name before it said whose attack it configures
+RENAMED = ("the config section [attack] is now [pixel_attack] (PGSL's own client-side pixel attack): "
+           "rename it in the TOML file or --set option (attack.pixels -> pixel_attack.pixels)")
 _SECTION_TYPES = {
     "data": DataConfig,
     "defense": DefenseConfig,
-    "attack": AttackConfig,
+    "pixel_attack": PixelAttackConfig,
     "recovery": RecoveryConfig,
     "model": ModelConfig,
     "fusion": FusionConfig,
@@ -240,6 +244,8 @@ _SECTION_TYPES = {
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build a Config, rejecting unknown sections and keys with a clear message."""
     sections: dict[str, Any] = {}
+    if "attack" in raw:
+        raise ValueError(RENAMED)
     for name, values in raw.items():
         if name not in _SECTION_TYPES:
             raise ValueError(f"unknown config section [{name}]; known: {sorted(_SECTION_TYPES)}")
@@ -264,7 +270,7 @@ def parse_value(text: str) -> Any:
 
 
 def apply_settings(cfg: Config, settings: list[str]) -> Config:
-    """Apply ``section.key=value`` overrides (``recovery.svt=auto``, ``attack.pixels=8``).
+    """Apply ``section.key=value`` overrides (``recovery.svt=auto``, ``pixel_attack.pixels=8``).
 
     The value is read as a TOML value (``8``, ``0.5``, ``true``, ``"svd"``; a bare word is a
     string) and must have the type of the field it replaces.
@@ -275,6 +281,8 @@ def apply_settings(cfg: Config, settings: list[str]) -> Config:
         section, dot, name = key.strip().partition(".")
         if not sep or not dot:
             raise ValueError(f"--set needs section.key=value, got {item!r}")
+        if section == "attack":
+            raise ValueError(RENAMED)
         if section not in raw or name not in raw[section]:
             known = sorted(f"{s}.{k}" for s, fields in raw.items() for k in fields)
             raise ValueError(f"unknown setting {key!r}; known: {', '.join(known)}")

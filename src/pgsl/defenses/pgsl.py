@@ -5,7 +5,7 @@ x -> intentional JSMA driven by the client's surrogate -> x_hat, Map
   -> conv1, conv2 -> the cut. The server side is the ``three-streams`` model: APG recovery, three
   streams, decision fusion (:mod:`pgsl.server.three_streams`).
 
-Its options live in the config's ``[attack]`` (the pixel budget), ``[recovery]`` (mu) and
+Its options live in the config's ``[pixel_attack]`` (the pixel budget), ``[recovery]`` (mu) and
 ``[fusion]`` sections, which only PGSL reads.
 """
 
@@ -36,34 +36,36 @@ class PGSL(Defense):
     streams = ("S_a", "S_f", "S_r")
     # the paper's two knobs: mu (Fig. 3's sweep) at the 4-pixel budget, then the budget at mu 0.55
     settings = (
-        *(Setting("mu", m, {"recovery": {"mu": m}, "attack": {"pixels": 4}}) for m in (0.15, 0.55, 0.95)),
+        *(Setting("mu", m, {"recovery": {"mu": m}, "pixel_attack": {"pixels": 4}})
+          for m in (0.15, 0.55, 0.95)),
         *(Setting("pixels", p, {"recovery": {"mu": 0.55},
-                                "attack": {"pixels": p, "pixels_per_step": min(2, p)}}) for p in (1, 16)),
+                                "pixel_attack": {"pixels": p, "pixels_per_step": min(2, p)}})
+          for p in (1, 16)),
     )
     summary = ("PGSL: intentional JSMA + reversible down-sampling on the client; APG recovery, "
-               "three streams and decision fusion on the server (options: attack.pixels, recovery.mu)")
+               "three streams and decision fusion on the server (options: pixel_attack.pixels, recovery.mu)")
 
     def __init__(self, cfg: Config, channels: int, num_classes: int) -> None:
         super().__init__(cfg, channels, num_classes)
-        self.surrogate = Surrogate(channels, num_classes, cfg.attack.surrogate_width)
+        self.surrogate = Surrogate(channels, num_classes, cfg.pixel_attack.surrogate_width)
 
     @property
     def segment_channels(self) -> int:
         return 4 * self.channels + 1
 
     def preparation(self, n_train: int) -> int:
-        return self.cfg.attack.surrogate_epochs * n_train
+        return self.cfg.pixel_attack.surrogate_epochs * n_train
 
     def prepare(self, data: ImageSet, *, send: Callable[[Tensor], Tensor], batch_size: int,
                 seed: int, device: torch.device,
                 progress: Callable[[int], None] | None = None) -> None:
         """Train the surrogate whose saliency drives the pixel attack, on the client's own data."""
-        train_surrogate(self.surrogate, data, epochs=self.cfg.attack.surrogate_epochs,
+        train_surrogate(self.surrogate, data, epochs=self.cfg.pixel_attack.surrogate_epochs,
                         batch_size=batch_size, seed=seed, device=device, progress=progress)
 
     def _attack(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
-        a = self.cfg.attack
-        # at inference the client has no label; "true" lets training see it (see AttackConfig)
+        a = self.cfg.pixel_attack
+        # at inference the client has no label; "true" lets training see it (see PixelAttackConfig)
         label = y if a.label_source == "true" else None
         self.surrogate.eval()
         result = intentional_jsma(self.surrogate, x, label, pixels=a.pixels,

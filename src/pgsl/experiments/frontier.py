@@ -60,9 +60,9 @@ def sweep(noise: Sequence[float], nopeek: Sequence[float], mu: Sequence[float],
     points += [Point("nopeek", a, {"defense": {"kind": "nopeek", "params": {"weight": a}}})
                for a in nopeek]
     points += [Point("pgsl-mu", m, {"defense": {"kind": "pgsl"}, "recovery": {"mu": m},
-                                    "attack": {"pixels": base_pixels}}) for m in mu]
+                                    "pixel_attack": {"pixels": base_pixels}}) for m in mu]
     points += [Point("pgsl-pixels", p, {"defense": {"kind": "pgsl"}, "recovery": {"mu": base_mu},
-                                        "attack": {"pixels": p, "pixels_per_step": min(2, p)}})
+                                        "pixel_attack": {"pixels": p, "pixels_per_step": min(2, p)}})
                for p in pixels]
     return points
 

@@ -50,7 +50,7 @@ def sweep_dataset(cfg: Config, sc: SweepConfig, device: torch.device) -> list[Mu
     """One row per mu (plus mu = 0, the attacked image) for ``cfg.data.dataset``."""
     t0 = time.perf_counter()
     data = load_dataset(cfg.data, seed=cfg.train.seed)
-    a = cfg.attack
+    a = cfg.pixel_attack
     torch.manual_seed(sc.seed)
     surrogate = Surrogate(data.channels, len(data.classes), a.surrogate_width).to(device)
     train_surrogate(surrogate, data.train, epochs=a.surrogate_epochs, batch_size=cfg.train.batch_size,

@@ -182,7 +182,7 @@ def reproduce(base: Config, preset: str, out: Path, *, plan: str | None = None, 
     for section, values in spec.train.items():
         cfg = cfg.replace(**{section: values})
     points = sweep(spec.noise, spec.nopeek, (cfg.recovery.mu, *spec.mu), spec.pixels,
-                   base_mu=cfg.recovery.mu, base_pixels=int(cfg.attack.pixels))
+                   base_mu=cfg.recovery.mu, base_pixels=int(cfg.pixel_attack.pixels))
     main: dict[str, Point] = {}
     for point in points:
         main.setdefault(point.changes["defense"]["kind"], point)  # the first one: the main run
