@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up, lint (ruff), type-check (mypy), then run the whole test suite on the CPU. Extra
 # arguments go to pytest: `--device cuda` on a GPU machine, `-m "not slow"` for the fast subset
-# (leaves out the tests that train on real data or start servers). The tests run in
+# (leaves out every test of 4 s or more: training, attacks, servers, processes). The tests run in
 # PGSL_TEST_WORKERS pytest workers (default 2, one per core of the CI machine; 0: in this process),
 # each test file in one worker, so a module's fixtures are built once.
 set -euo pipefail

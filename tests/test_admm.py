@@ -24,6 +24,7 @@ def test_recovers_planted_low_rank_plus_sparse(device: torch.device) -> None:
 
 @pytest.mark.parametrize("name", ["relu maps", "rank-deficient", "tall", "wide", "huge scale",
                                   "tiny scale", "repeated singular values"])
+@pytest.mark.slow
 def test_reaches_the_converged_apg_minimiser(name: str) -> None:
     x = _adversarial_inputs()[name].double()
     scale = float(torch.linalg.matrix_norm(x, ord=2).mean()) or 1.0

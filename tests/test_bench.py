@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,6 +27,7 @@ def _row(out: str, start: str) -> list[str]:
     return rows[0]
 
 
+@pytest.mark.slow
 def test_solver_bench_runs_and_our_solvers_recover_the_planted_matrices() -> None:
     out = _run("bench/solver.py", "--sizes", "14", "--reference-tols", "1e-5", "--our-tols", "1e-5")
     assert "time to accuracy" in out
@@ -35,6 +38,7 @@ def test_solver_bench_runs_and_our_solvers_recover_the_planted_matrices() -> Non
         assert median_all < 1e-4, (solver, median_all)
 
 
+@pytest.mark.slow
 def test_svt_kernel_bench_reports_accurate_svts() -> None:
     out = _run("bench/svt_kernels.py", "--sizes", "14", "--methods", "svt:gram", "svt:products")
     assert float(_row(out, "14")[-1]) < 1e-6  # svt:gram, float64 inside

@@ -119,6 +119,7 @@ def test_the_privacy_protocol_runs_every_registered_attack_by_default() -> None:
     assert PrivacyConfig().attacks == ("mean", "mia", "echo")
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("registries")
 def test_a_toy_defence_and_attack_appear_in_the_matrix_and_a_killed_benchmark_resumes(tmp_path: Path) -> None:
     base, plan = BASE, PLANS["tiny"]

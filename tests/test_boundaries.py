@@ -40,6 +40,7 @@ run.client.query(torch.rand(2, 1, 8, 8))
 """
 
 
+@pytest.mark.slow
 def test_the_hospital_process_never_loads_the_server() -> None:
     modules = loaded(HOSPITAL)
     assert "pgsl.client.party" in modules and "pgsl.transport.client" in modules  # it did run
@@ -49,6 +50,7 @@ def test_the_hospital_process_never_loads_the_server() -> None:
 
 @pytest.mark.parametrize("module", ["pgsl.split", "pgsl.split.trainer", "pgsl.split.channel",
                                     "pgsl.split.messages"])
+@pytest.mark.slow
 def test_the_split_protocol_loads_neither_party(module: str) -> None:
     modules = loaded(f"import {module}")
     assert module in modules
@@ -56,6 +58,7 @@ def test_the_split_protocol_loads_neither_party(module: str) -> None:
     assert not parties, f"{module} loads party code: {parties}"
 
 
+@pytest.mark.slow
 def test_an_in_process_run_does_load_the_server() -> None:
     """The probe can see a server import: without a channel, the run builds its server party."""
     modules = loaded(HOSPITAL.replace("run = Run(cfg, data, torch.device(\"cpu\"), channel)",
@@ -64,6 +67,7 @@ def test_an_in_process_run_does_load_the_server() -> None:
     assert "pgsl.server.party" in modules and "pgsl.recovery.rpca" in modules
 
 
+@pytest.mark.slow
 def test_a_flare_site_process_never_loads_the_server() -> None:
     """What a hospital's FLARE process imports to run its part of the job: the site object, its
     channel, and the run it trains (built for a remote server)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +61,9 @@ def test_the_old_attack_section_gets_a_message_that_says_its_new_name(tmp_path: 
     with pytest.raises(ValueError, match=r"attack.pixels -> pixel_attack.pixels"):
         apply_settings(load_preset("quick"), ["attack.pixels=8"])
     # the command line prints the section names as they are (not read as console markup)
-    r = subprocess.run([sys.executable, "-m", "pgsl", "train", "--out", str(tmp_path / "r"), "--set",
-                        "attack.pixels=8"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "section [attack] is now [pixel_attack]" in " ".join(r.stderr.split())
+    from typer.testing import CliRunner
+
+    from pgsl.cli import app
+
+    r = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "r"), "--set", "attack.pixels=8"])
+    assert r.exit_code == 2 and "section [attack] is now [pixel_attack]" in " ".join(r.output.split())

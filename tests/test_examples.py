@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
+@pytest.mark.slow
 def test_train_and_attack_example(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(EXAMPLES / "train_and_attack.py"), str(tmp_path)],
                          capture_output=True, text=True, timeout=600)

@@ -333,6 +333,7 @@ def test_per_sample_gradients_on_the_real_white_box_path(kind: str) -> None:
 BATCH_TOL = 1e-9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("idlg", [False, True], ids=["dlg", "idlg"])
 def test_dlg_on_a_batch_gives_each_victim_what_it_gets_alone(idlg: bool) -> None:
     run = _pipeline("none")
@@ -363,6 +364,7 @@ def test_ggl_on_a_batch_gives_each_victim_what_it_gets_alone() -> None:
     assert (batched - alone).abs().max() <= BATCH_TOL
 
 
+@pytest.mark.slow
 def test_attack_bench_runs_in_tiny_mode() -> None:
     proc = subprocess.run([sys.executable, "bench/attacks.py", "--tiny"], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)

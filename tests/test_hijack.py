@@ -82,6 +82,7 @@ def test_a_fake_batch_sends_shifted_labels_and_leaves_the_segment_unchanged() ->
     assert not torch.equal(client.segment.conv1[0].weight, before["conv1.0.weight"])
 
 
+@pytest.mark.slow
 def test_honest_training_on_a_learnable_task_raises_no_alarm() -> None:
     cfg = load_preset(TINY)
     g = torch.Generator().manual_seed(1)
@@ -99,6 +100,7 @@ def test_honest_training_on_a_learnable_task_raises_no_alarm() -> None:
     assert sum(honest.guard.scores) / len(honest.guard.scores) > 0.9
 
 
+@pytest.mark.slow
 def test_fsha_over_grpc_is_stopped_by_splitguard(runs: dict[str, Path]) -> None:
     """A client of a tiny MNIST run trains against FSHA hosted by the gRPC service (loopback) and
     stops with HijackDetected within three times the detector's stated steps."""
@@ -123,6 +125,7 @@ def test_fsha_over_grpc_is_stopped_by_splitguard(runs: dict[str, Path]) -> None:
     assert fsha.steps == steps  # the server saw every step up to the alarm
 
 
+@pytest.mark.slow
 def test_fsha_inverts_a_vanilla_client_and_the_table_reports_it(runs: dict[str, Path],
                                                                 tmp_path: Path) -> None:
     hc = HijackConfig(steps=3 * GUARD.expected_steps, every=50, victims=32, aux=500, seeds=1, guard=GUARD)
@@ -143,6 +146,7 @@ def test_fsha_inverts_a_vanilla_client_and_the_table_reports_it(runs: dict[str, 
     assert "| mnist | none | 1 |" in text and "1/1" in text
 
 
+@pytest.mark.slow
 def test_hijack_runs_against_every_defence(runs: dict[str, Path]) -> None:
     hc = HijackConfig(steps=12, every=6, victims=4, aux=64, honest=False,
                       guard=dataclasses.replace(GUARD, warmup=2))

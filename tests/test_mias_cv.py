@@ -178,6 +178,7 @@ def test_a_killed_cross_validation_resumes_at_the_unfinished_fold(
         cross_validate(cfg, out, models=models, folds=3, cv_seed=2)
 
 
+@pytest.mark.slow
 def test_baselines_cross_validate_every_model_on_the_same_folds(
         films: tuple[Path, dict], tmp_path: Path) -> None:
     from typer.testing import CliRunner

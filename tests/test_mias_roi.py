@@ -24,6 +24,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tu
     return path, synthetic_mammograms(path)
 
 
+@pytest.mark.slow
 def test_info_coordinates_are_read_from_the_bottom_left(folder: tuple[Path, dict]) -> None:
     path, lesions = folder
     rows = {r.ref: r for r in mias.parse_info(path / "Info.txt")}
@@ -95,6 +96,7 @@ def test_mias_presets_and_the_reproduce_default() -> None:
     assert default_preset("mias") == "mias-quick" and default_preset("mnist") == "quick"
 
 
+@pytest.mark.slow
 def test_baselines_train_pgsl_the_vanilla_split_and_the_plain_cnn_on_the_same_split(
         folder: tuple[Path, dict], tmp_path: Path) -> None:
     from typer.testing import CliRunner

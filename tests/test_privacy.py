@@ -99,6 +99,7 @@ def _poison(victims: torch.Tensor, view: AttackerView) -> tuple[torch.Tensor, di
     return clean, baseline
 
 
+@pytest.mark.slow
 def test_attacks_beat_the_mean_image_on_an_undefended_run_without_reading_victims(
         runs: dict[str, Path]) -> None:
     _, victims, _, views = _views(runs["none"])
@@ -118,6 +119,7 @@ def test_attacks_beat_the_mean_image_on_an_undefended_run_without_reading_victim
     assert len(view.memo) == 1  # the GAN started from the decoder MIA fitted, not a second one
 
 
+@pytest.mark.slow
 def test_mia_trained_on_ssim_scores_higher_ssim_at_a_comparable_mse(runs: dict[str, Path]) -> None:
     _, victims, _, views = _views(runs["none"])
     scores = {}
@@ -132,6 +134,7 @@ def test_mia_trained_on_ssim_scores_higher_ssim_at_a_comparable_mse(runs: dict[s
         MIABudget(loss="l1")
 
 
+@pytest.mark.slow
 def test_attack_package_never_imports_data_loaders_or_the_server() -> None:
     """Read from ``sys.modules`` in a fresh interpreter after importing every attack module, so
     indirect imports count too: an attack cannot reach the victims' data or the server's model."""
@@ -220,6 +223,7 @@ def test_an_attack_the_view_cannot_serve_is_skipped_with_the_reason(runs: dict[s
     assert skipped == [f"pgsl / recovered / dlg: needs {Need.GRADIENTS}"]
 
 
+@pytest.mark.slow
 def test_the_attack_base_class_keeps_budgets_and_the_callers_rng(runs: dict[str, Path]) -> None:
     # a budget's victims limits what the attack is given, and so the rows' n_victims
     pc = PrivacyConfig(victims=6, aux=64, attacks=("mean", "mia"),
@@ -294,6 +298,7 @@ def test_a_new_attack_is_one_class_and_one_registry_entry(runs: dict[str, Path],
     assert torch.equal(saved["shade"], torch.full((4, 1, 28, 28), 0.25)) and "mean" not in saved
 
 
+@pytest.mark.slow
 def test_privacy_cli_writes_table_and_grids(runs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "priv"
     cmd = [sys.executable, "-m", "pgsl", "privacy", str(runs["none"]), str(runs["pgsl"]), "--out", str(out),
@@ -418,6 +423,7 @@ def _leak_then_poison(run_dir: Path, n: int):
 # margin of at least 0.06 under the lowest, and DLG an SSIM no lower than the mean image's (0.04).
 
 
+@pytest.mark.slow
 def test_ggl_beats_the_mean_image_on_an_undefended_run_without_reading_victims(quick_arch_run: Path) -> None:
     """GGL's learned prior recovers victims from their gradients (attacks/ggl.py)."""
     view, clean, labels, baseline = _leak_then_poison(quick_arch_run, 8)
@@ -431,6 +437,7 @@ def test_ggl_beats_the_mean_image_on_an_undefended_run_without_reading_victims(q
 
 @pytest.mark.parametrize(("cls", "mse_ratio", "ssim_gain"), [(DLG, 0.85, 0.0), (IDLG, 0.75, 0.1)],
                          ids=["dlg", "idlg"])
+@pytest.mark.slow
 def test_dlg_and_idlg_beat_the_mean_image_on_an_undefended_run_without_reading_victims(
         quick_arch_run: Path, cls: type[DLG], mse_ratio: float, ssim_gain: float) -> None:
     """The layer-wise L-BFGS-B matching of attacks/dlg.py on PGSL's ReLU + BatchNorm network."""
@@ -444,6 +451,7 @@ def test_dlg_and_idlg_beat_the_mean_image_on_an_undefended_run_without_reading_v
     assert s["ssim"].mean() > baseline["ssim"].mean() + ssim_gain, (s["ssim"].mean(), baseline["ssim"].mean())
 
 
+@pytest.mark.slow
 def test_dlg_and_idlg_recover_victims_in_their_published_setting() -> None:
     """Zhu et al. and Zhao et al. attack a LeNet with sigmoid activations, one victim per leak: there
     our L-BFGS gradient matching must recover real MNIST digits almost exactly, and iDLG the label."""
@@ -473,6 +481,7 @@ def test_dlg_and_idlg_recover_victims_in_their_published_setting() -> None:
         assert torch.equal(labels, y)
 
 
+@pytest.mark.slow
 def test_frontier_cli_trains_attacks_plots_and_resumes_from_its_cache(tmp_path: Path) -> None:
     out = tmp_path / "front"
     cmd = [sys.executable, "-m", "pgsl", "frontier", "--out", str(out), "--preset", TINY,
@@ -521,6 +530,7 @@ def test_frontier_cli_trains_attacks_plots_and_resumes_from_its_cache(tmp_path: 
     assert bad.returncode == 2 and "comma-separated numbers" in bad.stderr
 
 
+@pytest.mark.slow
 def test_seeds_repeat_the_protocol_and_report_the_spread_of_the_per_seed_means(
         runs: dict[str, Path], tmp_path: Path) -> None:
     base = PrivacyConfig(victims=8, aux=64, attacks=("mean", "mia"), budgets={"mia": {"epochs": 1}})

@@ -34,6 +34,7 @@ REPRODUCE = [sys.executable, "-m", "pgsl", "reproduce", "--dataset", "mnist", "-
 MAIN = {"pgsl": "pgsl-mu-0.55", "none": "none", "noise": "noise-0.5", "nopeek": "nopeek-0.5"}
 
 
+@pytest.mark.slow
 def test_mu_sweep_cli_writes_curve_and_reports_the_attacked_reference(tmp_path: Path) -> None:
     out = tmp_path / "mu"
     cmd = [sys.executable, "-m", "pgsl", "mu-sweep", "--out", str(out), "--preset", TINY,
@@ -103,6 +104,7 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_reproduce_writes_a_valid_self_contained_report(reproduced: Path) -> None:
     out = reproduced
     text = (out / "report.html").read_text()
@@ -150,6 +152,7 @@ def test_reproduce_writes_a_valid_self_contained_report(reproduced: Path) -> Non
         assert f"{100 * m['test_metrics']['decision']['balanced_accuracy']:.2f}%" in text
 
 
+@pytest.mark.slow
 def test_reproduce_table1_attacks_every_target_of_every_run_within_the_plans_budgets(
         reproduced: Path) -> None:
     rows = read_rows(reproduced / "privacy" / "table1.json", PrivacyRow)
@@ -176,6 +179,7 @@ def test_reproduce_table1_attacks_every_target_of_every_run_within_the_plans_bud
     assert all(r.label_accuracy is None for r in rows if r.attack in black_box)
 
 
+@pytest.mark.slow
 def test_reproduce_frontier_and_table2_reuse_the_main_runs(reproduced: Path) -> None:
     table1 = read_rows(reproduced / "privacy" / "table1.json", PrivacyRow)
     points = read_rows(reproduced / "frontier" / "frontier.json", FrontierPoint)
@@ -214,6 +218,7 @@ def test_reproduce_frontier_and_table2_reuse_the_main_runs(reproduced: Path) -> 
         assert all(abs(a - round(32 * a) / 32) <= 5e-5 for a in (r.clean, *r.adversarial.values())), r
 
 
+@pytest.mark.slow
 def test_reproduce_cli_resumes_only_the_missing_stage(reproduced: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     shutil.copytree(reproduced, out)  # a run killed during Table II

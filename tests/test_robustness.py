@@ -36,6 +36,7 @@ def mnist_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return model, x, y
 
 
+@pytest.mark.slow
 def test_our_jsma_agrees_with_art_saliency_map_method(mnist_model) -> None:
     """Same model, images, random targets, theta 1 and a 10% budget. ART ranks features by the
     target's gradient alone, we by Papernot's two-condition saliency; stated tolerance: success
@@ -66,6 +67,7 @@ def test_our_jsma_agrees_with_art_saliency_map_method(mnist_model) -> None:
     assert torch.equal(same.attacked, x[:4])
 
 
+@pytest.mark.slow
 def test_every_test_time_attack_lowers_accuracy(mnist_model, monkeypatch: pytest.MonkeyPatch) -> None:
     model, x, y = mnist_model
     rc = RobustnessConfig(cw_steps=50)
@@ -105,6 +107,7 @@ def test_shifted_logits_keep_every_difference_and_are_positive() -> None:
                                (ref[:, :, None] - ref[:, None, :]).detach().numpy(), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_robustness_cli_writes_table2_with_every_model_and_reconstruction_rows(
         runs: dict[str, Path], tmp_path: Path) -> None:
     priv = tmp_path / "priv"

@@ -206,6 +206,7 @@ def _large_adversarial_inputs(n: int = 48) -> dict[str, torch.Tensor]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(_large_adversarial_inputs()))
 def test_subspace_solver_matches_exact_solver(name: str) -> None:
     x = _large_adversarial_inputs()[name]
@@ -234,6 +235,7 @@ def test_auto_takes_the_subspace_path_above_16_on_a_cpu() -> None:
     assert resolve_svt("auto", torch.zeros(2, 14, 14)) == "gram"
 
 
+@pytest.mark.slow
 def test_short_subspace_solves_end_as_close_to_the_answer_as_exact_ones() -> None:
     # training stops APG after a few steps, before the polish: the subspace iterates must be as
     # good as the exact SVD's there too
@@ -274,6 +276,7 @@ def test_subspace_svt_tracks_a_small_basis_and_hands_full_rank_rows_to_the_exact
     assert calls and set(calls) == {1}  # ... alone
 
 
+@pytest.mark.slow
 def test_subspace_solver_on_device_matches_the_exact_cpu_solver(device: torch.device) -> None:
     """The subspace path on the test device (``--device cuda`` on a GPU): the same answers."""
     inputs = _large_adversarial_inputs()

@@ -95,6 +95,7 @@ def test_cli_train_kill_resume_evaluate(tmp_path: Path) -> None:
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--dataset", "x"], "CUDA"
      if not torch.cuda.is_available() else "unknown dataset"),
 ])
+@pytest.mark.slow
 def test_cli_bad_input_clear_error(tmp_path: Path, args: list[str], message: str) -> None:
     result = pgsl("train", "--out", str(tmp_path / "r"), *args)
     assert result.returncode == 2
@@ -102,6 +103,7 @@ def test_cli_bad_input_clear_error(tmp_path: Path, args: list[str], message: str
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_resume_without_run_and_evaluate_non_run(tmp_path: Path) -> None:
     result = pgsl("train", "--out", str(tmp_path / "empty"), "--resume")
     assert result.returncode == 2 and "nothing to resume" in result.stderr
