@@ -40,3 +40,30 @@ def test_every_design_citation_names_a_heading() -> None:
     missing = sorted(c for c in cited if c[1] not in anchors)
     assert not missing, missing
     assert _anchor("What `pgsl predict` gives a MIAS model") == "what-pgsl-predict-gives-a-mias-model"
+
+
+def _layout() -> dict[str, set[str]]:
+    """The README's Layout block: folder -> the file names it lists."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    listed: dict[str, set[str]] = {}
+    folder = ""
+    for line in block.splitlines():
+        head = re.match(r"^((?:src/pgsl|bench)[\w/]*/)\s", line)
+        if head:
+            folder = head[1]
+        if folder:
+            listed.setdefault(folder, set()).update(re.findall(r"[\w.]+\.(?:py|proto|sh)\b", line))
+    return listed
+
+
+def test_the_readme_layout_lists_every_source_file_and_only_existing_ones() -> None:
+    listed = _layout()
+    folders = {"src/pgsl/", "bench/", *(f"src/pgsl/{d.name}/" for d in (ROOT / "src" / "pgsl").iterdir()
+                                        if d.is_dir() and any(d.glob("*.py")))}
+    assert set(listed) == folders
+    generated = {"pgsl_pb2.py", "pgsl_pb2_grpc.py"}  # protoc's output beside pgsl.proto
+    for folder, names in listed.items():
+        present = {p.name for p in (ROOT / folder).iterdir()
+                   if p.suffix in {".py", ".proto", ".sh"} and p.name != "__init__.py"} - generated
+        assert names == present, (folder, sorted(names - present), sorted(present - names))
