@@ -14,7 +14,7 @@ from pgsl.defenses.noise import LaplaceNoise
 from pgsl.defenses.none import VanillaSplit
 from pgsl.defenses.nopeek import NoPeek
 from pgsl.defenses.pgsl import PGSL
-from pgsl.defenses.ressfl import AttackerAware
+from pgsl.defenses.ressfl import ResSFL
 
 __all__ = ["DEFENSES", "Defense", "NoParams", "get_defense", "parse_params", "register_defense"]
 
@@ -25,7 +25,7 @@ DEFENSES: dict[str, type[Defense]] = {
     "nopeek": NoPeek,
     "dp": GaussianDP,
     "mid": MID,
-    "ressfl": AttackerAware,
+    "ressfl": ResSFL,
 }
 
 

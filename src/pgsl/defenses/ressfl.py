@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from pgsl.config import Config
     from pgsl.data.base import ImageSet
 
-__all__ = ["AttackerAware", "ResSFLParams", "SimulatedInverter"]
+__all__ = ["ResSFL", "ResSFLParams", "SimulatedInverter"]
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -99,7 +99,7 @@ class ResSFLParams:
             raise ValueError(f"ResSFL bottleneck must be >= 0 channels, got {self.bottleneck}")
 
 
-class AttackerAware(Defense):
+class ResSFL(Defense):
     """The vanilla split trained against a simulated inversion decoder on the client."""
 
     Params = ResSFLParams
