@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 
 def test_the_cli_imports_no_torch_and_its_help_lists_every_command() -> None:
@@ -15,3 +18,22 @@ def test_the_cli_imports_no_torch_and_its_help_lists_every_command() -> None:
     assert r.returncode == 0, r.stderr
     for command in ("train", "privacy", "reproduce", "baselines", "predict", "benchmark", "flare"):
         assert f" {command} " in r.stdout, command
+
+
+def test_the_api_refuses_what_the_cli_refuses(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pgsl.cli import app
+    from pgsl.experiments.mu_sweep import SweepConfig
+
+    cases = [({"mus": (0.5, 0.0)}, ["--mus", "0.5,0"], "mu values must be positive"),
+             ({"images": 0}, ["--images", "0"], "images and max_iter must be >= 1"),
+             ({"solver": "svd"}, ["--solver", "svd"], "solver must be apg or admm")]
+    for api, cli, message in cases:
+        with pytest.raises(ValueError, match=message):
+            SweepConfig(**api)  # type: ignore[arg-type]
+        r = CliRunner().invoke(app, ["mu-sweep", "--out", str(tmp_path / "m"), *cli])
+        assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
+    with pytest.raises(ValueError, match="positive"):
+        SweepConfig(mus=())
+    assert not (tmp_path / "m").exists()  # refused before writing anything

@@ -449,21 +449,12 @@ def mu_sweep(
     from pgsl.experiments.mu_sweep import SweepConfig, best_mu
     from pgsl.experiments.mu_sweep import mu_sweep as run_sweep
     from pgsl.experiments.train import resolve_device
-    from pgsl.recovery.rpca import SOLVERS
 
-    values = tuple(_floats(mus, "--mus"))
-    if not values or min(values) <= 0:
-        raise ValueError("--mus needs positive values")
-    if images < 1:
-        raise ValueError("--images must be >= 1")
-    if solver not in SOLVERS:
-        raise ValueError(f"--solver must be {' or '.join(SOLVERS)}, got {solver!r}")
+    sweep = SweepConfig(mus=tuple(_floats(mus, "--mus")), images=images, seed=seed, solver=solver)
     base = load_preset(preset)
     configs = [_overrides(base, name, data_dir if name == "mias" else None, limit_train, None)
                for name in dataset]
-    rows = run_sweep(configs, out, SweepConfig(mus=values, images=images, seed=seed,
-                                                 solver=solver),
-                     resolve_device(device))
+    rows = run_sweep(configs, out, sweep, resolve_device(device))
     table = Table(title="mu sweep: MSE of the recovered image to the clean one (mu 0 = attacked image)")
     for col in ("dataset", "mu", "MSE", "iterations", "converged"):
         table.add_column(col)

@@ -45,6 +45,17 @@ class SweepConfig:
     seed: int = 0
     solver: str = "apg"  # or "admm": the same minimiser (robust_pca's ``solver``)
 
+    def __post_init__(self) -> None:
+        from pgsl.recovery.rpca import SOLVERS
+
+        if not self.mus or min(self.mus) <= 0:
+            raise ValueError(f"mu values must be positive, got {list(self.mus)}")
+        if self.images < 1 or self.max_iter < 1 or self.tol <= 0:
+            raise ValueError(f"images and max_iter must be >= 1 and tol > 0, got {self.images}, "
+                             f"{self.max_iter}, {self.tol}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be {' or '.join(SOLVERS)}, got {self.solver!r}")
+
 
 def sweep_dataset(cfg: Config, sc: SweepConfig, device: torch.device) -> list[MuSweepRow]:
     """One row per mu (plus mu = 0, the attacked image) for ``cfg.data.dataset``."""
