@@ -54,3 +54,26 @@ def test_a_cached_plain_cnn_of_another_configuration_is_refused_not_loaded(tmp_p
         plain_cnn(cfg.replace(train={"lr": 0.5}), train, 1, 10, path, torch.device("cpu"))
     with pytest.raises(StaleResult, match="train_images: 16 -> 8"):
         plain_cnn(cfg, ImageSet(train.images[:8], train.labels[:8]), 1, 10, path, torch.device("cpu"))
+
+
+def test_config_sections_defence_options_and_attack_budgets_are_read_alike() -> None:
+    """One reader (pgsl.typed.build) for the three: wrong types refused, ints widened to floats."""
+    from pgsl.attacks import parse_budget
+    from pgsl.attacks.dlg import DLGBudget
+    from pgsl.config import config_from_dict
+
+    with pytest.raises(ValueError, match=r"attack 'dlg': budget iterations must be an integer, got 1.5"):
+        parse_budget(DLGBudget, {"iterations": 1.5}, "dlg")
+    with pytest.raises(ValueError, match=r"budget stages must be a list, got 3"):
+        parse_budget(DLGBudget, {"stages": 3}, "dlg")
+    assert parse_budget(DLGBudget, {"stages": [0, 1]}, "dlg").stages == (0, 1)
+    with pytest.raises(ValueError, match=r"\[train\] epochs must be an integer, got '3'"):
+        config_from_dict({"train": {"epochs": "3"}})
+    with pytest.raises(ValueError, match=r"\[data\] limit_train must be an integer or none, got 1.5"):
+        config_from_dict({"data": {"limit_train": 1.5}})
+    with pytest.raises(ValueError, match=r"data.task must be one of"):
+        config_from_dict({"data": {"task": "benign"}})
+    cfg = config_from_dict({"train": {"lr": 1}, "fusion": {"weights": [1, 0, 0]}})
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float) and cfg.fusion.weights == (1.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="unknown key"):
+        config_from_dict({"train": {"epoch": 3}})

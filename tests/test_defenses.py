@@ -109,7 +109,7 @@ def test_nopeek_changes_the_client_update() -> None:
 def test_defence_config_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="unknown defence 'dpx'; choose one of pgsl, none, noise, nopeek"):
         TINY.replace(defense={"kind": "dpx"})
-    with pytest.raises(ValueError, match="option scale must be a float"):
+    with pytest.raises(ValueError, match="defence .noise.: option scale must be a number, got .big."):
         TINY.replace(defense={"kind": "noise", "params": {"scale": "big"}})
     with pytest.raises(ValueError, match="noise scale must be >= 0"):
         TINY.replace(defense={"kind": "noise", "params": {"scale": -1.0}})

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pgsl.typed import FieldError, build
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -249,14 +251,11 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     for name, values in raw.items():
         if name not in _SECTION_TYPES:
             raise ValueError(f"unknown config section [{name}]; known: {sorted(_SECTION_TYPES)}")
-        cls = _SECTION_TYPES[name]
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown key(s) {sorted(unknown)} in [{name}]; known: {sorted(known)}")
-        if "weights" in values:
-            values = {**values, "weights": tuple(values["weights"])}
-        sections[name] = cls(**values)
+        try:
+            sections[name] = build(_SECTION_TYPES[name], values,
+                                   unknown=f"unknown key(s) {{names}} in [{name}]; known: {{known}}")
+        except FieldError as e:
+            raise ValueError(f"[{name}] {e}") from None
     return Config(**sections)
 
 

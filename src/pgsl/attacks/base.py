@@ -12,13 +12,14 @@ torchattacks' ``Attack.__call__``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from torch import Tensor
 
 from pgsl.attacks.view import AttackerView
+from pgsl.typed import FieldError, build
 
 __all__ = ["Attack", "Budget", "Reconstruction", "parse_budget"]
 
@@ -43,12 +44,11 @@ class Reconstruction:
 
 def parse_budget(cls: type[Budget], values: dict[str, Any], attack: str) -> Budget:
     """A budget from ``{knob: value}``; unknown knobs are refused with the attack's name."""
-    known = {f.name for f in fields(cls)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"attack {attack!r} has no budget knob(s) {sorted(unknown)}; "
-                         f"its knobs: {', '.join(sorted(known))}")
-    return cls(**values)
+    try:
+        return build(cls, values,
+                     unknown=f"attack {attack!r} has no budget knob(s) {{names}}; its knobs: {{known}}")
+    except FieldError as e:
+        raise ValueError(f"attack {attack!r}: budget {e}") from None
 
 
 _Budget = Budget  # the base class, for annotations inside Attack (whose Budget is the subclass's)

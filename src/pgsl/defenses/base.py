@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from pgsl.typed import FieldError, build
+
 if TYPE_CHECKING:
     from pgsl.config import Config
     from pgsl.data.base import ImageSet
@@ -55,21 +57,11 @@ class Setting:
 def parse_params(cls: type[Any], values: Mapping[str, Any], defense: str) -> Any:
     """``values`` (from ``[defense.params]`` or ``--defense-option``) as the defence's params
     dataclass; unknown keys and wrong types are refused with a message naming the defence."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(values) - set(fields)
-    if unknown:
-        known = ", ".join(sorted(fields)) or "none"
-        raise ValueError(f"defence {defense!r} has no option(s) {sorted(unknown)}; its options: {known}")
-    checked: dict[str, Any] = {}
-    for key, value in values.items():
-        default = getattr(cls(), key)
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, type(default)):
-            raise ValueError(f"defence {defense!r}: option {key} must be a {type(default).__name__}, "
-                             f"got {value!r}")
-        checked[key] = value
-    return cls(**checked)
+    try:
+        return build(cls, values,
+                     unknown=f"defence {defense!r} has no option(s) {{names}}; its options: {{known}}")
+    except FieldError as e:
+        raise ValueError(f"defence {defense!r}: option {e}") from None
 
 
 class Defense(nn.Module):
