@@ -38,6 +38,7 @@ STRONG = {"dp": {"sigma": 0.05}, "mid": {"weight": 0.1, "code": 2},
 @pytest.mark.parametrize(("sigma", "releases", "delta"), [(1.0, 1, 1e-5), (4.0, 10, 1e-5), (0.3, 3, 1e-6)])
 def test_local_epsilon_is_the_gaussian_mechanisms_with_twice_the_clip_as_sensitivity(
         sigma: float, releases: int, delta: float) -> None:
+    assert list(RDPAccountant.DEFAULT_ALPHAS) == ORDERS  # our copy of the accountant's orders
     # the accountant's own answer for releases of a mechanism with noise multiplier sigma / 2
     accountant = RDPAccountant()
     for _ in range(releases):

@@ -37,3 +37,10 @@ def test_the_api_refuses_what_the_cli_refuses(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="positive"):
         SweepConfig(mus=())
     assert not (tmp_path / "m").exists()  # refused before writing anything
+
+
+def test_building_a_config_loads_no_opacus() -> None:
+    probe = ("import sys; from pgsl.config import Config; Config().replace(defense={'kind': 'dp'}); "
+             "print('opacus' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr
