@@ -18,6 +18,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several workers: one core each
         torch.set_num_threads(1)
+    if os.environ.get("PGSL_TEST_THREADS"):  # checking a statistical bound under another count
+        torch.set_num_threads(int(os.environ["PGSL_TEST_THREADS"]))
 
 
 @pytest.fixture(autouse=True)
