@@ -471,7 +471,8 @@ def test_dlg_and_idlg_recover_victims_in_their_published_setting() -> None:
     from torch import nn
     from torch.nn import functional as F
 
-    from pgsl.attacks.dlg import GradientLeak, gradient_inversion
+    from pgsl.attacks.dlg import gradient_inversion
+    from pgsl.attacks.view import GradientLeak
     from pgsl.data import load_dataset, to_float
 
     train = load_dataset(load_preset(TINY).data).train

@@ -1,6 +1,6 @@
 """Gradient inversion with a learned image prior: GGL (Li, Gu, Wang, Chen & Zhu, CVPR 2022).
 
-The leak is DLG's (:class:`~pgsl.attacks.dlg.GradientLeak`: one victim's parameter gradients and
+The leak is DLG's (:class:`~pgsl.attacks.view.GradientLeak`: one victim's parameter gradients and
 the attacker's white-box model). DLG and iDLG search pixel space, where on ReLU + BatchNorm
 networks the matching objective is non-smooth and badly conditioned; GGL searches the latent space
 of a generative model of images like the victim's instead, with a gradient-free evolution
@@ -38,9 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgsl.attacks.base import Attack, Budget, Reconstruction
-from pgsl.attacks.dlg import GradientLeak
 from pgsl.attacks.per_sample import logit_gradient_basis, per_sample_grads
-from pgsl.attacks.view import AttackerView, Need
+from pgsl.attacks.view import AttackerView, GradientLeak, Need
 
 
 class ImagePrior(nn.Module):

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from pgsl.attacks.dlg import GradientLeak
+from pgsl.attacks.per_sample import parameter_owners
 
-__all__ = ["AttackerView", "CloneFactory", "Need", "PipelineClone", "reconstruction_scores"]
+__all__ = ["AttackerView", "CloneFactory", "GradientLeak", "Need", "PipelineClone", "reconstruction_scores"]
 
 
 class Need:
@@ -54,6 +53,62 @@ class PipelineClone(nn.Module):
 CloneFactory = Callable[[int], PipelineClone]
 """``seed -> a fresh, randomly initialised`` :class:`PipelineClone` (the same seed, the same
 initial weights)."""
+
+
+@dataclass(frozen=True)
+class GradientLeak:
+    """What leaks from the victims' training steps, and the attacker's white-box model of them.
+
+    Attributes:
+        gradients: per victim, the leaked gradients, in the order of ``params``.
+        params: the parameters those gradients belong to, input side first; the last one is the
+            final layer's weight.
+        logits: a differentiable map from images ``(B, C, H, W)`` to the logits ``(B, K)`` whose
+            cross-entropy produced the leak (the client's discrete pixel attack left out), row
+            ``b`` a function of image ``b`` alone (eval mode). It may raise ``FloatingPointError``
+            when an iterate drives it out of the finite range.
+        num_classes: number of classes of that loss.
+        output_bias: the index in ``params`` of the final layer's bias, if it has one: at batch size
+            1 its gradient is ``dL/dlogits``.
+        modules: the modules holding ``params`` (searched recursively), for per-sample gradients;
+            empty: ``logits`` itself, if it is a module.
+    """
+
+    gradients: Sequence[Sequence[Tensor]]
+    params: Sequence[Tensor]
+    logits: Callable[[Tensor], Tensor]
+    num_classes: int
+    output_bias: int | None = None
+    modules: Sequence[nn.Module] = ()
+
+    @property
+    def weights(self) -> list[int]:
+        """Indices of the weight tensors (matrices and kernels) among ``params``, input side first."""
+        return [i for i, p in enumerate(self.params) if p.ndim > 1]
+
+    def trailing(self, k: int) -> list[int]:
+        """The last ``k`` weight tensors (all of them for ``k = 0`` or beyond their number)."""
+        w = self.weights
+        return w if k <= 0 or k >= len(w) else w[-k:]
+
+    def owners(self, indices: Sequence[int]) -> dict[int, tuple[nn.Module, str]]:
+        """``{index: (layer, "weight" | "bias")}``: the layer holding each of ``params[indices]``.
+
+        Raises:
+            ValueError: no module to search, or a parameter of a layer without per-sample
+                gradients (:func:`~pgsl.attacks.per_sample.parameter_owners`); a weight tensor
+                must belong to an ``nn.Linear`` or ``nn.Conv2d``.
+        """
+        modules = list(self.modules) or ([self.logits] if isinstance(self.logits, nn.Module) else [])
+        if not modules:
+            raise ValueError("the leak names no modules holding its parameters (GradientLeak.modules); "
+                             "the batched attacks need them for per-sample gradients")
+        found = parameter_owners(modules, [self.params[i] for i in indices])
+        for i, (layer, _) in zip(indices, found, strict=True):
+            if self.params[i].ndim > 1 and not isinstance(layer, nn.Linear | nn.Conv2d):
+                raise ValueError(f"weight tensor {i} belongs to a {type(layer).__name__}; gradient "
+                                 "matching is written for nn.Linear and nn.Conv2d weights")
+        return dict(zip(indices, found, strict=True))
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,7 @@ from torch import Tensor
 
 import pgsl.attacks
 from pgsl.attacks import Attack, AttackerView, Need, get_attack, parse_budget, reconstruction_scores
-from pgsl.attacks.dlg import GradientLeak
-from pgsl.attacks.view import CloneFactory, PipelineClone
+from pgsl.attacks.view import CloneFactory, GradientLeak, PipelineClone
 from pgsl.checkpoint import save_checkpoint, write_text
 from pgsl.data import to_float
 from pgsl.experiments.figures import save_grid
