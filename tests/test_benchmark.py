@@ -23,7 +23,7 @@ from pgsl.config import load_preset
 from pgsl.defenses.base import Defense, Setting
 from pgsl.defenses.noise import LaplaceNoise
 from pgsl.defenses.none import VanillaSplit
-from pgsl.experiments.benchmark import PLANS, benchmark, matched, score, summarise
+from pgsl.experiments.benchmark import PLANS, benchmark, heatmap_grid, matched, score, summarise
 from pgsl.experiments.cache import StaleResult
 from pgsl.experiments.results import BenchmarkRow, read_rows
 
@@ -65,7 +65,8 @@ def test_summary_keeps_the_attackers_better_target_and_the_strongest_attack_over
     rows = [_row("pgsl", "mu=0.55", s, "mean", 0.07, 0.34, acc) for s, acc in ((0, 0.90), (1, 0.92))]
     rows += [_row("pgsl", "mu=0.55", 0, "mia", 0.004, 0.60, 0.90, "cut"),
              _row("pgsl", "mu=0.55", 0, "mia", 0.002, 0.70, 0.90, "recovered"),  # the better view
-             _row("pgsl", "mu=0.55", 1, "mia", 0.006, 0.50, 0.92, "cut"),
+             _row("pgsl", "mu=0.55", 1, "mia", 0.006, 0.50, 0.92, "cut"),  # the better view
+             _row("pgsl", "mu=0.55", 1, "mia", 0.008, 0.65, 0.92, "recovered"),  # higher SSIM, worse MSE
              _row("pgsl", "mu=0.55", 0, "dlg", 0.030, 0.40, 0.90),
              _row("pgsl", "mu=0.55", 1, "dlg", 0.050, 0.45, 0.92)]
     (s,) = summarise(rows)
@@ -74,6 +75,10 @@ def test_summary_keeps_the_attackers_better_target_and_the_strongest_attack_over
     assert s.mse == pytest.approx(0.004) and s.mse_std == pytest.approx(math.sqrt(8e-6))
     assert s.ssim == pytest.approx(0.60)  # the per-seed best targets' SSIMs, 0.70 and 0.50
     assert (s.ssim_max, s.ssim_max_attack) == (pytest.approx(0.60), "mia")  # the baseline is no attack
+    # the heatmap's cell is the summary's number, not the highest SSIM of either target (0.675)
+    attacks, defenses, grid = heatmap_grid(rows, {"pgsl": s})
+    assert defenses == ["pgsl"] and grid[attacks.index("mia")][0] == pytest.approx(0.60)
+    assert grid[attacks.index("dlg")][0] == pytest.approx(0.425)
 
 
 def test_the_paper_plan_gives_ressfl_the_reference_bottleneck_at_the_paper_width() -> None:
@@ -133,6 +138,13 @@ def test_a_toy_defence_and_attack_appear_in_the_matrix_and_a_killed_benchmark_re
     assert cells == {(d, s, seed, a) for d, s in settings for seed in plan.seeds for a in attacks}
     assert Echo.calls == len(settings) * len(plan.seeds)
     assert {(s.defense, s.setting) for s in summary} == set(settings)
+    # one cell, one value: the heatmap reads the summary's rows (the better target per seed)
+    chosen = matched(summary)
+    attack_names, defense_names, grid = heatmap_grid(matrix, chosen)
+    for j, d in enumerate(defense_names):
+        s = chosen[d]
+        assert grid[attack_names.index(s.strongest)][j] == pytest.approx(s.ssim, abs=1e-12)
+        assert grid[attack_names.index(s.ssim_max_attack)][j] == pytest.approx(s.ssim_max, abs=1e-12)
     # every run of a seed is attacked on the same victims with the same auxiliary images: the toy
     # attack, which ignores what it observes, scores the same everywhere within a seed
     for seed in plan.seeds:

@@ -233,6 +233,17 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def attacker_rows(rows: Sequence[BenchmarkRow]) -> dict[str, list[BenchmarkRow]]:
+    """Per attack, one row per seed: the target with the lowest MSE (the attacker keeps its better
+    view). The summary's and the heatmap's numbers are both read from these rows."""
+    out: dict[str, list[BenchmarkRow]] = defaultdict(list)
+    for s in sorted({r.seed for r in rows}):
+        for attack in dict.fromkeys(r.attack for r in rows if r.seed == s):
+            out[attack].append(min((r for r in rows if r.seed == s and r.attack == attack),
+                                   key=lambda r: r.mse))
+    return out
+
+
 def summarise(matrix: Sequence[BenchmarkRow]) -> list[BenchmarkSummary]:
     """Per (defence, setting): the accuracy over seeds; per attack, its best target per seed (the
     lowest MSE: the attacker keeps its better view) averaged over seeds; the strongest attack is the
@@ -244,11 +255,7 @@ def summarise(matrix: Sequence[BenchmarkRow]) -> list[BenchmarkSummary]:
     for (defense, setting), rows in groups.items():
         seeds = sorted({r.seed for r in rows})
         accuracy = [next(r.accuracy for r in rows if r.seed == s) for s in seeds]
-        per_attack: dict[str, list[BenchmarkRow]] = defaultdict(list)
-        for s in seeds:
-            for attack in {r.attack for r in rows if r.seed == s}:
-                per_attack[attack].append(min((r for r in rows if r.seed == s and r.attack == attack),
-                                              key=lambda r: r.mse))
+        per_attack = attacker_rows(rows)
         real = {a: v for a, v in per_attack.items() if a != BASELINE} or per_attack
         strongest = min(real, key=lambda a: statistics.fmean(r.mse for r in real[a]))
         mse, mse_std = _mean_std([r.mse for r in real[strongest]])
@@ -296,22 +303,25 @@ def matched(summary: Sequence[BenchmarkSummary], drop: float = ACCURACY_DROP) ->
     return out
 
 
-def heatmap(matrix: Sequence[BenchmarkRow], chosen: dict[str, BenchmarkSummary], path: Path,
-            title: str) -> None:
-    """Attack (rows) x defence (columns): the attack's seed-mean SSIM (best target per seed) at
-    each defence's matched setting."""
-    plt = pyplot()
+def heatmap_grid(matrix: Sequence[BenchmarkRow], chosen: dict[str, BenchmarkSummary]
+                 ) -> tuple[list[str], list[str], list[list[float]]]:
+    """``(attacks, defences, grid)``: ``grid[i][j]`` is attack i's seed-mean SSIM at defence j's
+    chosen setting, from the same rows as the summary (:func:`attacker_rows`), so a cell reads as
+    the summary's SSIM of that attack; NaN where the attack did not run."""
     defenses = list(chosen)
     attacks = list(dict.fromkeys(r.attack for r in matrix))
-    grid: list[list[float]] = []
-    for attack in attacks:
-        line = []
-        for d in defenses:
-            rows = [r for r in matrix
-                    if r.defense == d and r.setting == chosen[d].setting and r.attack == attack]
-            per_seed = [max(r.ssim for r in rows if r.seed == s) for s in {r.seed for r in rows}]
-            line.append(statistics.fmean(per_seed) if per_seed else math.nan)
-        grid.append(line)
+    per_defense = {d: attacker_rows([r for r in matrix if r.defense == d and r.setting == chosen[d].setting])
+                   for d in defenses}
+    grid = [[statistics.fmean(r.ssim for r in per_defense[d][a]) if per_defense[d].get(a) else math.nan
+             for d in defenses] for a in attacks]
+    return attacks, defenses, grid
+
+
+def heatmap(matrix: Sequence[BenchmarkRow], chosen: dict[str, BenchmarkSummary], path: Path,
+            title: str) -> None:
+    """Attack (rows) x defence (columns): :func:`heatmap_grid` at each defence's matched setting."""
+    plt = pyplot()
+    attacks, defenses, grid = heatmap_grid(matrix, chosen)
     fig, ax = plt.subplots(figsize=(1.1 * len(defenses) + 2.5, 0.45 * len(attacks) + 1.8), dpi=120)
     im = ax.imshow(grid, cmap="magma_r", vmin=0.0, vmax=1.0, aspect="auto")
     ticks = [f"{d}\n{chosen[d].setting}\nacc {100 * chosen[d].accuracy:.1f}%" for d in defenses]

@@ -282,6 +282,8 @@ def _hijack(out: Path) -> str:
 
 def benchmark_section(folder: Path) -> str:
     """The benchmark's section (``pgsl benchmark``'s ``folder``); empty if it has not finished."""
+    from pgsl.experiments.benchmark import ACCURACY_DROP, SSIM_MARGIN
+
     path = folder / "summary.json"
     if not path.is_file() or not (folder / "matrix.json").is_file():
         return ""
@@ -308,8 +310,8 @@ def benchmark_section(folder: Path) -> str:
                  f"{', '.join(plan['defenses'])}. Per setting, mean ± std over seeds; the strongest attack "
                  "is the one with the lowest MSE on the attacker's better target. The score: the highest "
                  "accuracy at which no attack's mean SSIM exceeds the mean auxiliary image's by more than "
-                 "0.05. The heatmap compares each defence at its most private setting within 3 points of "
-                 "the vanilla split's accuracy.", "small")
+                 f"{SSIM_MARGIN:g}. The heatmap compares each defence at its most private setting within "
+                 f"{100 * ACCURACY_DROP:g} points of the vanilla split's accuracy.", "small")
             + _verdicts(verdicts)
             + _img(folder / "heatmap.png", "attack x defence heatmap")
             + _img(folder / "frontier.png", "frontier")
