@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pgsl.typed import FieldError, build
+from pgsl.typed import build
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -251,11 +251,8 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     for name, values in raw.items():
         if name not in _SECTION_TYPES:
             raise ValueError(f"unknown config section [{name}]; known: {sorted(_SECTION_TYPES)}")
-        try:
-            sections[name] = build(_SECTION_TYPES[name], values,
-                                   unknown=f"unknown key(s) {{names}} in [{name}]; known: {{known}}")
-        except FieldError as e:
-            raise ValueError(f"[{name}] {e}") from None
+        sections[name] = build(_SECTION_TYPES[name], values, field=f"[{name}] ",
+                               unknown=f"unknown key(s) {{names}} in [{name}]; known: {{known}}")
     return Config(**sections)
 
 

@@ -14,19 +14,16 @@ from typing import Any, Literal, TypeVar, Union
 T = TypeVar("T")
 
 
-class FieldError(ValueError):
-    """A value of the wrong type for its field (the message names the field, not its owner)."""
-
-
-def build(cls: type[T], values: Mapping[str, Any], *, unknown: str) -> T:
+def build(cls: type[T], values: Mapping[str, Any], *, unknown: str, field: str = "") -> T:
     """``cls(**values)`` after checking every value against its field's annotation: ``bool``,
     ``int`` (not a bool), ``float`` (an int is widened), ``str``, ``Literal[...]``, ``X | None``,
     ``tuple[X, ...]`` or ``tuple[X, Y]`` (a list is accepted) and ``dict`` / ``Any`` (as given).
     ``unknown``: the message for names ``cls`` lacks; ``{names}`` and ``{known}`` are filled in.
+    ``field``: what precedes a field's name in a wrong value's message (``"[train] "``).
 
     Raises:
-        ValueError: an unknown name (``unknown``); :class:`FieldError`: ``"<name> must be <type>,
-            got <value>"``; and whatever ``cls`` itself refuses.
+        ValueError: an unknown name (``unknown``); ``"<field><name> must be <type>, got <value>"``;
+            and whatever ``cls`` itself refuses.
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
@@ -35,13 +32,13 @@ def build(cls: type[T], values: Mapping[str, Any], *, unknown: str) -> T:
     if extra:
         raise ValueError(unknown.format(names=sorted(extra), known=", ".join(sorted(fields)) or "none"))
     hints = typing.get_type_hints(cls)
-    return cls(**{name: _check(value, hints[name], name) for name, value in values.items()})
+    return cls(**{name: _check(value, hints[name], field + name) for name, value in values.items()})
 
 
 def _check(value: Any, hint: Any, name: str) -> Any:
     ok, converted = _convert(value, hint)
     if not ok:
-        raise FieldError(f"{name} must be {_describe(hint)}, got {value!r}")
+        raise ValueError(f"{name} must be {_describe(hint)}, got {value!r}")
     return converted
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from pgsl.attacks.view import AttackerView
-from pgsl.typed import FieldError, build
+from pgsl.typed import build
 
 __all__ = ["Attack", "Budget", "Reconstruction", "parse_budget"]
 
@@ -44,11 +44,8 @@ class Reconstruction:
 
 def parse_budget(cls: type[Budget], values: dict[str, Any], attack: str) -> Budget:
     """A budget from ``{knob: value}``; unknown knobs are refused with the attack's name."""
-    try:
-        return build(cls, values,
-                     unknown=f"attack {attack!r} has no budget knob(s) {{names}}; its knobs: {{known}}")
-    except FieldError as e:
-        raise ValueError(f"attack {attack!r}: budget {e}") from None
+    return build(cls, values, field=f"attack {attack!r}: budget ",
+                 unknown=f"attack {attack!r} has no budget knob(s) {{names}}; its knobs: {{known}}")
 
 
 _Budget = Budget  # the base class, for annotations inside Attack (whose Budget is the subclass's)

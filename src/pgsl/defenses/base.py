@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from pgsl.typed import FieldError, build
+from pgsl.typed import build
 
 if TYPE_CHECKING:
     from pgsl.config import Config
@@ -57,11 +57,8 @@ class Setting:
 def parse_params(cls: type[Any], values: Mapping[str, Any], defense: str) -> Any:
     """``values`` (from ``[defense.params]`` or ``--defense-option``) as the defence's params
     dataclass; unknown keys and wrong types are refused with a message naming the defence."""
-    try:
-        return build(cls, values,
-                     unknown=f"defence {defense!r} has no option(s) {{names}}; its options: {{known}}")
-    except FieldError as e:
-        raise ValueError(f"defence {defense!r}: option {e}") from None
+    return build(cls, values, field=f"defence {defense!r}: option ",
+                 unknown=f"defence {defense!r} has no option(s) {{names}}; its options: {{known}}")
 
 
 class Defense(nn.Module):
