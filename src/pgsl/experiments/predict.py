@@ -48,7 +48,7 @@ from pgsl.config import Config, load_config
 from pgsl.data import RESIZED, DataError, load_dataset, mammo
 from pgsl.data.dicom import read_dicom
 from pgsl.data.imageops import square_resize
-from pgsl.data.mias import Preparation, crop, whole_image
+from pgsl.data.mias import InfoRow, Preparation, crop, whole_image
 from pgsl.split.channel import Channel, InProcessChannel
 from pgsl.split.trainer import DECISION
 
@@ -438,7 +438,7 @@ FILM_RULES: dict[str, Callable[[torch.Tensor], float]] = {
 }
 
 
-def film_diagnostics(patch_rows: list[dict], info: list[Any], roi_size: int) -> dict[str, Any]:
+def film_diagnostics(patch_rows: list[dict], info: list[InfoRow], roi_size: int) -> dict[str, Any]:
     """How a patch model's scan of MIAS films reads at film level, from its per-patch rows
     (``file``, ``x``, ``y`` in Info.txt coordinates, ``abnormal_score``):
 
@@ -457,7 +457,7 @@ def film_diagnostics(patch_rows: list[dict], info: list[Any], roi_size: int) -> 
     for p in patch_rows:
         per_film.setdefault(Path(p["file"]).name[:6].lower(), []).append(p)
     abnormal = {r.ref for r in info if r.label != "normal"}
-    known = sorted(f for f in per_film if f in {r.ref for r in info})
+    known = sorted(per_film.keys() & {r.ref for r in info})
     scores = {f: torch.tensor([float(p["abnormal_score"]) for p in per_film[f]]) for f in known}
     truth = torch.tensor([int(f in abnormal) for f in known])
     result: dict[str, Any] = {}
