@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pgsl.config import load_preset, parse_value
+from pgsl.experiments.cache import ensure_trained
 from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
-from pgsl.experiments.train import ensure_trained
 
 
 def _pairs(text: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from pgsl.attacks.view import reconstruction_scores
 from pgsl.config import load_preset
 from pgsl.data import to_float
 from pgsl.experiments.privacy import gradient_leak
-from pgsl.experiments.train import load_run, train_run
+from pgsl.runtime import load_run, train_run
 
 SOLVERS = ("scipy", "torch")
 

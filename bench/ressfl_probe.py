@@ -17,7 +17,7 @@ from pgsl.config import load_preset
 from pgsl.data import to_float
 from pgsl.defenses.ressfl import SimulatedInverter
 from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
-from pgsl.experiments.train import load_run, train_run
+from pgsl.runtime import load_run, train_run
 from pgsl.similarity import ssim
 
 POINTS = [

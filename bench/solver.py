@@ -76,7 +76,7 @@ def real_maps(run: Path, count: int) -> torch.Tensor:
     from pgsl.checkpoint import load_checkpoint
     from pgsl.config import load_config
     from pgsl.data import load_dataset, to_float
-    from pgsl.experiments.train import Run
+    from pgsl.runtime import Run
 
     cfg = load_config(run / "config.json")
     dataset = load_dataset(cfg.data.__class__(**{**cfg.data.__dict__, "limit_train": 64}))

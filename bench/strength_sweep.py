@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from pgsl.config import load_preset, parse_value
+from pgsl.experiments.cache import ensure_trained
 from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
-from pgsl.experiments.train import ensure_trained
 
 PRIVACY = PrivacyConfig(victims=64, aux=1000, attacks=("mia",), budgets={"mia": {"epochs": 4}})
 

@@ -124,7 +124,7 @@ def accuracy(preset: str, svt: str, out: Path, device: str, seeds: int = 1) -> N
     both solvers, so a seed's difference is the solver's effect plus the chaos of training
     (a different rounding in one solve sends SGD elsewhere); the spread over seeds measures that.
     """
-    from pgsl.experiments.train import train_run
+    from pgsl.runtime import train_run
 
     fused: dict[str, list[float]] = {"svd": [], svt: []}  # S_awa in %, per seed
     for seed in range(seeds):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pgsl.config import load_preset
 from pgsl.experiments.privacy import PrivacyConfig, privacy
-from pgsl.experiments.train import train_run
+from pgsl.runtime import train_run
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/example")
 cfg = load_preset("quick").replace(data={"limit_train": 2000, "limit_test": 500},

@@ -49,7 +49,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPa
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny trained runs on real MNIST (1,024 training images), one per defence."""
     from pgsl.config import load_preset
-    from pgsl.experiments.train import train_run
+    from pgsl.runtime import train_run
 
     root = tmp_path_factory.mktemp("runs")
     base = load_preset(str(Path(__file__).parent / "tiny.toml")).replace(data={"limit_train": 1024})

@@ -294,7 +294,7 @@ Point = tuple[float, float]  # (decision accuracy, the learned inversion's MSE)
 def strength_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, float], Point]:
     """(defence, strength) -> its trained run's point, each trained once; ``("none", 0)``: vanilla."""
     from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
-    from pgsl.experiments.train import train_run
+    from pgsl.runtime import train_run
 
     root = tmp_path_factory.mktemp("strengths")
     base = load_preset("quick").replace(data={"limit_train": 2048, "limit_test": 512})

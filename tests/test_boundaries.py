@@ -27,7 +27,7 @@ import pgsl.cli
 from pgsl.cli import client
 from pgsl.config import load_preset
 from pgsl.data.base import Dataset, ImageSet
-from pgsl.experiments.train import Run
+from pgsl.runtime import Run
 from pgsl.transport.client import GrpcChannel
 cfg = load_preset("quick").replace(model={"width": 8})
 images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)

@@ -17,8 +17,8 @@ from flare_sites import MalformedFirstSite  # noqa: E402
 
 from pgsl.checkpoint import load_checkpoint  # noqa: E402
 from pgsl.config import Config, load_preset  # noqa: E402
-from pgsl.experiments.train import CHECKPOINT, train_run  # noqa: E402
 from pgsl.flare.job import make_recipe, project_yml, simulate  # noqa: E402
+from pgsl.runtime import CHECKPOINT, train_run  # noqa: E402
 from pgsl.server.party import ServerParty  # noqa: E402
 from pgsl.split.channel import InProcessChannel  # noqa: E402
 

@@ -22,7 +22,7 @@ from pgsl.config import load_preset
 from pgsl.data import batches, to_float
 from pgsl.experiments.hijack import HijackConfig, hijack, hijack_run
 from pgsl.experiments.results import HijackRow, read_rows
-from pgsl.experiments.train import load_run
+from pgsl.runtime import load_run
 from pgsl.server.party import ServerParty
 from pgsl.split.channel import InProcessChannel
 from pgsl.split.messages import Activations, Gradient, Scores

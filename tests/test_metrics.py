@@ -13,7 +13,7 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score,
 from typer.testing import CliRunner
 
 from pgsl.cli import app
-from pgsl.experiments.metrics import classification_metrics, majority_baseline
+from pgsl.metrics import classification_metrics, majority_baseline
 from pgsl.split.trainer import DECISION
 
 TESTS = Path(__file__).parent

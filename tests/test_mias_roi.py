@@ -13,7 +13,7 @@ from fixtures import synthetic_mammograms
 
 from pgsl.config import load_preset
 from pgsl.data import mias
-from pgsl.experiments.train import train_run
+from pgsl.runtime import train_run
 
 TESTS = Path(__file__).parent
 

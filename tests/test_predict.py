@@ -18,7 +18,7 @@ from pgsl.cli import app
 from pgsl.config import load_preset
 from pgsl.data import to_float
 from pgsl.experiments.predict import Predictor, find_images, predict_images
-from pgsl.experiments.train import load_run, train_run
+from pgsl.runtime import load_run, train_run
 from pgsl.server.party import ServerParty
 from pgsl.split.trainer import DECISION
 from pgsl.transport.client import GrpcChannel

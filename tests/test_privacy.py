@@ -76,7 +76,7 @@ def _views(run_dir: Path, n_victims: int = 64, n_aux: int = 1000, leak_victims: 
     """The evaluator's side: the run as `pgsl privacy` loads it, its first training images as
     victims, the first test images as the attacker's, and the views built from them by name."""
     from pgsl.data import to_float
-    from pgsl.experiments.train import load_run
+    from pgsl.runtime import load_run
 
     run = load_run(run_dir, torch.device("cpu"), full_test=True)
     victims = to_float(run.dataset.train.images[:n_victims])
@@ -386,7 +386,7 @@ def quick_arch_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An undefended run with the quick preset's architecture (width 16, 128 hidden, 4x4 pooling),
     trained for seconds: the tiny preset's width-8 network leaks too little through its gradients
     for the gradient attacks (GGL measured MSE 0.108 vs the mean image's 0.078 there)."""
-    from pgsl.experiments.train import train_run
+    from pgsl.runtime import train_run
 
     cfg = load_preset(TINY).replace(
         data={"limit_train": 1024}, defense={"kind": "none"}, model={"width": 16, "hidden": 128, "pool": 4})

@@ -250,7 +250,7 @@ def test_runs_on_mias_carry_the_papers_mias_numbers(tmp_path: Path) -> None:
     from pgsl.config import load_preset
     from pgsl.experiments.privacy import PrivacyConfig, privacy
     from pgsl.experiments.robustness import RobustnessConfig, robustness
-    from pgsl.experiments.train import train_run
+    from pgsl.runtime import train_run
 
     data = tmp_path / "mias"
     mias_folder(data, size=16)

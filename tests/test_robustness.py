@@ -153,7 +153,7 @@ def test_a_smaller_reconstruction_set_trains_for_as_many_steps_with_its_control(
         runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pgsl.checkpoint import save_checkpoint
     from pgsl.experiments import robustness as rob
-    from pgsl.experiments.train import load_run
+    from pgsl.runtime import load_run
 
     run = load_run(runs["none"], torch.device("cpu"))
     g = torch.Generator().manual_seed(0)

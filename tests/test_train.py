@@ -16,7 +16,7 @@ import torch
 
 from pgsl.checkpoint import load_checkpoint, save_checkpoint
 from pgsl.config import load_preset
-from pgsl.experiments.train import evaluate_run, train_run
+from pgsl.runtime import evaluate_run, train_run
 from pgsl.split.trainer import DECISION
 
 TINY = str(Path(__file__).parent / "tiny.toml")

@@ -13,7 +13,7 @@ from pgsl.attacks.mean import MeanImage
 from pgsl.attacks.unsplit import UnSplit, UnSplitBudget, stretch, unsplit
 from pgsl.data import to_float
 from pgsl.experiments.privacy import PrivacyConfig, attacker_views, evaluate_privacy
-from pgsl.experiments.train import Run, load_run
+from pgsl.runtime import Run, load_run
 
 # main_iters x (input_iters + model_iters) = 5 x (10 + 10) steps on 16 victims of the tiny run
 FAST = UnSplitBudget(victims=16, main_iters=5, input_iters=10, model_iters=10)

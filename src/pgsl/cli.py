@@ -186,14 +186,14 @@ def _folds(folds: int | None, cfg: Config) -> int:
 
 
 def _cv_table(report: dict[str, Any]) -> Table:
-    from pgsl.experiments.cv import MODEL_NAMES, pm
+    from pgsl.experiments.cv import model_name, pm
 
     table = Table(title=f"MIAS {report['task']}: {report['folds']}-fold patient-grouped CV "
                         f"(cv_seed {report['cv_seed']}), mean ± std over folds")
     for column in ("model", "balanced acc.", "AUC", "accuracy", "macro-F1"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, m in report["models"].items():
-        table.add_row(MODEL_NAMES.get(name, name),
+        table.add_row(model_name(name),
                       *(pm(m, k) for k in ("balanced_accuracy", "auc", "accuracy", "macro_f1")))
     return table
 
@@ -241,7 +241,7 @@ def train(
     """Train a split model with a defence: PGSL (client attack + down-sampling + conv1-2 | APG
     recovery + 3 streams + fusion) or any other registered one (`pgsl defenses`). On MIAS, one run
     per fold of a patient-grouped cross-validation (--folds), summarised in cv.json / cv.md."""
-    from pgsl.experiments.train import train_run
+    from pgsl.runtime import train_run
 
     cfg = _overrides(load_preset(preset), dataset, data_dir, limit_train, limit_test)
     if guard:
@@ -448,7 +448,7 @@ def mu_sweep(
     """Fig. 3: MSE between the APG-recovered and the clean image, on JSMA-attacked images, per mu."""
     from pgsl.experiments.mu_sweep import SweepConfig, best_mu
     from pgsl.experiments.mu_sweep import mu_sweep as run_sweep
-    from pgsl.experiments.train import resolve_device
+    from pgsl.runtime import resolve_device
 
     sweep = SweepConfig(mus=tuple(_floats(mus, "--mus")), images=images, seed=seed, solver=solver)
     base = load_preset(preset)
@@ -632,7 +632,7 @@ def evaluate(
     limit_test: int | None = typer.Option(None, help="First N test images."),
 ) -> None:
     """Re-evaluate a saved run on its test split (writes evaluation.json)."""
-    from pgsl.experiments.train import evaluate_run
+    from pgsl.runtime import evaluate_run
 
     result = evaluate_run(run_dir, device=device, limit_test=limit_test,
                           reporter=RichReporter())
@@ -676,7 +676,7 @@ def server(
 
     import torch
 
-    from pgsl.experiments.train import resolve_device
+    from pgsl.runtime import resolve_device
     from pgsl.server.party import ServerParty
     from pgsl.transport.server import SplitLearningService, serve
 
@@ -729,7 +729,7 @@ def client(
                                "do not depend on the labels sent (a hijacking server)."),
 ) -> None:
     """Train this site's client segment against a remote server (its data never leaves)."""
-    from pgsl.experiments.train import train_run
+    from pgsl.runtime import train_run
     from pgsl.transport.client import GrpcChannel
     from pgsl.transport.wire import wire_dtype as wire_dtypes
 
@@ -774,7 +774,7 @@ def predict(
     cross-validation folder (MIAS, --folds), each film is scored by the fold model that never trained
     on it. Unusable images get a row with the reason; the rest are classified."""
     from pgsl.experiments.predict import Predictor, find_images, predict_cv, predict_images
-    from pgsl.experiments.train import resolve_device
+    from pgsl.runtime import resolve_device
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")

@@ -8,6 +8,7 @@ come from the command line. The fully resolved configuration is written beside e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pgsl.defenses import PROPOSED
 from pgsl.typed import build
 
 if sys.version_info >= (3, 11):
@@ -99,13 +101,17 @@ class DefenseConfig:
     --defense NAME``) and that defence's options (``[defense.params]``, e.g. ``scale = 0.5`` for
     ``noise``), checked by the defence's own ``Params`` dataclass."""
 
-    kind: str = "pgsl"
+    kind: str = PROPOSED
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from pgsl.defenses import get_defense, parse_params  # the registry imports this module
+        from pgsl.defenses import DEFENSES  # a registry of names: no defence module is loaded
 
-        parse_params(get_defense(self.kind).Params, self.params, self.kind)
+        DEFENSES.check([self.kind])
+        if self.params:  # options are checked by the defence's own dataclass (its module loads)
+            from pgsl.defenses.base import parse_params
+
+            parse_params(DEFENSES[self.kind].Params, self.params, self.kind)
 
 
 @dataclass(frozen=True)
@@ -291,6 +297,14 @@ def apply_settings(cfg: Config, settings: list[str]) -> Config:
             raise ValueError(f"{key} must be a {type(old).__name__}, got {value!r}")
         raw[section][name] = value
     return config_from_dict(raw)
+
+
+@functools.cache
+def published() -> dict[str, Any]:
+    """The paper's published numbers (``configs/published/khowaja2023.toml``: Table I's MSE and
+    Table II's accuracies by dataset), which reports put beside ours."""
+    with (PRESET_DIR / "published" / "khowaja2023.toml").open("rb") as f:
+        return tomllib.load(f)
 
 
 def available_presets() -> list[str]:

@@ -17,7 +17,8 @@ T = TypeVar("T")
 def build(cls: type[T], values: Mapping[str, Any], *, unknown: str, field: str = "") -> T:
     """``cls(**values)`` after checking every value against its field's annotation: ``bool``,
     ``int`` (not a bool), ``float`` (an int is widened), ``str``, ``Literal[...]``, ``X | None``,
-    ``tuple[X, ...]`` or ``tuple[X, Y]`` (a list is accepted) and ``dict`` / ``Any`` (as given).
+    ``tuple[X, ...]`` or ``tuple[X, Y]`` (a list is accepted), ``dict`` / ``Any`` (as given) and a
+    dataclass (a nested table, read by this same function).
     ``unknown``: the message for names ``cls`` lacks; ``{names}`` and ``{known}`` are filled in.
     ``field``: what precedes a field's name in a wrong value's message (``"[train] "``).
 
@@ -36,6 +37,9 @@ def build(cls: type[T], values: Mapping[str, Any], *, unknown: str, field: str =
 
 
 def _check(value: Any, hint: Any, name: str) -> Any:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+        return build(hint, value, field=f"{name}.",
+                     unknown=f"{name} has no field(s) {{names}}; its fields: {{known}}")
     ok, converted = _convert(value, hint)
     if not ok:
         raise ValueError(f"{name} must be {_describe(hint)}, got {value!r}")

@@ -10,33 +10,29 @@ one line in :data:`ATTACKS`.
 
 from __future__ import annotations
 
-from pgsl.attacks.activation_matching import ActivationMatching
 from pgsl.attacks.base import Attack, Budget, Reconstruction, parse_budget
-from pgsl.attacks.dlg import DLG, IDLG
-from pgsl.attacks.gan import GAN
-from pgsl.attacks.ggl import GGL
-from pgsl.attacks.mean import MeanImage
-from pgsl.attacks.mia import MIA
-from pgsl.attacks.unsplit import UnSplit
 from pgsl.attacks.view import AttackerView, Need, reconstruction_scores
+from pgsl.registry import Registry
 
-__all__ = ["ATTACKS", "Attack", "AttackerView", "Budget", "Need", "Reconstruction", "get_attack",
-           "parse_budget", "reconstruction_scores"]
+__all__ = ["ATTACKS", "BASELINE", "LEARNED", "Attack", "AttackerView", "Budget", "Need", "Reconstruction",
+           "get_attack", "parse_budget", "reconstruction_scores"]
 
-ATTACKS: dict[str, type[Attack]] = {
-    "mean": MeanImage,
-    "mia": MIA,
-    "gan": GAN,
-    "activation": ActivationMatching,
-    "unsplit": UnSplit,
-    "dlg": DLG,
-    "idlg": IDLG,
-    "ggl": GGL,
-}
+# an attack's module is imported when its name is first looked up (:class:`~pgsl.registry.Registry`)
+ATTACKS: Registry[Attack] = Registry("attack", {
+    "mean": "pgsl.attacks.mean:MeanImage",
+    "mia": "pgsl.attacks.mia:MIA",
+    "gan": "pgsl.attacks.gan:GAN",
+    "activation": "pgsl.attacks.activation_matching:ActivationMatching",
+    "unsplit": "pgsl.attacks.unsplit:UnSplit",
+    "dlg": "pgsl.attacks.dlg:DLG",
+    "idlg": "pgsl.attacks.dlg:IDLG",
+    "ggl": "pgsl.attacks.ggl:GGL",
+})
+
+BASELINE = "mean"  # the mean auxiliary image: the population prior every attack must beat
+LEARNED = "mia"  # the learned black-box inversion the frontier attacks each run with
 
 
 def get_attack(name: str) -> type[Attack]:
-    try:
-        return ATTACKS[name]
-    except KeyError:
-        raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}") from None
+    """The attack class registered under ``name``; a clear error for an unknown name."""
+    return ATTACKS.get_class(name)

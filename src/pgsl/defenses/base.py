@@ -13,6 +13,7 @@ Nothing outside a defence's own module tests its name.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from pgsl.config import Config
     from pgsl.data.base import ImageSet
 
-__all__ = ["Defense", "NoParams", "Setting", "parse_params"]
+__all__ = ["DEFAULT", "Defense", "NoParams", "Setting", "parse_params"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class Setting:
         """A setting of one of the defence's own options (``[defense.params]``), with ``fixed``
         options beside it."""
         return cls(knob, value, {"defense": {"params": {knob: value, **fixed}}})
+
+
+DEFAULT = Setting("", math.nan, {})  # a defence at its configured options
 
 
 def parse_params(cls: type[Any], values: Mapping[str, Any], defense: str) -> Any:
@@ -86,7 +90,9 @@ class Defense(nn.Module):
         server_model: the key of the server model it trains (``"one-stream"``, ``"three-streams"``).
         streams: that model's stream names, in its order (metrics are keyed by them).
         Params: a frozen dataclass of the defence's options (``[defense.params]`` in a config).
-        settings: its strengths for ``pgsl benchmark``, weakest first (empty: its defaults only).
+        settings: its strengths for the frontier and the benchmark, weakest first (empty: its
+            defaults only); :meth:`setting` makes one of any value.
+        title: its name in tables and figures.
     """
 
     server_model: ClassVar[str] = "one-stream"
@@ -94,6 +100,19 @@ class Defense(nn.Module):
     Params: ClassVar[type[Any]] = NoParams
     settings: ClassVar[tuple[Setting, ...]] = ()
     summary: ClassVar[str] = "vanilla split learning: conv1-2 on the raw image, no defence"
+    title: ClassVar[str] = "vanilla split"
+
+    @classmethod
+    def setting(cls, knob: str, value: float, **fixed: Any) -> Setting:
+        """The setting ``knob = value`` (with ``fixed`` options beside it): by default one of the
+        defence's own options (``[defense.params]``); a defence whose strength lives elsewhere in
+        the configuration overrides this. An unknown knob or option is refused."""
+        known = {f.name for f in dataclasses.fields(cls.Params)}
+        unknown = sorted({knob, *fixed} - known)
+        if unknown:
+            raise ValueError(f"{cls.title} has no option(s) {unknown}; its options: "
+                             f"{', '.join(sorted(known)) or 'none'}")
+        return Setting.option(knob, value, **fixed)
 
     def __init__(self, cfg: Config, channels: int, num_classes: int) -> None:
         super().__init__()

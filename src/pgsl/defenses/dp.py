@@ -114,6 +114,7 @@ class GaussianDP(Defense):
 
     Params = DPParams
     settings = tuple(Setting.option("sigma", s) for s in (0.02, 0.05, 0.1))
+    title = "Gaussian DP"
     summary = ("split + per-sample clipping and Gaussian noise on the activations, (epsilon, delta) "
                "from Opacus's RDP accountant; options sigma, clip_rms, delta")
 

@@ -70,6 +70,7 @@ class MID(Defense):
 
     Params = MIDParams
     settings = tuple(Setting.option("weight", w) for w in (1e-4, 1e-3, 1e-2))
+    title = "MID"
     summary = ("split + a variational information bottleneck at the cut (MID, Wang et al. 2022), "
                "options weight (lambda of the KL term) and code (channels)")
 

@@ -42,6 +42,7 @@ class LaplaceNoise(Defense):
 
     Params = NoiseParams
     settings = tuple(Setting.option("scale", b) for b in (0.5, 1.0, 2.0))
+    title = "Laplacian noise"
     summary = "split + Laplacian noise on the activations (Titcombe et al. 2021), option scale (b)"
 
     def perturb(self, a: Tensor) -> Tensor:

@@ -55,6 +55,7 @@ class NoPeek(Defense):
 
     Params = NoPeekParams
     settings = tuple(Setting.option("weight", a) for a in (0.5, 1.0, 3.0))
+    title = "NoPeek"
     summary = "split + NoPeek distance-correlation loss (Vepakomma et al. 2019), option weight (alpha)"
 
     def extra_loss(self, x: Tensor, sent: Tensor) -> Tensor | None:

@@ -12,7 +12,7 @@ Its options live in the config's ``[pixel_attack]`` (the pixel budget), ``[recov
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -29,21 +29,32 @@ if TYPE_CHECKING:
 __all__ = ["PGSL"]
 
 
+def _knob(knob: str, value: float) -> Setting:
+    if knob == "mu":
+        return Setting("mu", value, {"recovery": {"mu": value}, "pixel_attack": {"pixels": 4}})
+    pixels = int(value) if value >= 1 else value
+    return Setting("pixels", value, {"recovery": {"mu": 0.55}, "pixel_attack": {
+        "pixels": pixels, "pixels_per_step": int(min(2, max(pixels, 1)))}})
+
+
 class PGSL(Defense):
     """The paper's client: few-pixel saliency attack, reversible down-sampling; three streams."""
 
     server_model = "three-streams"
     streams = ("S_a", "S_f", "S_r")
+    title = "PGSL"
     # the paper's two knobs: mu (Fig. 3's sweep) at the 4-pixel budget, then the budget at mu 0.55
-    settings = (
-        *(Setting("mu", m, {"recovery": {"mu": m}, "pixel_attack": {"pixels": 4}})
-          for m in (0.15, 0.55, 0.95)),
-        *(Setting("pixels", p, {"recovery": {"mu": 0.55},
-                                "pixel_attack": {"pixels": p, "pixels_per_step": min(2, p)}})
-          for p in (1, 16)),
-    )
+    settings = (*(_knob("mu", m) for m in (0.15, 0.55, 0.95)), *(_knob("pixels", p) for p in (1, 16)))
     summary = ("PGSL: intentional JSMA + reversible down-sampling on the client; APG recovery, "
                "three streams and decision fusion on the server (options: pixel_attack.pixels, recovery.mu)")
+
+    @classmethod
+    def setting(cls, knob: str, value: float, **fixed: Any) -> Setting:
+        """The paper's two knobs: ``mu`` (the recovery's, Fig. 3) at the 4-pixel budget, and
+        ``pixels`` (the pixel attack's budget) at mu 0.55."""
+        if fixed or knob not in ("mu", "pixels"):
+            raise ValueError(f"PGSL's settings are mu=VALUE and pixels=VALUE, got {knob!r} {fixed or ''}")
+        return _knob(knob, value)
 
     def __init__(self, cfg: Config, channels: int, num_classes: int) -> None:
         super().__init__(cfg, channels, num_classes)

@@ -108,6 +108,7 @@ class ResSFL(Defense):
     # The reference threshold (0.5) acts: the simulated decoder stays at SSIM 0.77-0.80
     # (bench/ressfl_probe.py)
     settings = tuple(Setting.option("weight", w, bottleneck=2) for w in (0.0, 0.3, 1.0, 3.0))
+    title = "ResSFL"
     summary = ("split + attacker-aware training against a simulated inversion decoder (ResSFL, "
                "Li et al. 2022), options weight, ssim_threshold, bottleneck, pretrain_epochs, "
                "decoder_steps")

@@ -4,28 +4,30 @@ protocol and budget on the same split, so a PGSL number can be read against them
 The three models share the configuration (data protocol, augmentation, class-balanced sampling,
 epochs, optimiser, network): PGSL and the vanilla split are ``pgsl train`` runs (``--defense pgsl``
 and ``none``), the plain CNN is the same layers trained in one place (:mod:`pgsl.experiments.plain`).
-Each is scored by :func:`pgsl.experiments.metrics.classification_metrics` on the test split, and
+Each is scored by :func:`pgsl.metrics.classification_metrics` on the test split, and
 the majority-class baseline is the fourth row. Runs are cached in ``out``: re-running resumes.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from pgsl.config import Config
 from pgsl.data import load_dataset
-from pgsl.experiments.metrics import majority_baseline
+from pgsl.defenses import DEFENSES, PROPOSED, VANILLA
+from pgsl.experiments.cache import ensure_trained
 from pgsl.experiments.plain import scored_on_test
 from pgsl.experiments.results import BaselineRow, write_rows
-from pgsl.experiments.train import Reporter, ensure_trained, resolve_device
+from pgsl.metrics import majority_baseline
+from pgsl.runtime import Reporter, resolve_device
 from pgsl.split.trainer import DECISION
 
 __all__ = ["baselines"]
 
 log = logging.getLogger(__name__)
 
-SPLIT_MODELS = {"pgsl": "pgsl", "none": "vanilla split"}
 
 
 def _row(dataset: str, model: str, m: dict, run: str) -> BaselineRow:
@@ -34,17 +36,20 @@ def _row(dataset: str, model: str, m: dict, run: str) -> BaselineRow:
                        auc_ovr=m.get("auc_ovr"), recall=m.get("recall", {}), n_test=m.get("n", 0), run=run)
 
 
-def baselines(cfg: Config, out: Path, device: str = "cpu",
-              reporter: Reporter | None = None) -> list[BaselineRow]:
-    """Train (or reuse) the three models and write ``baselines.json``, ``.csv`` and ``.md``."""
+def baselines(cfg: Config, out: Path, device: str = "cpu", reporter: Reporter | None = None,
+              defenses: Sequence[str] = (PROPOSED, VANILLA)) -> list[BaselineRow]:
+    """Train (or reuse) each of ``defenses`` (split runs), the plain CNN and the majority class
+    on the same split; write ``baselines.json``, ``.csv`` and ``.md``."""
+    DEFENSES.check(defenses)
     dev = resolve_device(device)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for kind, name in SPLIT_MODELS.items():
+    for kind in defenses:
         path = out / kind
         metrics = ensure_trained(cfg.replace(defense={"kind": kind, "params": {}}), path, device=device,
                                  reporter=reporter)
-        rows.append(_row(metrics["dataset"], name, metrics["test_metrics"][DECISION], str(path)))
+        rows.append(_row(metrics["dataset"], DEFENSES[kind].title, metrics["test_metrics"][DECISION],
+                         str(path)))
     dataset = load_dataset(cfg.data, seed=cfg.train.seed)
     plain = scored_on_test(cfg, dataset, out / "plain_cnn.pt", dev)
     rows.append(_row(dataset.name, "plain CNN", plain, str(out / "plain_cnn.pt")))
@@ -64,7 +69,8 @@ def markdown(rows: list[BaselineRow]) -> str:
         return "-" if v is None else f"{v:.{digits}f}"
 
     classes = list(rows[0].recall)
-    lines = [f"# {rows[0].dataset}: PGSL, the vanilla split and the plain CNN (same protocol and budget)",
+    lines = [f"# {rows[0].dataset}: split models, the plain CNN and the majority class (same protocol "
+             "and budget)",
              "", "| model | accuracy | balanced accuracy | macro-F1 | AUC (one-vs-rest) | "
              + " | ".join(f"recall {c}" for c in classes) + " |",
              "|---|---:|---:|---:|---:|" + "---:|" * len(classes)]

@@ -41,112 +41,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pgsl.attacks import BASELINE
 from pgsl.config import Config
-from pgsl.defenses import get_defense
-from pgsl.defenses.base import Setting
-from pgsl.defenses.pgsl import PGSL
+from pgsl.defenses import VANILLA
+from pgsl.experiments.cache import ensure_trained
 from pgsl.experiments.figures import pyplot, save_figure
+from pgsl.experiments.plan import Plan
 from pgsl.experiments.privacy import PrivacyConfig, evaluate_privacy
 from pgsl.experiments.results import BenchmarkRow, BenchmarkSummary, PrivacyRow, read_rows, write_rows
-from pgsl.experiments.train import Reporter, ensure_trained
+from pgsl.runtime import Reporter
 from pgsl.split.trainer import DECISION
 
-__all__ = ["BenchmarkPlan", "PLANS", "benchmark", "matched", "score", "settings_of", "summarise"]
+__all__ = ["benchmark", "matched", "score", "summarise"]
 
 log = logging.getLogger(__name__)
 
-BASELINE = "mean"  # the mean auxiliary image: the population prior, not an attack
 SSIM_MARGIN = 0.05  # score(): an attack "learns nothing" within this SSIM of the mean image
 ACCURACY_DROP = 0.03  # matched(): settings within 3 points of the vanilla split's accuracy
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchmarkPlan:
-    """What a benchmark trains and runs: config changes for every run (``{section: {key: value}}``),
-    the training seeds, the attack protocol, the attacks and the defences (None: every registered
-    one at run time), and settings that replace a defence's declared ones in this plan."""
-
-    train: dict[str, dict[str, Any]]
-    seeds: tuple[int, ...]
-    privacy: PrivacyConfig
-    attacks: tuple[str, ...] | None = None
-    defenses: tuple[str, ...] | None = None
-    settings: dict[str, tuple[Setting, ...]] = dataclasses.field(default_factory=dict)  # per defence
-
-    def __post_init__(self) -> None:
-        if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"a benchmark needs distinct seeds, got {self.seeds}")
-
-
-PLANS: dict[str, BenchmarkPlan] = {
-    # 2-core CPU, about an hour: 2,500 training images for one epoch, 1,000 test images, every
-    # attack at a small budget (DLG/iDLG through PGSL's pixel attack cost ~1 min per run at 32
-    # victims and 20 iterations, measured: hence 16 and 10); PGSL at three settings spanning both
-    # of its knobs (the paper plan runs all five). The learned attacks step in batches of 16: at 3
-    # epochs of 800 images the MIA decoder in batches of 64 (39 steps) is far from converged (vanilla
-    # split: MSE 0.0080 / SSIM 0.60), in batches of 16 it reaches 0.00065 / 0.99 in the same time
-    # (20 epochs of 64: 0.00044); the GAN 0.0160 -> 0.0022, still ~2x short of 3 + 3 epochs
-    # (docs/findings.md#attack-budgets, bench/results/cpu-2core-attack-budgets.txt)
-    "quick": BenchmarkPlan(
-        train={"data": {"limit_train": 2500, "limit_test": 1000}},
-        seeds=(0, 1, 2),
-        privacy=PrivacyConfig(victims=64, aux=800,
-                              budgets={"mia": {"epochs": 3, "batch_size": 16, "loss": "mse+ssim"},
-                                       "gan": {"epochs": 1, "pretrain_epochs": 1, "batch_size": 16},
-                                       "activation": {"victims": 16, "steps": 100},
-                                       "unsplit": {"victims": 8, "main_iters": 3},
-                                       "dlg": {"victims": 16, "iterations": 10, "starts": 16},
-                                       "idlg": {"victims": 16, "iterations": 10, "starts": 16},
-                                       "ggl": {"victims": 8, "prior_epochs": 5, "population": 16,
-                                               "generations": 5, "starts": 32}}),
-        settings={"pgsl": tuple(s for s in PGSL.settings if s.label in ("mu=0.15", "mu=0.55", "pixels=16"))},
-    ),
-    # seconds per run: the test suite's plan, numbers meaningless
-    "tiny": BenchmarkPlan(
-        train={"data": {"limit_train": 256, "limit_test": 64}},
-        seeds=(0, 1),
-        privacy=PrivacyConfig(victims=8, aux=32,
-                              budgets={"mia": {"epochs": 1, "loss": "mse+ssim"},
-                                       "gan": {"epochs": 1, "pretrain_epochs": 1},
-                                       "activation": {"victims": 2, "steps": 3},
-                                       "unsplit": {"victims": 2, "main_iters": 1, "input_iters": 2,
-                                                   "model_iters": 2},
-                                       "dlg": {"victims": 2, "iterations": 3, "starts": 8},
-                                       "idlg": {"victims": 2, "iterations": 3, "starts": 8},
-                                       "ggl": {"victims": 2, "prior_epochs": 1, "population": 4,
-                                               "generations": 1, "starts": 8}}),
-    ),
-    # the full protocol on a GPU: the preset's training, Table I's budgets, five seeds
-    # (every plan's MIA trains its decoder for the SSIM the benchmark scores it by)
-    # ResSFL's bottleneck at the reference code's 8 channels of the paper width's 64
-    "paper": BenchmarkPlan(train={}, seeds=(0, 1, 2, 3, 4),
-                           privacy=PrivacyConfig(budgets={"mia": {"loss": "mse+ssim"}}),
-                           settings={"ressfl": tuple(Setting.option("weight", w, bottleneck=8)
-                                                     for w in (0.0, 0.3, 1.0, 3.0))}),
-}
-
-
-def settings_of(defense: str, plan: BenchmarkPlan | None = None) -> tuple[Setting, ...]:
-    """The defence's benchmark settings: the plan's for it, else its declared ones, else its
-    defaults."""
-    if plan is not None and defense in plan.settings:
-        return plan.settings[defense]
-    return get_defense(defense).settings or (Setting("", math.nan, {}),)
-
-
-def _configure(base: Config, plan: BenchmarkPlan, defense: str, setting: Setting, seed: int) -> Config:
-    cfg = base.replace(defense={"kind": defense, "params": {}}, train={"seed": seed})
-    for section, fixed in plan.train.items():
-        cfg = cfg.replace(**{section: dict(fixed)})
-    for section, values in setting.changes.items():
-        changes = {"kind": defense, **values} if section == "defense" else dict(values)
-        cfg = cfg.replace(**{section: changes})
-    return cfg
-
-
-def _run_name(defense: str, setting: Setting, seed: int) -> str:
-    label = "" if not setting.knob else f"-{setting.knob}-{setting.value:g}"
-    return f"{defense}{label}-seed{seed}"
 
 
 def _train(cfg: Config, path: Path, attacks: Path, device: str,
@@ -173,39 +84,35 @@ def _attack(path: Path, attack: str, pc: PrivacyConfig, cache: Path, device: str
     return rows
 
 
-def benchmark(base: Config, out: Path, plan: BenchmarkPlan, device: str = "cpu",
+def benchmark(base: Config, out: Path, plan: Plan, device: str = "cpu",
               reporter: Reporter | None = None) -> list[BenchmarkSummary]:
-    """Train and attack every (defence, setting, seed), write the matrix, the summary and the
+    """Train and attack every arm of the plan (each defence at each of its settings,
+    :meth:`~pgsl.experiments.plan.Plan.arms`) over its seeds, write the matrix, the summary and the
     figures into ``out`` (see the module's text); return the summary."""
-    from pgsl.attacks import ATTACKS
-    from pgsl.defenses import DEFENSES
-
-    defenses = plan.defenses or tuple(DEFENSES)
-    attacks = plan.attacks or tuple(ATTACKS)
-    for name in defenses:
-        get_defense(name)
-    # refuses an unknown attack or knob now; the plan's budgets for attacks not run are dropped
-    pc = dataclasses.replace(plan.privacy, attacks=attacks,
-                             budgets={k: v for k, v in plan.privacy.budgets.items() if k in attacks})
+    arms = plan.arms()
+    defenses = list(dict.fromkeys(a.defense for a in arms))
+    attacks = plan.privacy.attacks
+    # the plan's budgets for attacks not run are dropped
+    pc = dataclasses.replace(plan.privacy, budgets={k: v for k, v in plan.privacy.budgets.items()
+                                                    if k in attacks})
     out.mkdir(parents=True, exist_ok=True)
     matrix: list[BenchmarkRow] = []
-    for defense in defenses:
-        for setting in settings_of(defense, plan):
-            for seed in plan.seeds:
-                name = _run_name(defense, setting, seed)
-                path = out / "runs" / name
-                cache = out / "attacks" / name
-                metrics = _train(_configure(base, plan, defense, setting, seed), path, cache, device,
-                                 reporter)
-                epsilon = (metrics.get("privacy") or {}).get("epsilon")
-                for attack in attacks:
-                    for r in _attack(path, attack, pc, cache / f"{attack}.json", device):
-                        matrix.append(BenchmarkRow(
-                            dataset=r.dataset, defense=defense, setting=setting.label, value=setting.value,
-                            seed=seed, attack=attack, target=r.target, n_victims=r.n_victims,
-                            accuracy=float(metrics["test_accuracy"][DECISION]), mse=r.mse_mean,
-                            psnr=r.psnr_mean, ssim=r.ssim_mean, epsilon=epsilon, run=name))
-                write_rows(out / "matrix.csv", matrix)  # the rows so far
+    for arm in arms:
+        setting = arm.setting
+        for seed in plan.seeds:
+            name = f"{arm.name}-seed{seed}"
+            path = out / "runs" / name
+            cache = out / "attacks" / name
+            metrics = _train(arm.configure(base, plan.train, seed), path, cache, device, reporter)
+            epsilon = (metrics.get("privacy") or {}).get("epsilon")
+            for attack in attacks:
+                for r in _attack(path, attack, pc, cache / f"{attack}.json", device):
+                    matrix.append(BenchmarkRow(
+                        dataset=r.dataset, defense=arm.defense, setting=setting.label, value=setting.value,
+                        seed=seed, attack=attack, target=r.target, n_victims=r.n_victims,
+                        accuracy=float(metrics["test_accuracy"][DECISION]), mse=r.mse_mean,
+                        psnr=r.psnr_mean, ssim=r.ssim_mean, epsilon=epsilon, run=name))
+            write_rows(out / "matrix.csv", matrix)  # the rows so far
     summary = summarise(matrix)
     baseline = _baseline_ssim(matrix)
     scores = {d: score([s for s in summary if s.defense == d], baseline) for d in defenses}
@@ -216,17 +123,13 @@ def benchmark(base: Config, out: Path, plan: BenchmarkPlan, device: str = "cpu",
     write_rows(out / "summary.csv", summary)
     (out / "summary.md").write_text(summary_markdown(summary, scores, chosen, plan, attacks))
     write_rows(out / "summary.json", summary, scores=scores, dataset=name,
-               matched={d: s.setting for d, s in chosen.items()}, plan=_plan_dict(plan, attacks, defenses))
+               matched={d: s.setting for d, s in chosen.items()},
+               plan={**plan.as_dict(), "attacks": list(attacks), "defenses": defenses})
     write_rows(out / "matrix.json", matrix)  # its presence means the benchmark is done
     from pgsl.experiments.report import write_benchmark_report
 
     write_benchmark_report(out, name)
     return summary
-
-
-def _plan_dict(plan: BenchmarkPlan, attacks: Sequence[str], defenses: Sequence[str]) -> dict[str, Any]:
-    return {"train": plan.train, "seeds": list(plan.seeds), "privacy": dataclasses.asdict(plan.privacy),
-            "attacks": list(attacks), "defenses": list(defenses)}
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -292,7 +195,7 @@ def matched(summary: Sequence[BenchmarkSummary], drop: float = ACCURACY_DROP) ->
     """Per defence, the setting compared at a matched accuracy: the most private one (the largest
     strongest-attack MSE) among those within ``drop`` of the vanilla split's seed-mean accuracy;
     the most accurate setting when none is (or with no vanilla run, the most private of all)."""
-    vanilla = [r.accuracy for r in summary if r.defense == "none"]
+    vanilla = [r.accuracy for r in summary if r.defense == VANILLA]
     floor = max(vanilla) - drop if vanilla else -math.inf
     out = {}
     for defense in dict.fromkeys(r.defense for r in summary):
@@ -350,7 +253,7 @@ def frontier_plot(summary: Sequence[BenchmarkSummary], path: Path, title: str) -
             label = defense if knob in ("default", "") or len(rows) == len(pts) else f"{defense} ({knob})"
             ax.errorbar([r.mse for r in pts], [100 * r.accuracy for r in pts],
                         xerr=[r.mse_std for r in pts], yerr=[100 * r.accuracy_std for r in pts],
-                        marker="*" if defense == "none" else "o", markersize=10 if defense == "none" else 5,
+                        marker="*" if defense == VANILLA else "o", markersize=10 if defense == VANILLA else 5,
                         capsize=2, elinewidth=0.6, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("strongest attack's reconstruction MSE (log; higher = more private)", fontsize=8)
@@ -363,7 +266,7 @@ def frontier_plot(summary: Sequence[BenchmarkSummary], path: Path, title: str) -
 
 
 def summary_markdown(summary: Sequence[BenchmarkSummary], scores: dict[str, float | None],
-                     chosen: dict[str, BenchmarkSummary], plan: BenchmarkPlan, attacks: Sequence[str]) -> str:
+                     chosen: dict[str, BenchmarkSummary], plan: Plan, attacks: Sequence[str]) -> str:
     def pm(m: float, s: float, digits: int) -> str:
         return f"{m:.{digits}f} ± {s:.{digits}f}"
 

@@ -11,8 +11,15 @@ the settings that differ, so no number computed under one protocol is ever repor
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
+
+from pgsl.config import Config, load_config
+from pgsl.runtime import CHECKPOINT, CONFIG, METRICS, Reporter, train_run
+
+log = logging.getLogger(__name__)
 
 
 class StaleResult(ValueError):
@@ -51,3 +58,22 @@ def check(saved: Any, wanted: Any, what: str, remedy: str = "use another --out, 
     lines = differences(saved, wanted)
     more = f" (and {len(lines) - 5} more)" if len(lines) > 5 else ""
     raise StaleResult(f"{what} was computed with other settings ({'; '.join(lines[:5])}{more}): {remedy}")
+
+
+def ensure_trained(cfg: Config, out: Path, *, device: str = "cpu", reporter: Reporter | None = None,
+                   before_training: Callable[[], object] | None = None) -> dict[str, Any]:
+    """``out``'s ``metrics.json``, training the run first unless it is complete: a killed run
+    resumes from its checkpoint. A folder holding a run of another configuration (compared by
+    :meth:`Config.key`) is refused (:class:`~pgsl.experiments.cache.StaleResult`).
+    ``before_training`` is called just before any training (e.g. to drop results computed from
+    the run's earlier state)."""
+    if (out / CONFIG).is_file():
+        check(load_config(out / CONFIG).key(), cfg.key(), f"{out} holds a run that",
+              "use another folder, or move that run away")
+    if not (out / METRICS).is_file():
+        if before_training is not None:
+            before_training()
+        resume = (out / CHECKPOINT).is_file()
+        log.info("training %s%s", out.name, " (resuming)" if resume else "")
+        train_run(cfg, out, resume=resume, device=device, reporter=reporter)
+    return dict(json.loads((out / METRICS).read_text()))

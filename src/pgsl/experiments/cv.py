@@ -31,8 +31,8 @@ from typing import Any
 
 from pgsl.checkpoint import write_json, write_text
 from pgsl.config import Config
-from pgsl.experiments.cache import check
-from pgsl.experiments.train import Reporter, ensure_trained, resolve_device
+from pgsl.experiments.cache import check, ensure_trained
+from pgsl.runtime import Reporter, resolve_device
 
 __all__ = ["CV_JSON", "CV_MD", "MAJORITY", "PLAIN", "cross_validate", "fold_config", "markdown", "pm"]
 
@@ -65,7 +65,7 @@ def _plain(cfg: Config, out: Path, device: str) -> dict[str, Any]:
 
 def _majority(cfg: Config) -> dict[str, Any]:
     from pgsl.data import load_dataset
-    from pgsl.experiments.metrics import majority_metrics
+    from pgsl.metrics import majority_metrics
 
     dataset = load_dataset(cfg.data, seed=cfg.train.seed)
     return majority_metrics(dataset.train.labels, dataset.test.labels, dataset.classes)
@@ -152,7 +152,12 @@ def cross_validate(cfg: Config, out: Path, *, models: Sequence[str], folds: int 
     return report
 
 
-MODEL_NAMES = {"pgsl": "PGSL", "none": "vanilla split", PLAIN: "plain CNN", MAJORITY: "majority"}
+def model_name(name: str) -> str:
+    """A cross-validated model's name in tables: a defence's title, or the plain CNN / majority."""
+    from pgsl.defenses import DEFENSES
+
+    return {PLAIN: "plain CNN", MAJORITY: "majority"}.get(name) or (
+        DEFENSES[name].title if name in DEFENSES else name)
 
 
 def pm(m: dict[str, Any], key: str) -> str:
@@ -173,13 +178,13 @@ def markdown(report: dict[str, Any]) -> str:
     for name, m in report["models"].items():
         recall = ["-" if m["recall_mean"][c] is None
                   else f"{m['recall_mean'][c]:.3f} ± {m['recall_std'][c]:.3f}" for c in classes]
-        lines.append(f"| {MODEL_NAMES.get(name, name)} | {pm(m, 'balanced_accuracy')} | {pm(m, 'auc')} | "
+        lines.append(f"| {model_name(name)} | {pm(m, 'balanced_accuracy')} | {pm(m, 'auc')} | "
                      f"{pm(m, 'accuracy')} | {pm(m, 'macro_f1')} | " + " | ".join(recall) + " |")
     lines += ["", "Balanced accuracy per fold:", "",
               "| model | " + " | ".join(f"fold {k}" for k in range(report["folds"])) + " | test rows |",
               "|---|" + "---:|" * (report["folds"] + 1)]
     for name, m in report["models"].items():
-        lines.append(f"| {MODEL_NAMES.get(name, name)} | "
+        lines.append(f"| {model_name(name)} | "
                      + " | ".join(f"{f['balanced_accuracy']:.3f}" for f in m["per_fold"])
                      + f" | {sum(f['n_test'] for f in m['per_fold'])} |")
     return "\n".join(lines) + "\n"

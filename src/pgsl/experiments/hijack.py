@@ -33,7 +33,7 @@ from pgsl.client.party import ClientParty
 from pgsl.client.splitguard import GuardedClient, SplitGuard, SplitGuardParams
 from pgsl.data import batches, to_float
 from pgsl.experiments.results import HijackRow, write_rows
-from pgsl.experiments.train import Run, load_run, resolve_device
+from pgsl.runtime import Run, load_run, resolve_device
 from pgsl.split.channel import Channel, InProcessChannel
 
 log = logging.getLogger(__name__)

@@ -73,8 +73,8 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int =
 
 def scored_on_test(cfg: Config, dataset: Dataset, path: Path, device: torch.device) -> dict[str, Any]:
     """The plain CNN trained on ``dataset.train`` (cached in ``path``, :func:`plain_cnn`) and its
-    :func:`pgsl.experiments.metrics.classification_metrics` on ``dataset.test``."""
-    from pgsl.experiments.metrics import classification_metrics
+    :func:`pgsl.metrics.classification_metrics` on ``dataset.test``."""
+    from pgsl.metrics import classification_metrics
 
     model = plain_cnn(cfg, dataset.train, dataset.channels, len(dataset.classes), path, device)
     with torch.no_grad():

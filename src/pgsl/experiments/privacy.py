@@ -29,40 +29,39 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import pgsl.attacks
-from pgsl.attacks import Attack, AttackerView, Need, get_attack, parse_budget, reconstruction_scores
+from pgsl.attacks import (
+    BASELINE,
+    Attack,
+    AttackerView,
+    Need,
+    get_attack,
+    parse_budget,
+    reconstruction_scores,
+)
 from pgsl.attacks.view import CloneFactory, GradientLeak, PipelineClone
 from pgsl.checkpoint import save_checkpoint, write_text
+from pgsl.config import published
 from pgsl.data import to_float
 from pgsl.experiments.figures import save_grid
 from pgsl.experiments.results import PrivacyRow, write_rows
-from pgsl.experiments.train import Run, load_run, resolve_device
+from pgsl.runtime import Run, load_run, resolve_device
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PAPER_MSE", "PrivacyConfig", "attacker_views", "evaluate_privacy", "privacy"]
 
-# Paper Table I (MSE; the paper does not state its pixel scale). Keys: (attack, defence, target).
-_PAPER_MNIST = {("mia", "none"): 0.08, ("dlg", "none"): 0.12, ("idlg", "none"): 0.048,
-                ("gan", "none"): 0.056, ("dlg", "pgsl"): 0.24, ("idlg", "pgsl"): 0.22,
-                ("gan", "pgsl"): 0.29, ("dlg", "noise"): 0.097, ("idlg", "noise"): 0.04,
-                ("gan", "noise"): 2.34, ("dlg", "pgsl/recovered"): 0.046,
-                ("idlg", "pgsl/recovered"): 0.026, ("gan", "pgsl/recovered"): 0.078}
-_PAPER_MIAS = {("mia", "none"): 2.925, ("dlg", "none"): 3.14, ("idlg", "none"): 2.63,
-               ("gan", "none"): 2.96, ("dlg", "pgsl"): 4.362, ("idlg", "pgsl"): 3.924,
-               ("gan", "pgsl"): 5.947, ("dlg", "noise"): 2.543, ("idlg", "noise"): 1.349,
-               ("gan", "noise"): 7.86, ("dlg", "pgsl/recovered"): 1.854,
-               ("idlg", "pgsl/recovered"): 1.126, ("gan", "pgsl/recovered"): 2.372}
-
-
-def _paper_keys(table: dict[tuple[str, str], float]) -> dict[tuple[str, str, str], float]:
-    out = {}
-    for (attack, where), mse in table.items():
-        defense, _, target = where.partition("/")
-        out[(attack, defense, target or "cut")] = mse
+def _paper_mse() -> dict[str, dict[tuple[str, str, str], float]]:
+    """Paper Table I by dataset, keyed ``(attack, defence, target)``."""
+    out: dict[str, dict[tuple[str, str, str], float]] = {}
+    for dataset, table in published()["table1"].items():
+        for attack, cells in table.items():
+            for where, mse in cells.items():
+                defense, _, target = where.partition("/")
+                out.setdefault(dataset, {})[(attack, defense, target or "cut")] = float(mse)
     return out
 
 
-PAPER_MSE = {"mnist": _paper_keys(_PAPER_MNIST), "mias": _paper_keys(_PAPER_MIAS)}
+PAPER_MSE = _paper_mse()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,7 +277,7 @@ def _save_view(out: Path, name: str, kind: str, view: AttackerView, victims: Ten
               {"original": victims[:k], "sent": view.observed[:k], **{a: r[:k] for a, r in recons.items()}})
     save_checkpoint(out / f"recon_{name}_{view.target}.pt",
                     {"labels": labels.cpu(), "clean": victims.cpu(), "defense": kind, "target": view.target,
-                     **{a: r.cpu() for a, r in recons.items() if a != "mean"}})
+                     **{a: r.cpu() for a, r in recons.items() if a != BASELINE}})
 
 
 def protocol(pc: PrivacyConfig, attacks: list[Attack], skipped: list[str]) -> str:

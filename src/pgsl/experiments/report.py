@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pgsl.attacks import BASELINE
 from pgsl.checkpoint import write_text
+from pgsl.defenses import PROPOSED, VANILLA
 from pgsl.experiments.results import (
     BenchmarkSummary,
     FrontierPoint,
@@ -99,15 +101,15 @@ def cv_section(folder: Path) -> str:
     per-fold balanced accuracy, and the literature's anchors; empty when there is none."""
     if not (folder / "cv.json").is_file():
         return ""
-    from pgsl.experiments.cv import MODEL_NAMES, pm
+    from pgsl.experiments.cv import model_name, pm
 
     r = _read(folder / "cv.json")
     classes = r["classes"]
-    rows = [[MODEL_NAMES.get(name, name), pm(m, "balanced_accuracy"), pm(m, "auc"), pm(m, "accuracy"),
+    rows = [[model_name(name), pm(m, "balanced_accuracy"), pm(m, "auc"), pm(m, "accuracy"),
              pm(m, "macro_f1")] + ["-" if m["recall_mean"][c] is None else f"{m['recall_mean'][c]:.3f}"
                                    for c in classes]
             for name, m in r["models"].items()]
-    folds = [[MODEL_NAMES.get(name, name)] + [f"{f['balanced_accuracy']:.3f}" for f in m["per_fold"]]
+    folds = [[model_name(name)] + [f"{f['balanced_accuracy']:.3f}" for f in m["per_fold"]]
              for name, m in r["models"].items()]
     return (f'<h2 id="cv">MIAS, task {html.escape(r["task"])}: {r["folds"]}-fold patient-grouped '
             f"cross-validation</h2>"
@@ -136,10 +138,10 @@ def _table1(out: Path) -> str:
             for r in rows]
     mse = {(r.attack, r.defense, r.target): r.mse_mean for r in rows}
     ssim = {(r.attack, r.defense, r.target): r.ssim_mean for r in rows}
-    vanilla, cut, recovered = ("none", "cut"), ("pgsl", "cut"), ("pgsl", "recovered")
+    vanilla, cut, recovered = (VANILLA, "cut"), (PROPOSED, "cut"), (PROPOSED, "recovered")
     verdicts = []
-    baseline = mse.get(("mean", *vanilla))
-    for attack in dict.fromkeys(r.attack for r in rows if r.attack != "mean"):
+    baseline = mse.get((BASELINE, *vanilla))
+    for attack in dict.fromkeys(r.attack for r in rows if r.attack != BASELINE):
         if (attack, *vanilla) not in mse:
             continue
         v, c = mse[(attack, vanilla[0], vanilla[1])], mse.get((attack, *cut))
@@ -147,7 +149,7 @@ def _table1(out: Path) -> str:
         if baseline is not None and v < 0.5 * baseline:
             line += "the attack works on the undefended split"
         elif baseline is not None and v < baseline:
-            s_v, s_b = ssim.get((attack, *vanilla)), ssim.get(("mean", *vanilla))
+            s_v, s_b = ssim.get((attack, *vanilla)), ssim.get((BASELINE, *vanilla))
             line += ("it beats the trivial baseline on the undefended split, by less than 2x in MSE"
                      + (f" (SSIM {s_v:.3f} vs {s_b:.3f})" if s_v is not None and s_b is not None else ""))
         else:
@@ -162,8 +164,9 @@ def _table1(out: Path) -> str:
             line += f"; on the server's recovered maps {r:.4f}"
         verdicts.append(line)
     paper_claim = []
-    for attack in ("dlg", "idlg", "gan"):  # the attacks with a paper row at both
-        if (attack, *vanilla) in mse and (attack, *cut) in mse:
+    paper = {(r.attack, r.defense, r.target) for r in rows if r.paper_mse is not None}
+    for attack in dict.fromkeys(r.attack for r in rows):  # those with a paper row at both
+        if {(attack, *vanilla), (attack, *cut)} <= paper:
             v, c = mse[(attack, vanilla[0], vanilla[1])], mse[(attack, cut[0], cut[1])]
             verdict = ("agree" if c > 1.1 * v else "do not agree (within 10%)" if c >= v / 1.1
                        else "contradict it")
@@ -200,7 +203,7 @@ def _table2(out: Path) -> str:
     verdicts = ["Plain CNN under white-box attack: " + ", ".join(
         f"{ROBUSTNESS_ATTACKS.get(a, a)} {pct(plain.adversarial[a])} (paper {plain.paper.get(a, '-')}%)"
         for a in attacks) + "; every attack lowers its accuracy from " + pct(plain.clean) + "."]
-    pgsl = {r.stream: r for r in rows if r.defense == "pgsl" and r.adversarial}
+    pgsl = {r.stream: r for r in rows if r.defense == PROPOSED and r.adversarial}
     if DECISION in pgsl:
         fused = pgsl[DECISION]
         best = max((s for s in pgsl if s != DECISION), key=lambda s: pgsl[s].clean)
@@ -211,7 +214,7 @@ def _table2(out: Path) -> str:
             verdicts.append(f"{ROBUSTNESS_ATTACKS.get(a, a)} (transferred from the plain CNN): PGSL fused "
                             f"{pct(fused.adversarial[a])} vs plain CNN {pct(plain.adversarial[a])}"
                             + "".join(f", {r.model} {pct(r.adversarial[a])}" for r in rows[1:]
-                                      if r.defense != "pgsl" and a in r.adversarial))
+                                      if r.defense != PROPOSED and a in r.adversarial))
     return ('<h2 id="table2">Table II: accuracy under test-time adversarial attacks</h2>'
             + _p(t["protocol"], "small")
             + _table(["model", "stream", "clean", *(ROBUSTNESS_ATTACKS.get(a, a) for a in attacks), "paper"],
@@ -297,7 +300,7 @@ def benchmark_section(folder: Path) -> str:
     ranked = sorted(scores.items(), key=lambda kv: -1.0 if kv[1] is None else kv[1], reverse=True)
     none = "none (no setting keeps every attack near the mean image)"
     verdicts = [f"{d}: privacy-utility score {none if v is None else f'{100 * v:.1f}%'}" for d, v in ranked]
-    vanilla = [r for r in rows if r.defense == "none"]
+    vanilla = [r for r in rows if r.defense == VANILLA]
     if vanilla:
         best = max(rows, key=lambda r: r.mse)
         verdicts.append(f"The most private setting measured is {best.defense} {best.setting}: strongest "
@@ -333,10 +336,10 @@ def _headlines(out: Path) -> list[tuple[str, str, str]]:
     """``(anchor, title, one sentence)`` per finished section, each sentence read from its numbers."""
     lines: list[tuple[str, str, str]] = []
     if (path := out / "privacy" / "table1.json").is_file():
-        rows = [r for r in read_rows(path, PrivacyRow) if r.attack != "mean"]
-        base = next((r for r in read_rows(path, PrivacyRow) if r.attack == "mean"), None)
-        pgsl = [r for r in rows if r.defense == "pgsl"]
-        vanilla = [r for r in rows if r.defense == "none"]
+        rows = [r for r in read_rows(path, PrivacyRow) if r.attack != BASELINE]
+        base = next((r for r in read_rows(path, PrivacyRow) if r.attack == BASELINE), None)
+        pgsl = [r for r in rows if r.defense == PROPOSED]
+        vanilla = [r for r in rows if r.defense == VANILLA]
         if pgsl and vanilla and base is not None:
             p, v = min(pgsl, key=lambda r: r.mse_mean), min(vanilla, key=lambda r: r.mse_mean)
             b = base.mse_mean
@@ -350,7 +353,7 @@ def _headlines(out: Path) -> list[tuple[str, str, str]]:
         hijack = read_rows(path, HijackRow)
         flagged = sum(r.detected_at is not None for r in hijack)
         alarms = sum(r.false_alarm_at is not None for r in hijack)
-        pg = [r for r in hijack if r.defense == "pgsl"]
+        pg = [r for r in hijack if r.defense == PROPOSED]
         fsha = ""
         if pg:
             h = pg[0]
@@ -362,7 +365,7 @@ def _headlines(out: Path) -> list[tuple[str, str, str]]:
                       f"hijacks and {alarms} honest trainings."))
     if (path := out / "robustness" / "table2.json").is_file():
         robust = read_rows(path, RobustnessRow)
-        fused = next((r for r in robust if r.defense == "pgsl" and r.stream == DECISION), None)
+        fused = next((r for r in robust if r.defense == PROPOSED and r.stream == DECISION), None)
         if fused is not None and fused.adversarial:
             worst = min(fused.adversarial, key=lambda a: fused.adversarial[a])
             name, plain = ROBUSTNESS_ATTACKS.get(worst, worst), robust[0].adversarial.get(worst, 0.0)
@@ -376,7 +379,7 @@ def _headlines(out: Path) -> list[tuple[str, str, str]]:
     if (path := out / "frontier" / "frontier.json").is_file():
         points = read_rows(path, FrontierPoint)
         top = max(points, key=lambda r: r.mse)
-        lines.append(("frontier", "Frontier", f"the most private point is {top.curve} {top.value:g}: "
+        lines.append(("frontier", "Frontier", f"the most private point is {top.run}: "
                       f"MIA MSE {top.mse:.4f} at {100 * top.accuracy:.1f}% accuracy."))
     if (path := out / "benchmark" / "summary.json").is_file():
         scores = {d: v for d, v in _read(path)["scores"].items() if v is not None}

@@ -29,28 +29,25 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from pgsl.attacks import ATTACKS as ATTACKS_REGISTRY
+from pgsl.attacks import BASELINE
 from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_text
 from pgsl.client.pixel_attack import jsma
+from pgsl.config import published
 from pgsl.data import to_float
 from pgsl.experiments.figures import save_grid
 from pgsl.experiments.plain import PlainCNN, accuracy, fit, plain_cnn
 from pgsl.experiments.results import RobustnessRow, write_rows
-from pgsl.experiments.train import Run, load_run, resolve_device
 from pgsl.extras import require
+from pgsl.runtime import Run, load_run, resolve_device
 from pgsl.split.trainer import DECISION, evaluate
 
 log = logging.getLogger(__name__)
 
 ATTACKS = ("jsma", "cw", "bim", "fgsm")  # the default set, in table order
 ATTACK_NAMES = {"jsma": "JSMA", "cw": "C&W-L2", "bim": "BIM", "fgsm": "FGSM"}
-RECON_ATTACKS = {"dlg": "DLG", "idlg": "iDLG", "ggl": "GGL", "gan": "GAN (DCGAN)", "mia": "MIA"}
-# Paper Table II (accuracy %). Its protocol is not stated; we attach each figure to our closest row.
-PAPER = {
-    "mnist": {"jsma": 65.4, "cw": 58.6, "bim": 81.2, "fgsm": 83.8, "dlg": 88.3, "idlg": 95.4,
-              "gan": 84.8, "S_r": 99.2, "S_f": 86.6, "S_a": 65.4, "S_awa": 99.8},
-    "mias": {"jsma": 46.3, "cw": 51.2, "bim": 56.8, "fgsm": 61.9, "dlg": 65.7, "idlg": 69.2,
-             "gan": 62.2, "S_r": 78.5, "S_f": 67.3, "S_a": 46.3, "S_awa": 83.2},
-}
+# Paper Table II (accuracy %), by dataset: configs/published/khowaja2023.toml
+PAPER: dict[str, dict[str, float]] = published()["table2"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +75,12 @@ class RobustnessConfig:
     recon_epochs: int = 20
     seed: int = 0
     batch_size: int = 250
+
+    def __post_init__(self) -> None:
+        if self.n_test == 0:  # a plan file (TOML has no None) or the CLI's --n-test 0
+            object.__setattr__(self, "n_test", None)
+        if self.n_test is not None and self.n_test < 0:
+            raise ValueError(f"n_test must be >= 0 (0: the whole test set), got {self.n_test}")
 
 
 class ShiftedLogits(nn.Module):
@@ -242,9 +245,8 @@ def _reconstruction_rows(path: Path, run: Run, x: Tensor, y: Tensor, rc: Robustn
                              clean=round(accuracy(model, x, y), 4), adversarial={}, paper_clean=paper_clean)
 
     rows = []
-    for attack, name in RECON_ATTACKS.items():
-        if attack not in saved:
-            continue
+    for attack in (a for a in ATTACKS_REGISTRY if a in saved and a != BASELINE):
+        name = ATTACKS_REGISTRY[attack].title.partition(" (")[0]  # "MIA (learned inversion)" -> MIA
         images = saved[attack].to(x.device).float().clamp(0, 1)
         n = len(images)
         if clean is not None:

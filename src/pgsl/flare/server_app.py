@@ -22,15 +22,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from nvflare.collab import collab
 
 from pgsl.checkpoint import write_json
 from pgsl.config import Config, config_from_dict
-from pgsl.experiments.train import resolve_device
 from pgsl.flare.logs import log_to
-from pgsl.server.party import ServerParty
+from pgsl.runtime.server import server_party
 from pgsl.transport import pgsl_pb2 as pb
 from pgsl.transport.hub import Party, Refused, StepHub
 
@@ -70,9 +68,8 @@ class FlareServer:
         log.info("FLARE server ready: %d classes, sites %s", self.classes, self.sites or "any")
 
     def make_party(self, cfg: Config) -> Party:
-        """The party the hub hosts: :class:`ServerParty`, seeded as ``pgsl server`` seeds it."""
-        torch.manual_seed(cfg.train.seed)
-        return ServerParty(cfg, self.classes, resolve_device(self.device))
+        """The party the hub hosts: :func:`~pgsl.runtime.server.server_party`, as ``pgsl server``'s."""
+        return server_party(cfg, self.classes, self.device)
 
     def _site(self) -> tuple[StepHub, str]:
         if self.hub is None:

@@ -2,7 +2,7 @@
 
 The FLARE client process of each site builds a :class:`FlareSite` from the job (the constructor's
 arguments), reads its own settings from the job's per-site properties, and trains when the server's
-``main`` calls ``train``: the driver of ``pgsl client`` (:func:`~pgsl.experiments.train.train_run`)
+``main`` calls ``train``: the driver of ``pgsl client`` (:func:`~pgsl.runtime.train_run`)
 with a :class:`~pgsl.flare.channel.FlareChannel` in place of gRPC. The run folder is
 ``OUT/<site>`` on the site's machine, with ``site.log`` (epochs, throughput, bytes per sample).
 
@@ -24,9 +24,9 @@ from typing import Any
 from nvflare.collab import collab
 
 from pgsl.config import config_from_dict
-from pgsl.experiments.train import CHECKPOINT, train_run
 from pgsl.flare.channel import FlareChannel
 from pgsl.flare.logs import log_to
+from pgsl.runtime import CHECKPOINT, train_run
 from pgsl.split.trainer import DECISION
 from pgsl.transport.wire import wire_dtype
 

@@ -8,7 +8,6 @@ and an atomic checkpoint. ``resume=True`` continues from the last checkpoint wit
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import platform
 import time
@@ -24,8 +23,7 @@ from pgsl.client.party import ClientParty
 from pgsl.client.splitguard import GuardedClient, SplitGuard
 from pgsl.config import Config, load_config, save_config
 from pgsl.data import Dataset, load_dataset
-from pgsl.experiments.cache import check
-from pgsl.experiments.metrics import classification_metrics, majority_baseline
+from pgsl.metrics import classification_metrics, majority_baseline
 from pgsl.split.channel import Channel, InProcessChannel
 from pgsl.split.trainer import EpochStats, Learner, accuracies, collect_scores, evaluate, train_epoch
 
@@ -250,25 +248,6 @@ def train_run(
         metrics["privacy"] = guarantee
     write_json(out / METRICS, metrics)
     return metrics
-
-
-def ensure_trained(cfg: Config, out: Path, *, device: str = "cpu", reporter: Reporter | None = None,
-                   before_training: Callable[[], object] | None = None) -> dict[str, Any]:
-    """``out``'s ``metrics.json``, training the run first unless it is complete: a killed run
-    resumes from its checkpoint. A folder holding a run of another configuration (compared by
-    :meth:`Config.key`) is refused (:class:`~pgsl.experiments.cache.StaleResult`).
-    ``before_training`` is called just before any training (e.g. to drop results computed from
-    the run's earlier state)."""
-    if (out / CONFIG).is_file():
-        check(load_config(out / CONFIG).key(), cfg.key(), f"{out} holds a run that",
-              "use another folder, or move that run away")
-    if not (out / METRICS).is_file():
-        if before_training is not None:
-            before_training()
-        resume = (out / CHECKPOINT).is_file()
-        log.info("training %s%s", out.name, " (resuming)" if resume else "")
-        train_run(cfg, out, resume=resume, device=device, reporter=reporter)
-    return dict(json.loads((out / METRICS).read_text()))
 
 
 def environment(device: torch.device) -> dict[str, str]:
