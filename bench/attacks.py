@@ -2,7 +2,7 @@
 
 Both solve the same problems (``src/pgsl/attacks/dlg.py``: the layer-wise continuation from the
 auxiliary start) for the same victims of one trained vanilla split, with the same settings; they
-differ in the L-BFGS (scipy's L-BFGS-B per victim; ``pgsl.attacks.lbfgs`` over the batch). Per
+differ in the L-BFGS (scipy's L-BFGS-B per victim; ``pgsl.optim.lbfgs`` over the batch). Per
 attack and solver: wall time (the attack only, the leak excluded), mean MSE and SSIM against the
 clean images, label accuracy; then the MSE ratio (torch / scipy) and the speed ratio (scipy time /
 torch time) measured in this process.

@@ -23,9 +23,11 @@ from pgsl.config import load_preset
 from pgsl.defenses.base import Defense, Setting
 from pgsl.defenses.noise import LaplaceNoise
 from pgsl.defenses.none import VanillaSplit
-from pgsl.experiments.benchmark import PLANS, benchmark, heatmap_grid, matched, score, summarise
+from pgsl.experiments.benchmark import benchmark, heatmap_grid, matched, score, summarise
 from pgsl.experiments.cache import StaleResult
+from pgsl.experiments.plan import available_plans, load_plan, strengths
 from pgsl.experiments.results import BenchmarkRow, read_rows
+from pgsl.registry import Registry
 
 TESTS = Path(__file__).parent
 # loaded before the test's registries leave out the preset's defence
@@ -82,13 +84,12 @@ def test_summary_keeps_the_attackers_better_target_and_the_strongest_attack_over
 
 
 def test_the_paper_plan_gives_ressfl_the_reference_bottleneck_at_the_paper_width() -> None:
-    from pgsl.experiments.benchmark import settings_of
-
-    quick, paper = settings_of("ressfl", PLANS["quick"]), settings_of("ressfl", PLANS["paper"])
+    plans = {name: load_plan("benchmark", name) for name in available_plans("benchmark")}
+    quick, paper = (strengths("ressfl", plans[n].settings) for n in ("quick", "paper"))
     assert [s.value for s in paper] == [s.value for s in quick] == [0.0, 0.3, 1.0, 3.0]
     assert {s.changes["defense"]["params"]["bottleneck"] for s in quick} == {2}
     assert {s.changes["defense"]["params"]["bottleneck"] for s in paper} == {8}
-    assert all(p.privacy.budgets["mia"]["loss"] == "mse+ssim" for p in PLANS.values())
+    assert all(p.privacy.budgets["mia"]["loss"] == "mse+ssim" for p in plans.values())
 
 
 def test_score_and_matched_accuracy() -> None:
@@ -111,10 +112,13 @@ def test_score_and_matched_accuracy() -> None:
 @pytest.fixture
 def registries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Registries with two real defences, a toy defence, two real attacks and a toy attack."""
-    monkeypatch.setattr(pgsl.defenses, "DEFENSES",
-                        {"none": VanillaSplit, "noise": LaplaceNoise, "blackout": Blackout})
+    monkeypatch.setattr(pgsl.defenses, "DEFENSES", Registry("defence", {}))
+    for name, cls in {"none": VanillaSplit, "noise": LaplaceNoise, "blackout": Blackout}.items():
+        pgsl.defenses.register_defense(name, cls)  # as a plug-in registers itself at run time
     monkeypatch.setattr(LaplaceNoise, "settings", tuple(Setting.option("scale", b) for b in (0.5, 4.0)))
-    monkeypatch.setattr(pgsl.attacks, "ATTACKS", {"mean": MeanImage, "mia": MIA, "echo": Echo})
+    monkeypatch.setattr(pgsl.attacks, "ATTACKS", Registry("attack", {}))
+    for name, cls in {"mean": MeanImage, "mia": MIA, "echo": Echo}.items():
+        pgsl.attacks.ATTACKS[name] = cls
 
 
 @pytest.mark.usefixtures("registries")
@@ -127,7 +131,7 @@ def test_the_privacy_protocol_runs_every_registered_attack_by_default() -> None:
 @pytest.mark.slow
 @pytest.mark.usefixtures("registries")
 def test_a_toy_defence_and_attack_appear_in_the_matrix_and_a_killed_benchmark_resumes(tmp_path: Path) -> None:
-    base, plan = BASE, PLANS["tiny"]
+    base, plan = BASE, load_plan("benchmark", "tiny")
     Echo.calls = 0
     summary = benchmark(base, tmp_path, plan)
     matrix = read_rows(tmp_path / "matrix.json", BenchmarkRow)
@@ -158,6 +162,14 @@ def test_a_toy_defence_and_attack_appear_in_the_matrix_and_a_killed_benchmark_re
     for s in summary:
         assert f"{100 * s.accuracy:.1f} ± {100 * s.accuracy_std:.1f}%" in report
     assert report.count("data:image/png;base64,") == 2  # the heatmap and the frontier
+    # the toy defence on the frontier too: trained at its defaults, attacked, plotted, named
+    from pgsl.experiments.frontier import frontier
+    from pgsl.experiments.plan import arms
+
+    points = frontier(base.replace(**plan.train), tmp_path / "frontier", arms(["blackout"]),
+                      dataclasses.replace(plan.privacy, attacks=("mia",)))
+    assert [(p.curve, p.run) for p in points] == [("blackout", "blackout")]
+    assert (tmp_path / "frontier" / "frontier.png").stat().st_size > 0
 
     # killed after one attack's result was lost: only that one runs again, nothing is retrained
     (tmp_path / "matrix.json").unlink()
@@ -193,7 +205,7 @@ def test_benchmark_cli_refuses_bad_input_clearly(tmp_path: Path) -> None:
     runner = CliRunner()
     bad_plan = runner.invoke(app, ["benchmark", "--out", str(tmp_path), "--plan", "huge"])
     assert bad_plan.exit_code == 2
-    assert "unknown plan 'huge'; choose from quick, tiny, paper" in bad_plan.output
+    assert "benchmark plan 'huge' not found" in bad_plan.output and "available: paper, quick, tiny" in bad_plan.output
     bad_attack = runner.invoke(app, ["benchmark", "--out", str(tmp_path), "--attacks", "mia,nope"])
     assert bad_attack.exit_code == 2 and "unknown attack 'nope'" in bad_attack.output
     bad_defence = runner.invoke(app, ["benchmark", "--out", str(tmp_path), "--defenses", "none,nope"])

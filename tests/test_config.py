@@ -67,3 +67,25 @@ def test_the_old_attack_section_gets_a_message_that_says_its_new_name(tmp_path: 
 
     r = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "r"), "--set", "attack.pixels=8"])
     assert r.exit_code == 2 and "section [attack] is now [pixel_attack]" in " ".join(r.output.split())
+
+
+def test_building_a_config_loads_no_defence_module() -> None:
+    """In a fresh interpreter: a Config names its defence without importing any defence module
+    (nor torch, nor Opacus); options are checked by the named defence's module alone."""
+    import json
+    import subprocess
+    import sys
+
+    probe = ("import json, sys\n"
+             "from pgsl.config import Config, DefenseConfig\n"
+             "Config(defense=DefenseConfig('dp'))\n"
+             "first = sorted(m for m in sys.modules\n"
+             "               if m.startswith('pgsl.defenses.') or m in ('torch', 'opacus'))\n"
+             "DefenseConfig('noise', {'scale': 0.5})\n"
+             "second = sorted(m for m in sys.modules if m.startswith('pgsl.defenses.'))\n"
+             "print(json.dumps([first, second]))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    first, second = json.loads(r.stdout.strip().splitlines()[-1])
+    assert first == []
+    assert second == ["pgsl.defenses.base", "pgsl.defenses.noise"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,12 +60,52 @@ def test_a_new_defence_is_one_class_and_one_registry_entry(tmp_path: Path,
     assert bad.exit_code == 2 and "has no option(s) ['f']; its options: factor" in bad.output
 
 
-def test_no_module_outside_the_defences_tests_a_defence_name() -> None:
+# where a registered name is also an ordinary word or the package's own name: (file, word, why)
+NOT_A_PLUGIN_NAME = {
+    ("attacks/unsplit.py", "noise"): "UnSplit's random-noise initialisation",
+    ("experiments/predict.py", "mean"): "a film rule: the mean of a film's patch scores",
+    ("runtime/run.py", "pgsl"): "the package's version in a run's environment",
+    ("data/base.py", "pgsl"): "the package's cache folder",
+    ("flare/job.py", "pgsl"): "the package FLARE ships to the sites, the job's and project's name",
+    ("flare/logs.py", "pgsl"): "the package's logger",
+    ("cli.py", "pgsl"): "the package's logger",
+    ("flare/site_app.py", "pgsl"): "the package's logger",
+    ("transport/tls.py", "pgsl"): "the certificates' organisation",
+    ("typed.py", "none"): "the word for a missing value in messages",
+}
+
+
+def test_no_registered_name_is_a_literal_outside_its_module_and_the_registry() -> None:
+    """Every string constant equal to a registered defence or attack name, outside docstrings,
+    messages (f-strings) and keyword arguments (``reduction="none"``), may appear only in that
+    plug-in's own module or its registry; the rest are words of another meaning, listed above."""
+    import ast
+
+    from pgsl.attacks import ATTACKS
+
     root = Path(pgsl.__file__).parent
-    pattern = re.compile(r"kind *[!=]= *['\"](pgsl|none|noise|nopeek|dp|mid|ressfl)")
-    hits = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py") if "defenses" not in p.parts
-            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
-    assert not hits
+    names = set(DEFENSES) | set(ATTACKS)
+    own = {n: f"{cls.__module__.removeprefix('pgsl.').replace('.', '/')}.py"
+           for registry in (DEFENSES, ATTACKS) for n, cls in registry.items()}
+    hits = set()
+    for path in root.rglob("*.py"):
+        rel = str(path.relative_to(root))
+        if rel in ("defenses/__init__.py", "attacks/__init__.py"):
+            continue
+        tree = ast.parse(path.read_text())
+        skip = {id(x) for n in ast.walk(tree) if isinstance(n, ast.keyword) for x in ast.walk(n.value)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body and \
+                    isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant):
+                skip.add(id(node.body[0].value))
+            if isinstance(node, ast.JoinedStr):
+                skip.update(id(n) for n in ast.walk(node))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and node.value in names and id(node) not in skip
+                    and own.get(node.value) != rel and (rel, node.value) not in NOT_A_PLUGIN_NAME):
+                hits.add(f"{rel}:{node.lineno}: {node.value!r}")
+    assert not hits, sorted(hits)
+    assert len(names) >= 15  # every registered name was checked, the attacks' too
 
 
 @pytest.mark.parametrize("name", sorted(DEFENSES))
@@ -107,7 +146,7 @@ def test_nopeek_changes_the_client_update() -> None:
 
 
 def test_defence_config_errors_are_clear() -> None:
-    with pytest.raises(ValueError, match="unknown defence 'dpx'; choose one of pgsl, none, noise, nopeek"):
+    with pytest.raises(ValueError, match="unknown defence 'dpx'; choose from pgsl, none, noise, nopeek"):
         TINY.replace(defense={"kind": "dpx"})
     with pytest.raises(ValueError, match="defence .noise.: option scale must be a number, got .big."):
         TINY.replace(defense={"kind": "noise", "params": {"scale": "big"}})

@@ -16,13 +16,13 @@ from torch import nn
 
 from pgsl.attacks.dlg import DLGBudget, gradient_inversion
 from pgsl.attacks.ggl import ImagePrior, ggl_inversion
-from pgsl.attacks.lbfgs import CONVERGED, LINE_SEARCH, NOT_FINITE, STEP_MAX, _LineSearch, _Memory, lbfgsb
-from pgsl.attacks.per_sample import logit_gradient_basis, parameter_owners, per_sample_grads
 from pgsl.attacks.view import GradientLeak
 from pgsl.client.party import ClientParty
 from pgsl.config import load_preset
 from pgsl.data import load_dataset, to_float
 from pgsl.experiments.privacy import gradient_leak
+from pgsl.optim.lbfgs import CONVERGED, LINE_SEARCH, NOT_FINITE, STEP_MAX, _LineSearch, _Memory, lbfgsb
+from pgsl.optim.per_sample import logit_gradient_basis, parameter_owners, per_sample_grads
 from pgsl.server.party import ServerParty
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -499,13 +500,16 @@ def test_dlg_and_idlg_recover_victims_in_their_published_setting() -> None:
 def test_frontier_cli_trains_attacks_plots_and_resumes_from_its_cache(tmp_path: Path) -> None:
     out = tmp_path / "front"
     cmd = [sys.executable, "-m", "pgsl", "frontier", "--out", str(out), "--preset", TINY,
-           "--limit-train", "512", "--noise", "1.0", "--nopeek", "", "--mu", "0.55", "--pixels", "",
-           "--victims", "64", "--aux", "300", "--mia-epochs", "2"]
+           "--limit-train", "512", "--defenses", "none,noise,pgsl", "--setting", "noise:scale=1",
+           "--setting", "pgsl:mu=0.55", "--victims", "64", "--aux", "300", "--mia-epochs", "2"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = read_rows(out / "frontier.json", FrontierPoint)
-    assert [(p.curve, p.value, p.run) for p in rows] == [
-        ("none", 0.0, "none"), ("noise", 1.0, "noise-1"), ("pgsl-mu", 0.55, "pgsl-mu-0.55")]
+    # one point per defence setting, from the registry: the defence's title and knob, its run
+    assert [(p.curve, p.run) for p in rows] == [
+        ("vanilla split", "none"), ("Laplacian noise (scale)", "noise-scale-1"),
+        ("PGSL (mu)", "pgsl-mu-0.55")]
+    assert math.isnan(rows[0].value) and [p.value for p in rows[1:]] == [1.0, 0.55]
     for p in rows:
         metrics = json.loads((out / "runs" / p.run / "metrics.json").read_text())
         assert p.accuracy == metrics["test_accuracy"]["decision"] and p.n_test == metrics["n_test"]
@@ -518,7 +522,7 @@ def test_frontier_cli_trains_attacks_plots_and_resumes_from_its_cache(tmp_path: 
     best = min(scored, key=lambda r: r.mse_mean)
     # (the CLI process runs more torch threads than this one: the decoder's float sums differ)
     assert pgsl.target == best.target and pgsl.mse == pytest.approx(best.mse_mean, rel=1e-2)
-    config = json.loads((out / "runs" / "noise-1" / "config.json").read_text())
+    config = json.loads((out / "runs" / "noise-scale-1" / "config.json").read_text())
     assert config["defense"] == {"kind": "noise", "params": {"scale": 1.0}}
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second call reuses every cached stage: no run is retrained

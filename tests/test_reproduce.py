@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from pgsl.attacks import ATTACKS
+from pgsl.experiments.plan import load_plan
 from pgsl.experiments.privacy import PAPER_MSE
-from pgsl.experiments.reproduce import PLANS
 from pgsl.experiments.results import (
     FrontierPoint,
     HijackRow,
@@ -26,12 +27,12 @@ from pgsl.experiments.results import (
     RobustnessRow,
     read_rows,
 )
-from pgsl.experiments.robustness import PAPER, RECON_ATTACKS
+from pgsl.experiments.robustness import PAPER
 
 TINY = str(Path(__file__).parent / "tiny.toml")
 REPRODUCE = [sys.executable, "-m", "pgsl", "reproduce", "--dataset", "mnist", "--preset", TINY,
              "--plan", "tiny"]
-MAIN = {"pgsl": "pgsl-mu-0.55", "none": "none", "noise": "noise-0.5", "nopeek": "nopeek-0.5"}
+MAIN = {"pgsl": "pgsl", "none": "none", "noise": "noise-scale-0.5", "nopeek": "nopeek-weight-0.5"}
 
 
 @pytest.mark.slow
@@ -130,8 +131,8 @@ def test_reproduce_writes_a_valid_self_contained_report(reproduced: Path) -> Non
     assert len(parser.images) == len(produced) == 5 + 1 + 1 + 1  # 5 Fig. 4 grids, Fig. 5, Fig. 3, frontier
     assert set(parser.images) == produced
     assert sorted(p.name for p in (out / "privacy").glob("fig4_*.png")) == [
-        "fig4_noise-0.5_cut.png", "fig4_none_cut.png", "fig4_nopeek-0.5_cut.png",
-        "fig4_pgsl-mu-0.55_cut.png", "fig4_pgsl-mu-0.55_recovered.png"]
+        "fig4_noise-scale-0.5_cut.png", "fig4_none_cut.png", "fig4_nopeek-weight-0.5_cut.png",
+        "fig4_pgsl_cut.png", "fig4_pgsl_recovered.png"]
     # every number of every table in the report comes from this run's typed rows
     for r in read_rows(out / "privacy" / "table1.json", PrivacyRow):
         assert f"{r.mse_mean:.4f} ± {r.mse_std:.4f}" in text
@@ -183,9 +184,9 @@ def test_reproduce_table1_attacks_every_target_of_every_run_within_the_plans_bud
 def test_reproduce_frontier_and_table2_reuse_the_main_runs(reproduced: Path) -> None:
     table1 = read_rows(reproduced / "privacy" / "table1.json", PrivacyRow)
     points = read_rows(reproduced / "frontier" / "frontier.json", FrontierPoint)
-    assert [(p.curve, p.value, p.run) for p in points] == [
-        ("none", 0.0, "none"), ("noise", 0.5, "noise-0.5"), ("nopeek", 0.5, "nopeek-0.5"),
-        ("pgsl-mu", 0.55, "pgsl-mu-0.55")]
+    assert [(p.curve, p.run) for p in points] == [  # the plan's defences in its order, titled
+        ("PGSL", "pgsl"), ("vanilla split", "none"), ("Laplacian noise (scale)", "noise-scale-0.5"),
+        ("NoPeek (weight)", "nopeek-weight-0.5")]
     assert sorted(p.name for p in (reproduced / "runs").iterdir() if p.is_dir()) == sorted(MAIN.values())
     for p in points:  # Table I's learned-inversion scores, the attacker's better view; no new attack
         mia = [r for r in table1 if r.run == str(reproduced / "runs" / p.run) and r.attack == "mia"]
@@ -203,17 +204,22 @@ def test_reproduce_frontier_and_table2_reuse_the_main_runs(reproduced: Path) -> 
     # reconstructions, file by file in name order (recon_noise-0.5_cut.pt first), each set of
     # victims first with its control (the same victims for every run: one control per count)
     controls = [r for r in rows[8:] if r.defense == "-"]
-    budgets = PLANS["tiny"].privacy.budgets
+    tiny = load_plan("reproduce", "tiny").privacy
+    budgets = tiny.budgets
+    counts = (tiny.victims, budgets["activation"]["victims"], budgets["dlg"]["victims"])
     assert [r.model.split(" (")[0] for r in controls] == [
-        f"plain CNN trained on the {n} victims' clean images"
-        for n in (budgets["dlg"]["victims"], PLANS["tiny"].privacy.victims)]
+        f"plain CNN trained on the {n} victims' clean images" for n in counts]
     attacked = [r for r in rows[8:] if r.defense != "-"]
     recon = [(r.defense, r.model.split(" reconstructions")[0].split(" ", 5)[-1]) for r in attacked]
-    names = list(RECON_ATTACKS.values())
-    assert recon == [(d, n) for d in ("noise", "none", "nopeek", "pgsl") for n in names] + [
-        ("pgsl", RECON_ATTACKS["gan"]), ("pgsl", RECON_ATTACKS["mia"])]
+    # every attack's reconstructions but the mean image's, in the registry's order, titled by it
+    table1 = read_rows(reproduced / "privacy" / "table1.json", PrivacyRow)
+    files = sorted({(Path(r.run).name, r.target) for r in table1})  # recon_<run>_<target>.pt order
+    expected = [(next(r.defense for r in table1 if Path(r.run).name == run), a) for run, target in files
+                for a in ATTACKS if a != "mean" and any(
+                    r.attack == a and r.target == target and Path(r.run).name == run for r in table1)]
+    assert recon == [(d, ATTACKS[a].title.partition(" (")[0]) for d, a in expected]
     assert all(r.adversarial == {} and r.paper_clean == PAPER["mnist"].get(a)
-               for r, a in zip(attacked, [*list(RECON_ATTACKS) * 4, "gan", "mia"], strict=True))
+               for r, (_, a) in zip(attacked, expected, strict=True))
     for r in rows:  # accuracies are counts over the same 32 test images (rounded to 4 places)
         assert all(abs(a - round(32 * a) / 32) <= 5e-5 for a in (r.clean, *r.adversarial.values())), r
 

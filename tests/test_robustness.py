@@ -173,10 +173,10 @@ def test_a_smaller_reconstruction_set_trains_for_as_many_steps_with_its_control(
     controls: set[tuple[int, int]] = set()
     rows = rob._reconstruction_rows(path, run, x, y, RobustnessConfig(recon_epochs=2), {}, controls)
     # 16 images train 4x the epochs of 64: the same number of steps; one control per victims' set
-    assert seen == [(16, 8), (16, 8), (64, 2), (64, 2)]
+    assert seen == [(64, 2), (64, 2), (16, 8), (16, 8)]  # in the registry's order: MIA, then DLG
     assert [r.model.split(" (")[0] for r in rows] == [
-        "plain CNN trained on the 16 victims' clean images", "plain CNN trained on 16 DLG reconstructions",
-        "plain CNN trained on the 64 victims' clean images", "plain CNN trained on 64 MIA reconstructions"]
+        "plain CNN trained on the 64 victims' clean images", "plain CNN trained on 64 MIA reconstructions",
+        "plain CNN trained on the 16 victims' clean images", "plain CNN trained on 16 DLG reconstructions"]
     # the same victims again: no second control
     assert len(rob._reconstruction_rows(path, run, x, y, RobustnessConfig(recon_epochs=2), {}, controls)) == 2
 

@@ -91,7 +91,7 @@ def test_cli_train_kill_resume_evaluate(tmp_path: Path) -> None:
     (["--dataset", "fashion-mnist", "--data-dir", "/no/such"], "apt-get install"),
     (["--dataset", "cifar"], "unknown dataset"),
     (["--preset", "nope"], "preset 'nope' not found"),
-    (["--image-size", "15"], "even"),
+    (["--set", "data.image_size=15"], "even"),
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--dataset", "x"], "CUDA"
      if not torch.cuda.is_available() else "unknown dataset"),
 ])

@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -67,6 +68,8 @@ class DataConfig:
     roi_normal: str = "interior"
 
     def __post_init__(self) -> None:
+        if self.image_size < 2 or self.image_size % 2:  # the reversible down-sampling halves it
+            raise ValueError(f"data.image_size must be even and >= 2, got {self.image_size}")
         if self.protocol not in ("whole", "roi"):
             raise ValueError(f"data.protocol must be 'whole' or 'roi', got {self.protocol!r}")
         if self.roi_size < 8 or self.roi_patches < 1 or self.roi_jitter < 0:
@@ -105,13 +108,14 @@ class DefenseConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from pgsl.defenses import DEFENSES  # a registry of names: no defence module is loaded
+        import pgsl.defenses  # a registry of names: no defence module is loaded for the name
 
-        DEFENSES.check([self.kind])
+        if self.kind not in pgsl.defenses.DEFENSES:
+            pgsl.defenses.get_defense(self.kind)  # the error naming the registered ones
         if self.params:  # options are checked by the defence's own dataclass (its module loads)
             from pgsl.defenses.base import parse_params
 
-            parse_params(DEFENSES[self.kind].Params, self.params, self.kind)
+            parse_params(pgsl.defenses.get_defense(self.kind).Params, self.params, self.kind)
 
 
 @dataclass(frozen=True)
@@ -271,6 +275,31 @@ def parse_value(text: str) -> Any:
         return text.strip()
 
 
+def parse_options(items: Sequence[str], option: str) -> dict[str, Any]:
+    """``KEY=VALUE`` items (``--defense-option scale=0.5``) as a dict, values read by
+    :func:`parse_value`."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} needs KEY=VALUE, got {item!r}")
+        out[key.strip()] = parse_value(text)
+    return out
+
+
+def configure(preset: str, fields: Mapping[str, Any] | None = None,
+              settings: Sequence[str] = ()) -> Config:
+    """The preset (a name or a TOML path) with ``fields`` set (``{"data.limit_train": 512}``; a
+    None value leaves the preset's), then ``settings`` (``section.key=value``, :func:`apply_settings`)."""
+    cfg = load_preset(preset)
+    changes: dict[str, dict[str, Any]] = {}
+    for dotted, value in (fields or {}).items():
+        section, _, key = dotted.partition(".")
+        if value is not None:
+            changes.setdefault(section, {})[key] = value
+    return apply_settings(cfg.replace(**changes), list(settings))
+
+
 def apply_settings(cfg: Config, settings: list[str]) -> Config:
     """Apply ``section.key=value`` overrides (``recovery.svt=auto``, ``pixel_attack.pixels=8``).
 
@@ -297,6 +326,12 @@ def apply_settings(cfg: Config, settings: list[str]) -> Config:
             raise ValueError(f"{key} must be a {type(old).__name__}, got {value!r}")
         raw[section][name] = value
     return config_from_dict(raw)
+
+
+def default_preset(dataset: str) -> str:
+    """The training preset a command uses when none is given: ``mias-quick`` (the ROI protocol,
+    augmentation, class-balanced batches) for MIAS, ``quick`` otherwise."""
+    return "mias-quick" if dataset == "mias" else "quick"
 
 
 @functools.cache

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 
+from pgsl.errors import UserError
+
 # module -> (extra, what needs it, how to install it)
 EXTRAS = {
     "torchattacks": ("robustness", "Table II's C&W, BIM and FGSM (pgsl robustness, pgsl reproduce)",
@@ -19,7 +21,7 @@ EXTRAS = {
 }
 
 
-class MissingExtra(RuntimeError):
+class MissingExtra(UserError):
     """An optional dependency the requested work needs is not installed."""
 
 

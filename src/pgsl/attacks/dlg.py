@@ -37,9 +37,9 @@ PGSL's ReLU + BatchNorm network. GGL (:mod:`pgsl.attacks.ggl`) searches a learne
 Solvers (:data:`SOLVERS`), the same objective and stages:
 
 - ``"torch"`` (default): the victims of a batch are optimised together on the leak's device --
-  per-sample gradients of a batch of dummies (:mod:`pgsl.attacks.per_sample`), each victim's own
-  box-constrained L-BFGS (:mod:`pgsl.attacks.lbfgs`, batched), the start scored against the
-  auxiliary images with one backward pass per class (:func:`~pgsl.attacks.per_sample.logit_gradient_basis`).
+  per-sample gradients of a batch of dummies (:mod:`pgsl.optim.per_sample`), each victim's own
+  box-constrained L-BFGS (:mod:`pgsl.optim.lbfgs`, batched), the start scored against the
+  auxiliary images with one backward pass per class (:func:`~pgsl.optim.per_sample.logit_gradient_basis`).
   A victim's answer does not depend on the others in its batch (equal to rounding; tests).
 - ``"scipy"``: scipy's L-BFGS-B, one victim at a time, the reference (``bench/attacks.py``
   compares the two). The L-BFGS variants share their line search (Moré-Thuente's, for the strong
@@ -61,9 +61,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pgsl.attacks.base import Attack, Budget, Reconstruction
-from pgsl.attacks.lbfgs import lbfgsb
-from pgsl.attacks.per_sample import logit_gradient_basis, per_sample_grads
 from pgsl.attacks.view import AttackerView, GradientLeak, Need
+from pgsl.optim.lbfgs import lbfgsb
+from pgsl.optim.per_sample import logit_gradient_basis, per_sample_grads
 
 # Stage k matches the last k weight tensors of the leak; 0 (or k beyond their number): all of them.
 STAGES = (2, 4, 5, 6, 7, 0)

@@ -22,8 +22,8 @@ Contract: :func:`train_prior` fits an :class:`ImagePrior` (``(B, C, H, W)`` in [
 
 Batched over victims: each victim runs its own evolution strategy, and one generation's
 candidates of every victim (``victims x population`` images) are scored together, ``batch`` at a
-time, by per-sample gradients (:mod:`pgsl.attacks.per_sample`); the starts by one backward pass
-per class (:func:`~pgsl.attacks.per_sample.logit_gradient_basis`).
+time, by per-sample gradients (:mod:`pgsl.optim.per_sample`); the starts by one backward pass
+per class (:func:`~pgsl.optim.per_sample.logit_gradient_basis`).
 
 Measured behaviour: docs/findings.md#ggl (and, for pixel-space matching on this network,
 docs/findings.md#dlg-and-idlg)
@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgsl.attacks.base import Attack, Budget, Reconstruction
-from pgsl.attacks.per_sample import logit_gradient_basis, per_sample_grads
 from pgsl.attacks.view import AttackerView, GradientLeak, Need
+from pgsl.optim.per_sample import logit_gradient_basis, per_sample_grads
 
 
 class ImagePrior(nn.Module):
@@ -109,7 +109,7 @@ class _Victims:
 
     def start_distances(self, images: Tensor, chunk: int) -> Tensor:
         """The same distance ``(N, M)`` of every image ``(M, C, H, W)`` for every victim, from the
-        logit-gradient basis (:func:`~pgsl.attacks.per_sample.logit_gradient_basis`): under
+        logit-gradient basis (:func:`~pgsl.optim.per_sample.logit_gradient_basis`): under
         cross-entropy the gradient is ``G c`` with ``c = softmax - onehot(label)``, so
         ``<G c, g> = c^T G^T g`` and ``||G c||^2 = c^T G^T G c``."""
         k = self.leak.num_classes
@@ -140,7 +140,7 @@ def ggl_inversion(leak: GradientLeak, prior: ImagePrior, aux_images: Tensor, *, 
 
     Every victim runs its own evolution strategy (mean and step sizes ``(N, latent)``); each
     generation's ``N x population`` candidates are decoded and scored ``batch`` images at a time
-    (per-sample gradients, :mod:`pgsl.attacks.per_sample`). A victim's answer does not depend on
+    (per-sample gradients, :mod:`pgsl.optim.per_sample`). A victim's answer does not depend on
     ``batch`` or on the other victims (equal to rounding). The noise is drawn per generation,
     ``(N, population, latent)``, from one generator seeded with ``seed``.
     """

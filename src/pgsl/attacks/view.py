@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pgsl.attacks.per_sample import parameter_owners
+from pgsl.optim.per_sample import parameter_owners
 
 __all__ = ["AttackerView", "CloneFactory", "GradientLeak", "Need", "PipelineClone", "reconstruction_scores"]
 
@@ -96,7 +96,7 @@ class GradientLeak:
 
         Raises:
             ValueError: no module to search, or a parameter of a layer without per-sample
-                gradients (:func:`~pgsl.attacks.per_sample.parameter_owners`); a weight tensor
+                gradients (:func:`~pgsl.optim.per_sample.parameter_owners`); a weight tensor
                 must belong to an ``nn.Linear`` or ``nn.Conv2d``.
         """
         modules = list(self.modules) or ([self.logits] if isinstance(self.logits, nn.Module) else [])

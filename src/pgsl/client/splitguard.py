@@ -34,13 +34,14 @@ from torch import Tensor
 
 from pgsl.client.party import ClientParty
 from pgsl.config import GuardConfig
+from pgsl.errors import UserError
 from pgsl.split.channel import Channel
 from pgsl.split.messages import Gradient, Scores
 
 __all__ = ["GuardedClient", "HijackDetected", "SplitGuard", "SplitGuardParams", "splitguard_score"]
 
 
-class HijackDetected(RuntimeError):
+class HijackDetected(UserError):
     """The server's gradients are not those of an honest task; training must stop."""
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pgsl.defenses.base import Defense
 
 __all__ = ["DEFENSES", "PROPOSED", "VANILLA", "Defense", "NoParams", "get_defense", "parse_params",
-           "register_defense"]
+           "register_defense", "title"]
 
 DEFENSES: Registry[Defense] = Registry("defence", {
     "pgsl": "pgsl.defenses.pgsl:PGSL",
@@ -36,6 +36,11 @@ VANILLA = "none"  # the undefended split: every comparison's anchor
 def get_defense(name: str) -> type[Defense]:
     """The defence class registered under ``name``; a clear error for an unknown name."""
     return DEFENSES.get_class(name)
+
+
+def title(name: str) -> str:
+    """The registered defence's name in tables and figures (its ``title``, else ``name``)."""
+    return DEFENSES.get_class(name).title or name
 
 
 def register_defense(name: str, cls: type[Defense]) -> None:

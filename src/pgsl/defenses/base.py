@@ -92,7 +92,7 @@ class Defense(nn.Module):
         Params: a frozen dataclass of the defence's options (``[defense.params]`` in a config).
         settings: its strengths for the frontier and the benchmark, weakest first (empty: its
             defaults only); :meth:`setting` makes one of any value.
-        title: its name in tables and figures.
+        title: its name in tables and figures (empty: the name it is registered under).
     """
 
     server_model: ClassVar[str] = "one-stream"
@@ -100,7 +100,7 @@ class Defense(nn.Module):
     Params: ClassVar[type[Any]] = NoParams
     settings: ClassVar[tuple[Setting, ...]] = ()
     summary: ClassVar[str] = "vanilla split learning: conv1-2 on the raw image, no defence"
-    title: ClassVar[str] = "vanilla split"
+    title: ClassVar[str] = ""  # empty: tables use the registered name
 
     @classmethod
     def setting(cls, knob: str, value: float, **fixed: Any) -> Setting:
@@ -110,7 +110,7 @@ class Defense(nn.Module):
         known = {f.name for f in dataclasses.fields(cls.Params)}
         unknown = sorted({knob, *fixed} - known)
         if unknown:
-            raise ValueError(f"{cls.title} has no option(s) {unknown}; its options: "
+            raise ValueError(f"{cls.title or cls.__name__} has no option(s) {unknown}; its options: "
                              f"{', '.join(sorted(known)) or 'none'}")
         return Setting.option(knob, value, **fixed)
 
@@ -156,6 +156,11 @@ class Defense(nn.Module):
         """The run's formal guarantee after each training sample was sent ``releases`` times
         (once per epoch), with ``n_train`` samples in batches of ``batch_size``; None: none."""
         return None
+
+    @classmethod
+    def describe_guarantee(cls, g: Mapping[str, float]) -> str:
+        """One sentence for :meth:`guarantee`'s result (``metrics.json``'s ``privacy``)."""
+        return "guarantee: " + ", ".join(f"{k} {v:.4g}" for k, v in g.items())
 
     def describe(self) -> str:
         """One line for tables: the defence and its options."""

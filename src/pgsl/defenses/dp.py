@@ -35,6 +35,7 @@ model only at an ``epsilon`` that guarantees nothing. The measured frontier is i
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -117,6 +118,13 @@ class GaussianDP(Defense):
     title = "Gaussian DP"
     summary = ("split + per-sample clipping and Gaussian noise on the activations, (epsilon, delta) "
                "from Opacus's RDP accountant; options sigma, clip_rms, delta")
+
+    @classmethod
+    def describe_guarantee(cls, g: Mapping[str, float]) -> str:
+        return (f"({g['epsilon']:.4g}, {g['delta']:g})-DP per training sample's released activations "
+                f"over {g['releases']:g} release(s) (epsilon as embedding-DP papers report it, with "
+                f"subsampling: {g['epsilon_subsampled']:.4g}); labels and returned gradients are not "
+                "covered")
 
     def perturb(self, a: Tensor) -> Tensor:
         p = self.params

@@ -9,3 +9,5 @@ __all__ = ["VanillaSplit"]
 
 class VanillaSplit(Defense):
     """No defence: the client sends ``conv2(conv1(x))`` as it is."""
+
+    title = "vanilla split"

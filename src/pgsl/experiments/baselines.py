@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pgsl.config import Config
 from pgsl.data import load_dataset
-from pgsl.defenses import DEFENSES, PROPOSED, VANILLA
+from pgsl.defenses import PROPOSED, VANILLA, get_defense, title
 from pgsl.experiments.cache import ensure_trained
 from pgsl.experiments.plain import scored_on_test
 from pgsl.experiments.results import BaselineRow, write_rows
@@ -40,7 +40,8 @@ def baselines(cfg: Config, out: Path, device: str = "cpu", reporter: Reporter | 
               defenses: Sequence[str] = (PROPOSED, VANILLA)) -> list[BaselineRow]:
     """Train (or reuse) each of ``defenses`` (split runs), the plain CNN and the majority class
     on the same split; write ``baselines.json``, ``.csv`` and ``.md``."""
-    DEFENSES.check(defenses)
+    for kind in defenses:
+        get_defense(kind)
     dev = resolve_device(device)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -48,7 +49,7 @@ def baselines(cfg: Config, out: Path, device: str = "cpu", reporter: Reporter | 
         path = out / kind
         metrics = ensure_trained(cfg.replace(defense={"kind": kind, "params": {}}), path, device=device,
                                  reporter=reporter)
-        rows.append(_row(metrics["dataset"], DEFENSES[kind].title, metrics["test_metrics"][DECISION],
+        rows.append(_row(metrics["dataset"], title(kind), metrics["test_metrics"][DECISION],
                          str(path)))
     dataset = load_dataset(cfg.data, seed=cfg.train.seed)
     plain = scored_on_test(cfg, dataset, out / "plain_cnn.pt", dev)

@@ -31,6 +31,7 @@ from typing import Any
 
 from pgsl.checkpoint import write_json, write_text
 from pgsl.config import Config
+from pgsl.defenses import PROPOSED, VANILLA
 from pgsl.experiments.cache import check, ensure_trained
 from pgsl.runtime import Reporter, resolve_device
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 CV_JSON, CV_MD, FOLD_JSON = "cv.json", "cv.md", "fold.json"
 PLAIN, MAJORITY = "plain", "majority"
+DEFAULT_MODELS = (PROPOSED, VANILLA, PLAIN, MAJORITY)  # pgsl baselines' comparison
 # what a model's fold result holds, and what cv.json averages over folds
 SCALARS = ("accuracy", "balanced_accuracy", "auc", "macro_f1")
 
@@ -154,10 +156,9 @@ def cross_validate(cfg: Config, out: Path, *, models: Sequence[str], folds: int 
 
 def model_name(name: str) -> str:
     """A cross-validated model's name in tables: a defence's title, or the plain CNN / majority."""
-    from pgsl.defenses import DEFENSES
+    from pgsl.defenses import DEFENSES, title
 
-    return {PLAIN: "plain CNN", MAJORITY: "majority"}.get(name) or (
-        DEFENSES[name].title if name in DEFENSES else name)
+    return {PLAIN: "plain CNN", MAJORITY: "majority"}.get(name) or (title(name) if name in DEFENSES else name)
 
 
 def pm(m: dict[str, Any], key: str) -> str:

@@ -21,8 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pgsl.defenses
 from pgsl.config import PRESET_DIR, Config
-from pgsl.defenses import DEFENSES, get_defense
+from pgsl.defenses import get_defense, title
 from pgsl.defenses.base import DEFAULT, Setting
 from pgsl.experiments.hijack import HijackConfig
 from pgsl.experiments.mu_sweep import SweepConfig
@@ -35,8 +36,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Arm", "PLAN_DIR", "Plan", "arms", "available_plans", "load_plan", "parse_setting",
-           "strengths"]
+__all__ = ["Arm", "EXPERIMENTS", "PLAN_DIR", "Plan", "arms", "available_plans", "load_plan",
+           "parse_setting", "setting_options", "strengths"]
 
 PLAN_DIR = PRESET_DIR / "plans"
 EXPERIMENTS = ("benchmark", "reproduce")
@@ -73,6 +74,17 @@ def strengths(defense: str, specs: Mapping[str, Sequence[str]] | None = None) ->
     return get_defense(defense).settings or (DEFAULT,)
 
 
+def setting_options(items: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """``DEFENCE:SPEC`` items (``--setting noise:scale=0.25``) as ``{defence: (spec, ...)}``."""
+    out: dict[str, tuple[str, ...]] = {}
+    for item in items:
+        defense, sep, spec = item.partition(":")
+        if not sep or not defense.strip() or not spec.strip():
+            raise ValueError(f"--setting needs DEFENCE:KNOB=VALUE or DEFENCE:default, got {item!r}")
+        out[defense.strip()] = (*out.get(defense.strip(), ()), spec.strip())
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Arm:
     """One defence at one setting."""
@@ -89,8 +101,8 @@ class Arm:
     @property
     def curve(self) -> str:
         """The line it belongs to in a frontier: the defence's title and knob."""
-        title = get_defense(self.defense).title
-        return title if not self.setting.knob else f"{title} ({self.setting.knob})"
+        name = title(self.defense)
+        return name if not self.setting.knob else f"{name} ({self.setting.knob})"
 
     def configure(self, base: Config, fixed: Mapping[str, Mapping[str, Any]] | None = None,
                   seed: int | None = None) -> Config:
@@ -111,8 +123,10 @@ def arms(defenses: Sequence[str] | None = None,
          specs: Mapping[str, Sequence[str]] | None = None) -> list[Arm]:
     """Every setting (:func:`strengths`) of each defence, in order; ``defenses`` None: every
     registered one."""
-    names = list(DEFENSES) if defenses is None else list(defenses)
-    DEFENSES.check(names)
+    registry = pgsl.defenses.DEFENSES  # read now: a defence registered at run time is included
+    names = list(registry) if defenses is None else list(defenses)
+    for name in names:
+        get_defense(name)
     unknown = sorted(set(specs or {}) - set(names))
     if unknown:
         raise ValueError(f"settings given for defence(s) {unknown} that are not in the plan "
@@ -155,6 +169,23 @@ class Plan:
         for arm in self.arms():
             seen.setdefault(arm.defense, arm)
         return list(seen.values())
+
+    def narrowed(self, *, seeds: int | None = None, defenses: Sequence[str] | None = None,
+                 attacks: Sequence[str] | None = None) -> Plan:
+        """This plan with seeds ``0..seeds-1``, only ``defenses`` and only ``attacks`` (each when
+        given); the settings and budgets of what is left out are dropped."""
+        changes: dict[str, Any] = {}
+        if seeds is not None:
+            if seeds < 1:
+                raise ValueError(f"--seeds must be >= 1, got {seeds}")
+            changes["seeds"] = tuple(range(seeds))
+        if defenses is not None:
+            changes["defenses"] = tuple(defenses)
+            changes["settings"] = {d: s for d, s in self.settings.items() if d in defenses}
+        if attacks is not None:
+            changes["privacy"] = dataclasses.replace(self.privacy, attacks=tuple(attacks), budgets={
+                k: v for k, v in self.privacy.budgets.items() if k in attacks})
+        return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
         """The plan as plain data (JSON), every field included."""

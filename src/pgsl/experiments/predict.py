@@ -490,3 +490,57 @@ def film_diagnostics(patch_rows: list[dict], info: list[InfoRow], roi_size: int)
 def patches_path(out: Path) -> Path:
     """Where a patch model's per-patch scores go beside ``out``."""
     return out.with_name(out.stem + ".patches.csv")
+
+
+def summary_lines(summary: dict[str, Any], out: Path) -> list[str]:
+    """What :func:`predict_cv`'s summary says, as lines for a terminal."""
+    auc = summary.get("auc_normal_vs_abnormal")
+    lines = [f"classified {summary['films']} film(s) with {summary['model']}'s fold models; "
+             + (f"per-film AUC normal vs abnormal {auc:.3f}; " if auc is not None else "") + f"wrote {out}"]
+    rules, lesions = summary.get("film_rule_auc"), summary.get("lesions")
+    if rules:
+        lines.append("per-film AUC by film rule: " + ", ".join(f"{k} {v:.3f}" for k, v in rules.items()))
+    if lesions and lesions["covered_by_a_window"]:
+        lines.append(f"top patch on the lesion: {lesions['top_patch_on_lesion']} of "
+                     f"{lesions['with_coordinates']} lesions; the lesion's window at the "
+                     f"{100 * lesions['lesion_window_percentile_median']:.0f}th percentile of its film "
+                     "(median)")
+    return lines
+
+
+def classify(run_dir: Path, images: Path, out: Path, *, server: str | None = None,
+             site: str | None = None, tls: Path | None = None, model: str | None = None,
+             batch_size: int = 64, device: str = "cpu") -> tuple[list[str], list[str]]:
+    """``pgsl predict``: classify ``images`` (a file or a folder) with ``run_dir`` -- a run in this
+    process, a site's run through a ``pgsl server`` at ``server`` (``site``, mutual TLS from
+    ``tls`` or none), or a cross-validation folder (each film by the fold model that never saw its
+    patient). Writes ``out``; -> (what was done, the images skipped with their reasons)."""
+    from pgsl.runtime import resolve_device
+
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    dev = resolve_device(device)
+    files = find_images(images)
+    if (run_dir / "cv.json").is_file():
+        if server is not None:
+            raise ValueError("a cross-validation folder classifies in this process: leave out --server")
+        summary = predict_cv(run_dir, files, out, model=model, device=dev, batch_size=batch_size)
+        return summary_lines(summary, out), []
+    if model is not None:
+        raise ValueError("--model picks a model of a cross-validation folder (one with cv.json)")
+    if server is None:
+        if site is not None or tls is not None:
+            raise ValueError("--site, --tls and --insecure go with --server")
+        rows = predict_images(Predictor.in_process(run_dir, dev), files, out, batch_size)
+    else:
+        from pgsl.transport.client import GrpcChannel, TransportError
+
+        if site is None:
+            raise ValueError("with --server give --site, and --tls DIR (mutual TLS) or --insecure")
+        try:
+            with GrpcChannel(server, site=site, tls_dir=tls) as channel:
+                rows = predict_images(Predictor.remote(run_dir, channel, dev), files, out, batch_size)
+        except TransportError as e:
+            raise ValueError(str(e)) from e
+    failed = [str(r["error"]) for r in rows if r["error"]]
+    return [f"classified {len(rows) - len(failed)} of {len(rows)} image(s); wrote {out}"], failed

@@ -48,7 +48,9 @@ from pgsl.runtime import Run, load_run, resolve_device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PAPER_MSE", "PrivacyConfig", "attacker_views", "evaluate_privacy", "privacy"]
+__all__ = ["PAPER_MSE", "PrivacyConfig", "attacker_views", "budgets_from_options", "evaluate_privacy",
+           "privacy"]
+
 
 def _paper_mse() -> dict[str, dict[tuple[str, str, str], float]]:
     """Paper Table I by dataset, keyed ``(attack, defence, target)``."""
@@ -93,6 +95,17 @@ class PrivacyConfig:
             cls = get_attack(name)
             out.append(cls(parse_budget(cls.Budget, self.budgets.get(name, {}), name), seed=self.seed))
         return out
+
+
+def budgets_from_options(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"dlg.iterations": 40}`` (``--budget dlg.iterations=40``) as ``{"dlg": {"iterations": 40}}``."""
+    per_attack: dict[str, dict[str, Any]] = {}
+    for key, value in options.items():
+        attack, dot, knob = key.partition(".")
+        if not dot or not knob:
+            raise ValueError(f"--budget needs ATTACK.KNOB=VALUE, got {key!r}")
+        per_attack.setdefault(attack, {})[knob] = value
+    return per_attack
 
 
 def _batched(fn: Callable[[Tensor], Tensor], x: Tensor, size: int = 256) -> Tensor:

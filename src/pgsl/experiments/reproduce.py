@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from pgsl.checkpoint import write_json
-from pgsl.config import Config
+from pgsl.config import Config, default_preset  # noqa: F401 (re-exported)
 from pgsl.experiments.cache import as_key, check
 from pgsl.experiments.frontier import frontier as run_frontier
 from pgsl.experiments.frontier import run_dir, train_point
@@ -50,12 +50,6 @@ from pgsl.experiments.robustness import check_dependencies, robustness
 from pgsl.runtime import Reporter, environment, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def default_preset(dataset: str) -> str:
-    """The training preset ``pgsl reproduce`` uses when none is given: ``mias-quick`` (the ROI
-    protocol, augmentation, class-balanced batches) for MIAS, ``quick`` otherwise."""
-    return "mias-quick" if dataset == "mias" else "quick"
 
 
 STAGES = "stages.json"  # each finished stage's key

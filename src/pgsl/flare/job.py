@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from pgsl.config import Config
+from pgsl.errors import UserError
 
-__all__ = ["export_job", "make_recipe", "poc", "project_yml", "simulate"]
+__all__ = ["classes_of", "export_job", "make_recipe", "poc", "project_yml", "run_local", "simulate"]
 
 DEFAULT_NAME = "pgsl"
 ADMIN = "admin@pgsl.local"  # the project admin of the templates (POC submits the job as it)
@@ -193,3 +194,34 @@ def poc(recipe: Any, sites: list[str], *, server_out: Path, workspace: Path,
         else:
             os.environ["NVFLARE_POC_WORKSPACE"] = previous
     return _summary(server_out)
+
+
+def classes_of(cfg: Config) -> int:
+    """The class count of the configured dataset, read from one training and one test image."""
+    import dataclasses
+
+    from pgsl.data import load_dataset
+
+    return len(load_dataset(dataclasses.replace(cfg.data, limit_train=1, limit_test=1)).classes)
+
+
+def run_local(mode: str, cfg: Config, sites: int, out: Path, *, wire_dtype: str = "float32",
+              device: str = "cpu") -> dict[str, Any]:
+    """Run the job on this machine with ``sites`` sites (``site-1`` ...) in FLARE's ``mode``
+    (``simulate`` or ``poc``): the server in ``out/server``, the sites' runs in ``out/sites/<site>``,
+    FLARE's workspace in ``out/flare``; run again with the same ``out`` to resume. -> the summary."""
+    if mode not in ("simulate", "poc"):
+        raise ValueError(f"mode is simulate or poc, got {mode!r}")
+    if not 1 <= sites <= 64:
+        raise ValueError(f"--sites must lie in 1..64, got {sites}")
+    names = [f"site-{i + 1}" for i in range(sites)]
+    out = out.resolve()
+    recipe = make_recipe(cfg, sites=names, classes=classes_of(cfg), server_out=str(out / "server"),
+                         site_out=str(out / "sites"), wire_dtype=wire_dtype, device=device)
+    run = simulate if mode == "simulate" else poc
+    try:
+        return run(recipe, names, server_out=out / "server", workspace=out / "flare")
+    except RuntimeError as e:  # FLARE's simulator and POC report a failed job as a RuntimeError
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"the FLARE job failed: {e}") from e

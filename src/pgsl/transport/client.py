@@ -18,6 +18,7 @@ from typing import TypeVar
 import grpc
 import torch
 
+from pgsl.errors import UserError
 from pgsl.split.messages import Activations, Gradient, Scores
 from pgsl.transport import pgsl_pb2 as pb
 from pgsl.transport import pgsl_pb2_grpc as pb_grpc
@@ -30,7 +31,7 @@ _FIRST_DELAY, _MAX_DELAY = 0.5, 10.0  # seconds between reconnection attempts, d
 T = TypeVar("T")
 
 
-class TransportError(RuntimeError):
+class TransportError(UserError):
     """The server refused a request or could not be reached; ``code`` is the gRPC status."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
