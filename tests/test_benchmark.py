@@ -205,7 +205,8 @@ def test_benchmark_cli_refuses_bad_input_clearly(tmp_path: Path) -> None:
     runner = CliRunner()
     bad_plan = runner.invoke(app, ["benchmark", "--out", str(tmp_path), "--plan", "huge"])
     assert bad_plan.exit_code == 2
-    assert "benchmark plan 'huge' not found" in bad_plan.output and "available: paper, quick, tiny" in bad_plan.output
+    assert "benchmark plan 'huge' not found" in bad_plan.output
+    assert "available: paper, quick, tiny" in bad_plan.output
     bad_attack = runner.invoke(app, ["benchmark", "--out", str(tmp_path), "--attacks", "mia,nope"])
     assert bad_attack.exit_code == 2 and "unknown attack 'nope'" in bad_attack.output
     bad_defence = runner.invoke(app, ["benchmark", "--out", str(tmp_path), "--defenses", "none,nope"])
