@@ -142,6 +142,9 @@ def test_fsha_inverts_a_vanilla_client_and_the_table_reports_it(runs: dict[str, 
     assert row.honest_score is not None and row.fsha_score is not None
     assert row.honest_score > row.fsha_score + 0.1, row
     assert read_rows(tmp_path / "hijack.json", HijackRow) == rows
+    stamp = (tmp_path / "hijack.json").stat().st_mtime_ns  # cached by runs and protocol: read back
+    assert hijack([runs["none"]], tmp_path, hc) == rows
+    assert (tmp_path / "hijack.json").stat().st_mtime_ns == stamp
     text = (tmp_path / "hijack.md").read_text()
     assert "| mnist | none | 1 |" in text and "1/1" in text
 

@@ -112,7 +112,7 @@ def test_baselines_train_pgsl_the_vanilla_split_and_the_plain_cnn_on_the_same_sp
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = read_rows(out / "baselines.json", BaselineRow)
-    assert [r.model for r in rows] == ["pgsl", "vanilla split", "plain CNN", "majority"]
+    assert [r.model for r in rows] == ["PGSL", "vanilla split", "plain CNN", "majority"]
     assert len({r.n_test for r in rows}) == 1  # the same test split for all four
     for r in rows[:2]:  # the split runs: the decision's metrics from the run's own metrics.json
         m = json.loads((Path(r.run) / "metrics.json").read_text())

@@ -298,6 +298,20 @@ def test_a_new_attack_is_one_class_and_one_registry_entry(runs: dict[str, Path],
     saved = load_checkpoint(out / "recon_pgsl_recovered.pt")
     assert saved["defense"] == "pgsl" and saved["target"] == "recovered"
     assert torch.equal(saved["shade"], torch.full((4, 1, 28, 28), 0.25)) and "mean" not in saved
+    # the whole table is cached by what produced it: the same runs and protocol read it back
+    # without attacking; another protocol, or a table a kill left partial, is computed again
+    stamp = (out / "table1.json").stat().st_mtime_ns
+    Shade.seen = []
+    assert privacy([runs["none"], runs["pgsl"]], out, pc) == rows and Shade.seen == []
+    assert (out / "table1.json").stat().st_mtime_ns == stamp
+    fewer = dataclasses.replace(pc, budgets={"shade": {"shade": 0.25, "victims": 2}})
+    assert {r.n_victims for r in privacy([runs["none"], runs["pgsl"]], out, fewer)
+            if r.attack == "shade"} == {2}
+    table = json.loads((out / "table1.json").read_text())
+    (out / "table1.json").write_text(json.dumps({**table, "key": None}))  # as a killed run leaves it
+    Shade.seen = []
+    privacy([runs["none"], runs["pgsl"]], out, fewer)
+    assert Shade.seen == [("cut", 2), ("cut", 2), ("recovered", 2)]
 
 
 @pytest.mark.slow
@@ -543,9 +557,9 @@ def test_frontier_cli_trains_attacks_plots_and_resumes_from_its_cache(tmp_path: 
     assert r.returncode == 2, r.stderr[-2000:]
     assert "data.limit_train: 512 -> 256" in " ".join(r.stderr.split()), r.stderr[-2000:]
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
-    bad_cmd = [c if c != "0.55" else "x" for c in cmd]
+    bad_cmd = [c if c != "pgsl:mu=0.55" else "pgsl:mu=x" for c in cmd]
     bad = subprocess.run(bad_cmd, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "comma-separated numbers" in bad.stderr
+    assert bad.returncode == 2 and "KNOB=NUMBER" in bad.stderr, bad.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -145,6 +145,10 @@ def test_robustness_cli_writes_table2_with_every_model_and_reconstruction_rows(
     assert "white-box against the plain CNN" in md and "| pgsl (pgsl) | decision |" in md
     assert (out / "fig5.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "plain_cnn.pt").is_file() and (out / "adversarial.pt").is_file()
+    # the same runs, reconstructions and protocol again: the table is read back, not recomputed
+    stamp = (out / "table2.json").stat().st_mtime_ns
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and (out / "table2.json").stat().st_mtime_ns == stamp, again.stderr[-2000:]
     bad = subprocess.run(cmd[:-2] + ["--attacks", "pgd"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown attack" in bad.stderr
 

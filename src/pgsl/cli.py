@@ -26,6 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from pgsl import tables
 from pgsl.config import available_presets, configure, default_preset, parse_options
 from pgsl.data import LOADERS
 from pgsl.defenses import PROPOSED
@@ -34,10 +35,18 @@ from pgsl.extras import require
 
 if TYPE_CHECKING:
     from pgsl.split.trainer import EpochStats
-    from pgsl.tables import Tabular
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="PGSL: privacy-preserving split learning on medical images.")
+
+class _Typer(typer.Typer):
+    """Every command's errors go through :func:`_user_errors`."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        register = super().command(*args, **kwargs)
+        return lambda command: register(_user_errors(command))
+
+
+app = _Typer(add_completion=False, no_args_is_help=True,
+             help="PGSL: privacy-preserving split learning on medical images.")
 console, err_console = Console(), Console(stderr=True)
 
 # options shared by several commands: one name, one help text
@@ -163,7 +172,7 @@ def _user_errors(command: F) -> F:
     return cast(F, run)
 
 
-def _show(t: Tabular) -> None:
+def _show(t: tables.Tabular) -> None:
     table = Table(title=t.title, caption=t.caption or None)
     for c in t.columns:
         table.add_column(c, justify="left" if c in t.left else "right")
@@ -183,9 +192,8 @@ def _folds(folds: int | None, dataset: str) -> int:
 
 def _cross_validate(cfg: Any, out: Path, models: list[str], folds: int, cv_seed: int, device: str) -> None:
     from pgsl.experiments.cv import cross_validate
-    from pgsl.tables import cv
 
-    _show(cv(cross_validate(cfg, out, models=models, folds=folds, cv_seed=cv_seed, device=device,
+    _show(tables.cv(cross_validate(cfg, out, models=models, folds=folds, cv_seed=cv_seed, device=device,
                             reporter=RichReporter())))
     console.print(f"[green]wrote {out / 'cv.json'} and cv.md[/]")
 
@@ -201,7 +209,6 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every 
 
 
 @app.command()
-@_user_errors
 @config_options("preset", "dataset", "data_dir", "limit_train", "limit_test", "seed", "defense",
                 "defense_options", "guard", "settings")
 def train(cfg: Any, out: Out, device: Device = "cpu", epochs: Epochs = None,
@@ -213,13 +220,12 @@ def train(cfg: Any, out: Out, device: Device = "cpu", epochs: Epochs = None,
     one run per fold of a patient-grouped cross-validation (--folds), summarised in cv.json / cv.md."""
     from pgsl.defenses import get_defense
     from pgsl.runtime import train_run
-    from pgsl.tables import metrics as metrics_table
 
     if k := _folds(folds, cfg.data.dataset):
         return _cross_validate(cfg.replace(train={"epochs": epochs} if epochs else {}), out,
                                [cfg.defense.kind], k, cv_seed, device)
     m = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(), epochs=epochs)
-    _show(metrics_table(f"{m['dataset']} test set after {m['epochs']} epoch(s)", m))
+    _show(tables.metrics(f"{m['dataset']} test set after {m['epochs']} epoch(s)", m))
     if m.get("privacy") is not None:
         console.print(get_defense(cfg.defense.kind).describe_guarantee(m["privacy"]))
     console.print(f"training {m['train_seconds']:.1f} s, evaluation {m['eval_seconds']:.1f} s; wrote "
@@ -227,19 +233,16 @@ def train(cfg: Any, out: Out, device: Device = "cpu", epochs: Epochs = None,
 
 
 @app.command()
-@_user_errors
 def evaluate(run_dir: Annotated[Path, typer.Argument(help="A folder written by `pgsl train`.")],
              device: Device = "cpu", limit_test: LimitTest = None) -> None:
     """Re-evaluate a saved run on its test split (writes evaluation.json)."""
     from pgsl.runtime import evaluate_run
-    from pgsl.tables import metrics
 
     r = evaluate_run(run_dir, device=device, limit_test=limit_test, reporter=RichReporter())
-    _show(metrics(f"test accuracy, epoch {r['epochs']}", r))
+    _show(tables.metrics(f"test accuracy, epoch {r['epochs']}", r))
 
 
 @app.command()
-@_user_errors
 def privacy(runs: Runs, out: Out, device: Device = "cpu",
             victims: Annotated[int, typer.Option(help="Size of the victims' sample (each attack takes "
                                                  "the first `victims` of its budget).")] = 500,
@@ -253,17 +256,15 @@ def privacy(runs: Runs, out: Out, device: Device = "cpu",
     """Table I: run the adversary's inversion attacks against trained runs and score them."""
     from pgsl.experiments.privacy import PrivacyConfig, budgets_from_options
     from pgsl.experiments.privacy import privacy as run_privacy
-    from pgsl.tables import privacy as table
 
     names: dict[str, Any] = {} if attacks is None else {"attacks": _csv(attacks)}
     pc = PrivacyConfig(victims=victims, aux=aux, seed=seed, seeds=seeds,
                        budgets=budgets_from_options(parse_options(budgets, "--budget")), **names)
-    _show(table(run_privacy(runs, out, pc, device=device)))
+    _show(tables.privacy(run_privacy(runs, out, pc, device=device)))
     console.print(f"wrote {out / 'table1.csv'}, {out / 'table1.md'} and the grids in {out}")
 
 
 @app.command()
-@_user_errors
 def hijack(runs: Runs, out: Out, device: Device = "cpu",
            steps: Annotated[int, typer.Option(help="Client steps under the malicious server.")] = 500,
            every: Annotated[int, typer.Option(help="Steps between points of the curve.")] = 50,
@@ -275,15 +276,13 @@ def hijack(runs: Runs, out: Out, device: Device = "cpu",
     """A malicious server (FSHA) hijacks each run's client while SplitGuard watches."""
     from pgsl.experiments.hijack import HijackConfig
     from pgsl.experiments.hijack import hijack as run_hijack
-    from pgsl.tables import hijack as table
 
     hc = HijackConfig(steps=steps, every=every, victims=victims, aux=aux, seeds=seeds, honest=honest)
-    _show(table(run_hijack(runs, out, hc, device=device)))
+    _show(tables.hijack(run_hijack(runs, out, hc, device=device)))
     console.print(f"wrote {out / 'hijack.md'}, {out / 'hijack.csv'} and {out / 'hijack.json'}")
 
 
 @app.command()
-@_user_errors
 @config_options("preset", "dataset", "data_dir", "limit_train", "epochs", "settings")
 def frontier(cfg: Any, out: Out, device: Device = "cpu",
              defenses: Annotated[str | None, typer.Option(help="Comma-separated defences (default: every "
@@ -302,17 +301,16 @@ def frontier(cfg: Any, out: Out, device: Device = "cpu",
     from pgsl.experiments.frontier import frontier as run_frontier
     from pgsl.experiments.plan import arms, setting_options
     from pgsl.experiments.privacy import PrivacyConfig
-    from pgsl.tables import frontier as table
 
     pc = PrivacyConfig(victims=victims, aux=aux, seed=seed, attacks=(LEARNED,),
                        budgets={LEARNED: {"epochs": mia_epochs}})
-    _show(table(run_frontier(cfg, out, arms(_csv(defenses), setting_options(strengths)), pc, device=device,
-                             reporter=RichReporter())))
+    rows = run_frontier(cfg, out, arms(_csv(defenses), setting_options(strengths)), pc, device=device,
+                        reporter=RichReporter())
+    _show(tables.frontier(rows))
     console.print(f"wrote {out / 'frontier.csv'} and {out / 'frontier.png'}")
 
 
 @app.command("mu-sweep")
-@_user_errors
 def mu_sweep(out: Out, dataset: Annotated[list[str], typer.Option(help="Repeat for several (one plot).")] = ["mnist"],  # noqa: B006,E501
              data_dir: DataDir = None, preset: PresetOpt = "quick", device: Device = "cpu",
              limit_train: LimitTrain = None,
@@ -326,21 +324,19 @@ def mu_sweep(out: Out, dataset: Annotated[list[str], typer.Option(help="Repeat f
     from pgsl.experiments.mu_sweep import SweepConfig, best_mu
     from pgsl.experiments.mu_sweep import mu_sweep as run_sweep
     from pgsl.runtime import resolve_device
-    from pgsl.tables import mu_sweep as table
 
     values: dict[str, Any] = {} if mus is None else {"mus": tuple(float(m) for m in _csv(mus) or ())}
     sweep = SweepConfig(images=images, seed=seed, solver=solver, **values)
     configs = [configure(preset or default_preset(name), {"data.dataset": name, "data.data_dir": data_dir,
                                   "data.limit_train": limit_train}) for name in dataset]
     rows = run_sweep(configs, out, sweep, resolve_device(device))
-    _show(table(rows))
+    _show(tables.mu_sweep(rows))
     for name in dict.fromkeys(r.dataset for r in rows):
         console.print(f"{name}: lowest MSE at mu = {best_mu(rows, name):g} (paper: 0.55)")
     console.print(f"wrote {out / 'mu_sweep.csv'} and {out / 'mu_sweep.png'}")
 
 
 @app.command()
-@_user_errors
 def robustness(runs: Runs, out: Out, device: Device = "cpu",
                n_test: Annotated[int, typer.Option(help="Seeded test sample (0: all).")] = 1000,
                attacks: Annotated[str, typer.Option(help="Comma-separated test-time attacks.")]
@@ -354,16 +350,15 @@ def robustness(runs: Runs, out: Out, device: Device = "cpu",
     """Table II: accuracy on clean and adversarial test images (crafted against a plain CNN)."""
     from pgsl.experiments.robustness import RobustnessConfig
     from pgsl.experiments.robustness import robustness as run_robustness
-    from pgsl.tables import robustness as table
 
     rc = RobustnessConfig(n_test=n_test, attacks=_csv(attacks) or (), fgsm_eps=fgsm_eps, bim_eps=bim_eps,
                           bim_steps=bim_steps, cw_c=cw_c, cw_steps=cw_steps, jsma_gamma=jsma_gamma, seed=seed)
-    _show(table(run_robustness(runs, out, rc, device=device, reconstructions=reconstructions), rc.attacks))
+    rows = run_robustness(runs, out, rc, device=device, reconstructions=reconstructions)
+    _show(tables.robustness(rows, rc.attacks))
     console.print(f"wrote {out / 'table2.csv'}, {out / 'table2.md'} and {out / 'fig5.png'}")
 
 
 @app.command()
-@_user_errors
 @config_options("preset", "dataset", "data_dir", "settings")
 def reproduce(cfg: Any, preset: str, out: Out, device: Device = "cpu",
               plan: Annotated[str | None, typer.Option(help="A reproduce plan (`pgsl plans`) or a TOML path "
@@ -382,7 +377,6 @@ def reproduce(cfg: Any, preset: str, out: Out, device: Device = "cpu",
 
 
 @app.command()
-@_user_errors
 @config_options("preset", "dataset", "data_dir", "settings")
 def benchmark(cfg: Any, out: Out, device: Device = "cpu",
               plan: Annotated[str, typer.Option(help="A benchmark plan (`pgsl plans`: tiny, quick -- a "
@@ -397,15 +391,13 @@ def benchmark(cfg: Any, out: Out, device: Device = "cpu",
     frontier. Cached per run and per attack: re-running after a kill resumes."""
     from pgsl.experiments.benchmark import benchmark as run_benchmark
     from pgsl.experiments.plan import load_plan
-    from pgsl.tables import benchmark as table
 
     spec = load_plan("benchmark", plan).narrowed(seeds=seeds, defenses=_csv(defenses), attacks=_csv(attacks))
-    _show(table(run_benchmark(cfg, out, spec, device=device, reporter=RichReporter()), plan))
+    _show(tables.benchmark(run_benchmark(cfg, out, spec, device=device, reporter=RichReporter()), plan))
     console.print(f"[green]wrote {out / 'summary.md'}[/] (matrix.csv, heatmap.png, frontier.png beside it)")
 
 
 @app.command()
-@_user_errors
 @config_options("preset", "dataset", "data_dir", "settings")
 def baselines(cfg: Any, out: Out, device: Device = "cpu", folds: Folds = None, cv_seed: CvSeed = 0,
               models: Annotated[str | None, typer.Option(help="Comma-separated defences (split runs), "
@@ -417,18 +409,16 @@ def baselines(cfg: Any, out: Out, device: Device = "cpu", folds: Folds = None, c
     accuracy, macro-F1, AUC and recall per class. Cached: re-running resumes."""
     from pgsl.experiments.baselines import baselines as run_baselines
     from pgsl.experiments.cv import DEFAULT_MODELS, MAJORITY, PLAIN
-    from pgsl.tables import baselines as table
 
     names = list(_csv(models) or DEFAULT_MODELS)
     if k := _folds(folds, cfg.data.dataset):
         return _cross_validate(cfg, out, names, k, cv_seed, device)
-    _show(table(run_baselines(cfg, out, device=device, reporter=RichReporter(),
+    _show(tables.baselines(run_baselines(cfg, out, device=device, reporter=RichReporter(),
                               defenses=[m for m in names if m not in (PLAIN, MAJORITY)])))
     console.print(f"[green]wrote {out / 'baselines.md'}[/]")
 
 
 @app.command()
-@_user_errors
 def certs(out: Out, sites: Annotated[str, typer.Option(help="Comma-separated site names.")],
           hosts: Annotated[str, typer.Option(help="Names/IPs the server certificate is valid for.")]
           = "localhost,127.0.0.1") -> None:
@@ -441,7 +431,6 @@ def certs(out: Out, sites: Annotated[str, typer.Option(help="Comma-separated sit
 
 
 @app.command()
-@_user_errors
 def server(out: Out, listen: Annotated[str, typer.Option(help="HOST:PORT (port 0 picks a free one).")]
            = "127.0.0.1:50051", tls: Tls = None, insecure: Insecure = False,
            config: Annotated[str, typer.Option(help="Preset or TOML path (model, recovery, train).")]
@@ -469,7 +458,6 @@ def server(out: Out, listen: Annotated[str, typer.Option(help="HOST:PORT (port 0
 
 
 @app.command()
-@_user_errors
 @config_options("preset", "dataset", "data_dir", "limit_train", "limit_test", "seed", "guard")
 def client(cfg: Any, server_address: Annotated[str, typer.Option("--server", help="HOST:PORT of `pgsl "
                                                                  "server`.")],
@@ -481,7 +469,6 @@ def client(cfg: Any, server_address: Annotated[str, typer.Option("--server", hel
     """Train this site's client segment against a remote server (its data never leaves)."""
     from pgsl.runtime import train_run
     from pgsl.runtime.server import tls_or_insecure
-    from pgsl.tables import metrics
     from pgsl.transport.client import GrpcChannel
     from pgsl.transport.wire import wire_dtype as wire_dtypes
 
@@ -490,13 +477,12 @@ def client(cfg: Any, server_address: Annotated[str, typer.Option("--server", hel
                      retries=retries) as channel:
         m = train_run(cfg, out, resume=resume, device=device, reporter=RichReporter(), epochs=epochs,
                       channel=channel)
-    _show(metrics(f"site {site}: test set", m))
+    _show(tables.metrics(f"site {site}: test set", m))
     samples = m["n_train"] * m["epochs"] + m["n_test"]
     console.print(f"bytes sent per sample ({wire_dtype}): {channel.bytes_sent / max(samples, 1):.0f}")
 
 
 @app.command()
-@_user_errors
 def predict(run_dir: Annotated[Path, typer.Argument(help="A trained run folder (`pgsl train`), a "
                                                     "site's (`pgsl client`) with --server, or a CV folder.")],
             images: Annotated[Path, typer.Option(help="An image file or a folder of PNG/PGM/JPEG/TIFF/"
@@ -531,17 +517,15 @@ def predict(run_dir: Annotated[Path, typer.Argument(help="A trained run folder (
 @app.command("attacks")
 def list_attacks() -> None:
     """List the registered inversion attacks, what each needs, and its budget knobs."""
-    from pgsl.tables import registry
 
-    _show(registry("attacks"))
+    _show(tables.registry("attacks"))
 
 
 @app.command()
 def defenses() -> None:
     """List the registered defences, their options and their settings (frontier, benchmark)."""
-    from pgsl.tables import registry
 
-    _show(registry("defenses"))
+    _show(tables.registry("defenses"))
 
 
 @app.command()
@@ -563,7 +547,7 @@ def plans() -> None:
             console.print(f"{experiment} {name}: {PLAN_DIR / experiment / (name + '.toml')}")
 
 
-flare_app = typer.Typer(no_args_is_help=True, help="PGSL as an NVIDIA FLARE job (pip install "
+flare_app = _Typer(no_args_is_help=True, help="PGSL as an NVIDIA FLARE job (pip install "
                         "'pgsl[flare]'): export it for a provisioned project, or run it locally.")
 app.add_typer(flare_app, name="flare")
 
@@ -573,7 +557,6 @@ FLARE_OPTIONS = ("preset", "dataset", "data_dir", "limit_train", "limit_test", "
 
 
 @flare_app.command("job")
-@_user_errors
 @config_options(*FLARE_OPTIONS)
 def flare_job(cfg: Any, sites: Annotated[str, typer.Option(help="Site names, comma-separated: the names in "
                                                            "the sites' certificates (nvflare provision).")],
@@ -606,7 +589,6 @@ def flare_job(cfg: Any, sites: Annotated[str, typer.Option(help="Site names, com
 def _flare_local(mode: str) -> Callable[..., None]:
     """The command running the job in FLARE's ``mode`` (simulate, poc) on this machine."""
 
-    @_user_errors
     @config_options(*FLARE_OPTIONS)
     def flare_local(cfg: Any, out: Annotated[Path, typer.Option(help="Folder: server/, sites/<site>/, "
                                                                 "flare/; the same --out resumes.")],
@@ -614,11 +596,10 @@ def _flare_local(mode: str) -> Callable[..., None]:
                     wire_dtype: WireDtype = "float32", device: Device = "cpu") -> None:
         require("nvflare")
         from pgsl.flare.job import run_local
-        from pgsl.tables import flare
 
         console.print(f"FLARE {mode}: {sites} site(s), workspace {out.resolve() / 'flare'}")
         summary = run_local(mode, cfg, sites, out, wire_dtype=wire_dtype, device=device)
-        _show(flare(summary, wire_dtype))
+        _show(tables.flare(summary, wire_dtype))
         for name, error in sorted(summary["failed"].items()):
             err_console.print(f"[bold red]site {name} failed:[/] {escape(str(error))}")
         if summary["failed"]:

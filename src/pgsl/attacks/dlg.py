@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pgsl.attacks.base import Attack, Budget, Reconstruction
+from pgsl.attacks.dlg_settings import FTOL, GTOL, LABEL_ITERATIONS, MEMORY, idlg_label  # noqa: F401
 from pgsl.attacks.view import AttackerView, GradientLeak, Need
 from pgsl.optim.lbfgs import lbfgsb
 from pgsl.optim.per_sample import logit_gradient_basis, per_sample_grads
@@ -68,15 +69,6 @@ from pgsl.optim.per_sample import logit_gradient_basis, per_sample_grads
 # Stage k matches the last k weight tensors of the leak; 0 (or k beyond their number): all of them.
 STAGES = (2, 4, 5, 6, 7, 0)
 BLEND = 4  # the start is the mean of this many closest auxiliary images
-LABEL_ITERATIONS = 50  # DLG's output-gradient stage, on the last layer alone
-# L-BFGS settings of both solvers: memory 50; evaluations at most twice the iterations; ftol and
-# gtol that stop a run only where a step gains nothing (else the iterations or a failed line search end it)
-MEMORY, FTOL, GTOL = 50, 1e-16, 1e-14
-
-
-def idlg_label(last_weight_grad: Tensor) -> int:
-    """iDLG's analytic label: the class whose last-layer weight gradient row sums lowest."""
-    return int(last_weight_grad.sum(dim=-1).argmin())
 
 
 class _Victims:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from scipy.optimize import minimize
 from torch import Tensor
 
-from pgsl.attacks.dlg import FTOL, GTOL, LABEL_ITERATIONS, MEMORY, idlg_label
+from pgsl.attacks.dlg_settings import FTOL, GTOL, LABEL_ITERATIONS, MEMORY, idlg_label
 from pgsl.attacks.view import GradientLeak
 
 __all__ = ["invert_each"]

@@ -13,7 +13,7 @@ Contract: :func:`train_prior` fits an :class:`ImagePrior` (``(B, C, H, W)`` in [
 
 - the generative model is an autoencoder trained on the attacker's auxiliary images (GGL uses a
   GAN trained on public data; the decoder plays that role, the encoder gives starting points);
-- the label is iDLG's analytic one (:func:`~pgsl.attacks.dlg.idlg_label`);
+- the label is iDLG's analytic one (:func:`~pgsl.attacks.dlg_settings.idlg_label`);
 - the search starts at the latent code of the auxiliary image whose gradients, under that label,
   are closest to the leak, and runs a separable (mu, lambda) evolution strategy (GGL: CMA-ES) on
   the per-layer cosine distance of Geiping et al. (2020),

@@ -7,7 +7,8 @@ pipeline is fixed and the defence fills in its hooks (paper Fig. 2, left of the 
                                                      client loss += extra_loss(x, sent)
 
 and names the server model (:data:`pgsl.server.model.SERVER_MODELS`) that learns from what it sends.
-Nothing outside a defence's own module tests its name.
+Nothing outside a defence's own module and the registry names it (a test scans every registered
+name); experiments read a defence's strengths from :attr:`Defense.settings`.
 """
 
 from __future__ import annotations

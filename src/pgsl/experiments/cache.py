@@ -10,14 +10,18 @@ the settings that differ, so no number computed under one protocol is ever repor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pgsl.config import Config, load_config
+from pgsl.experiments.results import read_rows
 from pgsl.runtime import CHECKPOINT, CONFIG, METRICS, Reporter, train_run
+
+R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +81,30 @@ def ensure_trained(cfg: Config, out: Path, *, device: str = "cpu", reporter: Rep
         log.info("training %s%s", out.name, " (resuming)" if resume else "")
         train_run(cfg, out, resume=resume, device=device, reporter=reporter)
     return dict(json.loads((out / METRICS).read_text()))
+
+
+def runs_key(runs: Sequence[Path]) -> dict[str, Any]:
+    """Each trained run's configuration key, by folder (part of the key of a result computed from
+    the runs); a folder without a configuration is left for the loader to refuse."""
+    return {str(p): load_config(p / CONFIG).key() for p in runs if (p / CONFIG).is_file()}
+
+
+def file_key(paths: Sequence[Path]) -> dict[str, str]:
+    """The files' contents by path, as SHA-256 digests (inputs such as saved reconstructions)."""
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.is_file()}
+
+
+def cached(path: Path, key: Mapping[str, Any], cls: type[R]) -> list[R] | None:
+    """The rows of ``path`` (:func:`~pgsl.experiments.results.write_rows`) when it was written,
+    whole, under ``key``; None when it is missing, partial (a killed run writes no key) or was
+    computed under another key -- the caller then computes it again, as cheap results are."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text()).get("key")
+    if saved == as_key(key):
+        log.info("%s: cached", path)
+        return read_rows(path, cls)
+    if saved is not None:
+        log.info("%s: computed under other settings (%s), computing again", path,
+                 "; ".join(differences(saved, as_key(key))[:3]))
+    return None

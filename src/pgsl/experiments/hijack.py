@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,6 +33,7 @@ from pgsl.checkpoint import write_text
 from pgsl.client.party import ClientParty
 from pgsl.client.splitguard import GuardedClient, SplitGuard, SplitGuardParams
 from pgsl.data import batches, to_float
+from pgsl.experiments.cache import as_key, cached, runs_key
 from pgsl.experiments.results import HijackRow, write_rows
 from pgsl.runtime import Run, load_run, resolve_device
 from pgsl.split.channel import Channel, InProcessChannel
@@ -156,7 +158,8 @@ def _spread(v: Tensor) -> str:
     return f" ± {float(v.std()):.4f}" if len(v) > 1 else ""
 
 
-def write_table(rows: list[HijackRow], out: Path, hc: HijackConfig) -> None:
+def write_table(rows: list[HijackRow], out: Path, hc: HijackConfig,
+                cache_key: dict[str, Any] | None = None) -> None:
     """``hijack.md``, ``hijack.csv`` and ``hijack.json``: per defence, means over seeds."""
     out.mkdir(parents=True, exist_ok=True)
     text = protocol(hc)
@@ -175,14 +178,20 @@ def write_table(rows: list[HijackRow], out: Path, hc: HijackConfig) -> None:
                      f"| {len(found)}/{len(group)} | {found[len(found) // 2] if found else '-'} | {honest} |")
     write_text(out / "hijack.md", "\n".join(lines) + "\n")
     write_rows(out / "hijack.csv", [dataclasses.replace(r, curve=[]) for r in rows])
-    write_rows(out / "hijack.json", rows, protocol=text, config=dataclasses.asdict(hc))
+    write_rows(out / "hijack.json", rows, protocol=text, config=dataclasses.asdict(hc),
+               key=None if cache_key is None else as_key(cache_key))
 
 
 def hijack(runs: list[Path], out: Path, hc: HijackConfig, device: str = "cpu") -> list[HijackRow]:
-    """Every seed on every run; the tables are rewritten after each (a kill keeps what is done)."""
+    """Every seed on every run; the tables are rewritten after each (a kill keeps what is done). A
+    table ``out`` holds, whole, from the same runs and protocol is returned as it is."""
+    cache_key = {"runs": runs_key(runs), "hijack": dataclasses.asdict(hc)}
+    if (done := cached(out / "hijack.json", cache_key, HijackRow)) is not None:
+        return done
     rows: list[HijackRow] = []
     for run_dir in runs:
         for seed in range(hc.seeds):
             rows.append(hijack_run(run_dir, hc, seed, device))
             write_table(rows, out, hc)
+    write_table(rows, out, hc, cache_key)  # whole: its key marks it reusable
     return rows

@@ -42,6 +42,7 @@ from pgsl.attacks.view import CloneFactory, GradientLeak, PipelineClone
 from pgsl.checkpoint import save_checkpoint, write_text
 from pgsl.config import published
 from pgsl.data import to_float
+from pgsl.experiments.cache import as_key, cached, runs_key
 from pgsl.experiments.figures import save_grid
 from pgsl.experiments.results import PrivacyRow, write_rows
 from pgsl.runtime import Run, load_run, resolve_device
@@ -323,8 +324,9 @@ def _seed_std(value: float | None, digits: int) -> str:
 
 
 def write_table(rows: list[PrivacyRow], out: Path, pc: PrivacyConfig, attacks: list[Attack],
-                skipped: list[str]) -> None:
-    """``table1.csv``, ``table1.md`` and ``table1.json`` (rows + protocol), each written atomically."""
+                skipped: list[str], cache_key: dict[str, Any] | None = None) -> None:
+    """``table1.csv``, ``table1.md`` and ``table1.json`` (rows + protocol, and the ``key`` of a
+    whole table), each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
     text = protocol(pc, attacks, skipped)
     titles = {a.name: a.title for a in attacks}
@@ -340,12 +342,16 @@ def write_table(rows: list[PrivacyRow], out: Path, pc: PrivacyConfig, attacks: l
     write_text(out / "table1.md", "\n".join(lines) + "\n")
     write_rows(out / "table1.csv", rows)
     write_rows(out / "table1.json", rows, protocol=text, config=dataclasses.asdict(pc),
-               titles=titles, skipped=skipped)
+               titles=titles, skipped=skipped, key=None if cache_key is None else as_key(cache_key))
 
 
 def privacy(runs: list[Path], out: Path, pc: PrivacyConfig, device: str = "cpu") -> list[PrivacyRow]:
     """Evaluate every run (under each seed), then write the table and the grids into ``out`` (the
-    grids and saved reconstructions are the first seed's)."""
+    grids and saved reconstructions are the first seed's). A table ``out`` holds from the same runs
+    (their configurations) and protocol is returned as it is; otherwise it is computed again."""
+    cache_key = {"runs": runs_key(runs), "privacy": dataclasses.asdict(pc)}
+    if (done := cached(out / "table1.json", cache_key, PrivacyRow)) is not None:
+        return done
     out.mkdir(parents=True, exist_ok=True)
     configs = [dataclasses.replace(pc, seed=pc.seed + k, seeds=1) for k in range(pc.seeds)]
     attacks = [c.build() for c in configs]  # one set per seed, each reused across the runs
@@ -364,4 +370,5 @@ def privacy(runs: list[Path], out: Path, pc: PrivacyConfig, device: str = "cpu")
     log.info("Table I: %d runs in %.0f s", len(runs), time.perf_counter() - t0)
     if not math.isfinite(sum(r.mse_mean for r in rows)):
         raise RuntimeError("a reconstruction score is not finite")
+    write_table(rows, out, pc, attacks[0], skipped, cache_key)  # whole: its key marks it reusable
     return rows

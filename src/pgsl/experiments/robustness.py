@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +36,7 @@ from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_text
 from pgsl.client.pixel_attack import jsma
 from pgsl.config import published
 from pgsl.data import to_float
+from pgsl.experiments.cache import as_key, cached, file_key, runs_key
 from pgsl.experiments.figures import save_grid
 from pgsl.experiments.plain import PlainCNN, accuracy, fit, plain_cnn
 from pgsl.experiments.results import RobustnessRow, write_rows
@@ -152,9 +154,16 @@ def craft(model: nn.Module, x: Tensor, y: Tensor, attack: str, rc: RobustnessCon
 
 def robustness(runs: Sequence[Path], out: Path, rc: RobustnessConfig, device: str = "cpu",
                reconstructions: Sequence[Path] = ()) -> list[RobustnessRow]:
-    """Evaluate the plain CNN and every run; write table2.csv/.md/.json and fig5.png into ``out``."""
+    """Evaluate the plain CNN and every run; write table2.csv/.md/.json and fig5.png into ``out``.
+    A table ``out`` holds from the same runs, reconstructions (by content) and protocol is returned
+    as it is; otherwise it is computed again."""
     if not runs:
         raise ValueError("give at least one trained run")
+    cache_key = {"runs": runs_key(runs), "reconstructions": file_key(reconstructions),
+                 "robustness": dataclasses.asdict(rc)}
+    done = cached(out / "table2.json", cache_key, RobustnessRow)
+    if done is not None and (out / "fig5.png").is_file():
+        return done
     for name in rc.attacks:
         if name not in CRAFTERS:
             raise ValueError(f"unknown attack {name!r}; choose from {', '.join(CRAFTERS)}")
@@ -215,7 +224,7 @@ def robustness(runs: Sequence[Path], out: Path, rc: RobustnessConfig, device: st
     for path in reconstructions:
         rows.extend(_reconstruction_rows(path, first, x, y, rc, paper, controls))
 
-    write_table(rows, out, rc, perturbation, dataset.name)
+    write_table(rows, out, rc, perturbation, dataset.name, cache_key)
     cols = {"original": x[:8], **{ATTACK_NAMES.get(a, a): adversarial[a][:8] for a in rc.attacks}}
     save_grid(out / "fig5.png", cols)
     return rows
@@ -263,7 +272,8 @@ def _reconstruction_rows(path: Path, run: Run, x: Tensor, y: Tensor, rc: Robustn
 
 
 def write_table(rows: list[RobustnessRow], out: Path, rc: RobustnessConfig,
-                perturbation: dict[str, float], dataset: str) -> None:
+                perturbation: dict[str, float], dataset: str,
+                cache_key: dict[str, Any] | None = None) -> None:
     """``table2.csv``, ``table2.md`` and ``table2.json``, each written atomically."""
     protocol = (
         f"{dataset}: a seeded sample (seed {rc.seed}) of {rows[0].n_test} test images. Adversarial "
@@ -294,7 +304,7 @@ def write_table(rows: list[RobustnessRow], out: Path, rc: RobustnessConfig,
     write_text(out / "table2.md", "\n".join(lines) + "\n")
     write_rows(out / "table2.csv", rows)
     write_rows(out / "table2.json", rows, protocol=protocol, config=dataclasses.asdict(rc),
-               perturbation_l2=perturbation)
+               perturbation_l2=perturbation, key=None if cache_key is None else as_key(cache_key))
 
 
 def _pct(v: float | None) -> str:
