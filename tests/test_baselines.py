@@ -329,3 +329,26 @@ def test_a_stronger_setting_costs_accuracy_and_each_raises_the_learned_inversion
     if sweep.control is not None:
         control = strength_run(kind, sweep.control)
         assert strong[0] < control[0] - 0.02, {**points, "control": control}
+
+
+def test_baselines_compare_the_split_runs_the_plain_cnn_and_the_majority_class(tmp_path: Path) -> None:
+    """`pgsl baselines` without cross-validation: each model once, on the same split, each row read
+    from what that model wrote; a second call retrains nothing."""
+    from pgsl.data import load_dataset
+    from pgsl.experiments.baselines import baselines
+    from pgsl.experiments.results import BaselineRow, read_rows
+
+    cfg = load_preset(str(TESTS / "tiny.toml")).replace(data={"limit_train": 128, "limit_test": 64})
+    rows = baselines(cfg, tmp_path)
+    assert [r.model for r in rows] == ["PGSL", "vanilla split", "plain CNN", "majority"]
+    for row, kind in zip(rows[:2], ("pgsl", "none"), strict=True):
+        metrics = json.loads((tmp_path / kind / "metrics.json").read_text())
+        assert row.accuracy == metrics["test_metrics"]["decision"]["accuracy"] and row.n_test == 64
+    data = load_dataset(cfg.data)
+    common = int(torch.bincount(torch.as_tensor(data.train.labels)).argmax())
+    expected = float((torch.as_tensor(data.test.labels) == common).double().mean())
+    assert rows[3].accuracy == pytest.approx(expected) and rows[3].run == f"always '{data.classes[common]}'"
+    assert read_rows(tmp_path / "baselines.json", BaselineRow) == rows
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/checkpoint.pt")}
+    assert len(stamps) == 2 and baselines(cfg, tmp_path) == rows
+    assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/checkpoint.pt")}
