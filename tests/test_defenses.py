@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -16,6 +17,8 @@ from pgsl.cli import app
 from pgsl.client.party import ClientParty
 from pgsl.config import Config
 from pgsl.defenses import DEFENSES, Defense
+from pgsl.defenses.noise import laplace_noise
+from pgsl.defenses.nopeek import distance_correlation
 from pgsl.server.party import ServerParty
 from pgsl.split.channel import InProcessChannel
 from pgsl.split.trainer import DECISION
@@ -163,3 +166,42 @@ def test_each_defence_names_its_server_model_and_streams() -> None:
         params = {"noise": {"scale": 0.5}}.get(name, {})
         server = ServerParty(TINY.replace(defense={"kind": name, "params": params}), 3)
         assert server.model.streams == cls.streams
+
+
+def _dcor_brute_force(x: np.ndarray, y: np.ndarray) -> float:
+    """Szekely et al. (2007), written out with loops: the reference."""
+    n = len(x)
+
+    def centred(z: np.ndarray) -> np.ndarray:
+        d = np.array([[np.sqrt(((z[i] - z[j]) ** 2).sum()) for j in range(n)] for i in range(n)])
+        return d - d.mean(0)[None, :] - d.mean(1)[:, None] + d.mean()
+
+    a, b = centred(x.reshape(n, -1)), centred(y.reshape(n, -1))
+    dcov = (a * b).mean()
+    return float(np.sqrt(max(dcov, 0) / np.sqrt((a * a).mean() * (b * b).mean())))
+
+
+def test_distance_correlation_matches_brute_force_reference() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(24, 1, 6, 6, generator=g, dtype=torch.float64)
+    y = torch.randn(24, 5, 3, 3, generator=g, dtype=torch.float64) + 3 * x[:, :, :3, :3]
+    got = float(distance_correlation(x, y))
+    assert got == pytest.approx(_dcor_brute_force(x.numpy(), y.numpy()), abs=1e-5)
+    assert float(distance_correlation(x, 2 * x + 1)) == pytest.approx(1.0, abs=1e-5)
+    indep = float(distance_correlation(torch.randn(400, 3, generator=g), torch.randn(400, 3, generator=g)))
+    assert indep < 0.2
+    x.requires_grad_(True)
+    distance_correlation(x, y).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="differ"):
+        distance_correlation(x[:3], y[:4])
+
+
+def test_laplace_noise_has_the_laplace_scale() -> None:
+    a = torch.zeros(200_000)
+    noisy = laplace_noise(a, 0.7, generator=torch.Generator().manual_seed(1))
+    assert abs(float(noisy.mean())) < 0.01
+    assert float(noisy.abs().mean()) == pytest.approx(0.7, rel=0.02)  # E|X| = b
+    assert torch.equal(laplace_noise(a, 0.0), a)
+    with pytest.raises(ValueError):
+        laplace_noise(a, -1.0)

@@ -1,29 +1,18 @@
-"""The batched gradient-inversion machinery against one-at-a-time ground truth: per-sample
-gradients against a loop of autograd, the batched L-BFGS against known minimisers, and DLG, iDLG
-and GGL on a batch of victims against the same attacks on each victim alone."""
+"""The optimisation tools (pgsl.optim) against ground truth: per-sample gradients against a loop
+of autograd, the batched L-BFGS-B against known minimisers, MINPACK's line search and scipy."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pgsl.attacks.dlg import DLGBudget, gradient_inversion
-from pgsl.attacks.ggl import ImagePrior, ggl_inversion
+from pgsl.attacks.dlg import DLGBudget
 from pgsl.attacks.view import GradientLeak
-from pgsl.client.party import ClientParty
-from pgsl.config import load_preset
-from pgsl.data import load_dataset, to_float
-from pgsl.experiments.privacy import gradient_leak
 from pgsl.optim.lbfgs import CONVERGED, LINE_SEARCH, NOT_FINITE, STEP_MAX, _LineSearch, _Memory, lbfgsb
 from pgsl.optim.per_sample import logit_gradient_basis, parameter_owners, per_sample_grads
-from pgsl.server.party import ServerParty
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(Path(__file__).parent / "tiny.toml")
@@ -294,117 +283,3 @@ def test_batched_lbfgs_rejects_non_finite_points_per_problem() -> None:
     assert int(jump.status) in (CONVERGED, LINE_SEARCH) and float(jump.f) < 0.9 - 1e-3
 
 
-def _pipeline(kind: str) -> SimpleNamespace:
-    """A (untrained) client and server of the tiny preset in float64, in eval mode: enough of a
-    run for :func:`gradient_leak`, whose path is the real one (PGSL: JSMA, RPCA, three streams)."""
-    cfg = load_preset(TINY).replace(defense={"kind": kind}, model={"width": 8, "hidden": 16, "pool": 2})
-    torch.manual_seed(0)
-    client, server = ClientParty(cfg, 1, 10), ServerParty(cfg, 10)
-    client.defense.double()
-    client.segment.double()
-    server.model.double().eval()
-    return SimpleNamespace(client=client, server=server)
-
-
-def _mnist(n: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    train = load_dataset(load_preset(TINY).data).train
-    return (to_float(train.images[offset:offset + n]).double()[:, :, 6:22, 6:22].contiguous(),
-            train.labels[offset:offset + n])
-
-
-@pytest.mark.parametrize("kind", ["none", "pgsl"])
-def test_per_sample_gradients_on_the_real_white_box_path(kind: str) -> None:
-    run = _pipeline(kind)
-    x, y = _mnist(4)
-    leak = gradient_leak(run, x, y)  # type: ignore[arg-type]
-    owners = list(leak.owners(range(len(leak.params))).values())
-    got = per_sample_grads(leak.logits, x, lambda z: F.cross_entropy(z, y, reduction="none"), owners)
-    for i in range(len(x)):
-        # the evaluator's leak (the client's own encoding) is the white-box path's at batch one
-        for g, ref in zip(got, leak.gradients[i], strict=True):
-            torch.testing.assert_close(g[i], ref, rtol=1e-9, atol=1e-12)
-
-
-# A victim's problem reads nothing of the others', but a batched evaluation rounds differently
-# from one at batch one (measured: 1e-21 .. 3e-18 on values and gradients, float64), and L-BFGS
-# amplifies that along the way: max |batched - alone| over the images, 8 iterations per stage of
-# stages (4, 0), float64: 1e-11 (iDLG), 2e-14 (DLG); at 16 iterations 1e-9 and 8e-12. (A stage on
-# only the last 2 tensors of this untrained network is flat -- gradients ~1e-8 -- and its line
-# search decisions turn on rounding: the test leaves it out.)
-BATCH_TOL = 1e-9
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("idlg", [False, True], ids=["dlg", "idlg"])
-def test_dlg_on_a_batch_gives_each_victim_what_it_gets_alone(idlg: bool) -> None:
-    run = _pipeline("none")
-    x, y = _mnist(3)
-    aux, _ = _mnist(24, offset=100)
-    leak = gradient_leak(run, x, y)  # type: ignore[arg-type]
-    kw = dict(idlg=idlg, aux_images=aux, iterations=8, stages=(4, 0), starts=24)
-    batched, labels = gradient_inversion(leak, (1, 16, 16), batch=3, **kw)  # type: ignore[arg-type]
-    alone, labels_alone = gradient_inversion(leak, (1, 16, 16), batch=1, **kw)  # type: ignore[arg-type]
-    assert torch.equal(labels, labels_alone)
-    assert (batched - alone).abs().max() <= BATCH_TOL
-    start, _ = gradient_inversion(leak, (1, 16, 16), idlg=idlg, aux_images=aux, iterations=1, stages=(2,),
-                                  starts=24)
-    assert (batched - start).abs().max() > 1e-3  # it moved: the comparison is not of two starts
-
-
-def test_ggl_on_a_batch_gives_each_victim_what_it_gets_alone() -> None:
-    run = _pipeline("none")
-    x, y = _mnist(3)
-    aux, _ = _mnist(16, offset=100)
-    leak = gradient_leak(run, x, y)  # type: ignore[arg-type]
-    torch.manual_seed(1)
-    prior = ImagePrior((1, 16, 16), latent=8).double().eval().requires_grad_(False)
-    kw = dict(population=4, generations=3, starts=16)
-    batched, labels = ggl_inversion(leak, prior, aux, batch=12, **kw)  # type: ignore[arg-type]
-    alone, labels_alone = ggl_inversion(leak, prior, aux, batch=4, **kw)  # type: ignore[arg-type]
-    assert torch.equal(labels, labels_alone) and torch.equal(labels, y)
-    assert (batched - alone).abs().max() <= BATCH_TOL
-
-
-@pytest.mark.slow
-def test_attack_bench_runs_in_tiny_mode() -> None:
-    proc = subprocess.run([sys.executable, "bench/attacks.py", "--tiny"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = {tuple(line.split()[:2]): line.split() for line in proc.stdout.splitlines()
-            if line.split()[:1] in (["dlg"], ["idlg"])}
-    for attack in ("dlg", "idlg"):
-        for solver in ("scipy", "torch"):
-            mse = float(rows[(attack, solver)][3])
-            assert 0 < mse < 1, (attack, solver, proc.stdout)
-        assert "speed scipy/torch" in " ".join(rows[(attack, "ratio")])
-    assert float(rows[("idlg", "torch")][5]) == 1.0  # the analytic label
-
-
-def test_the_scipy_reference_and_the_batched_solver_start_alike_and_both_descend() -> None:
-    """attacks/dlg_reference.py (scipy's L-BFGS-B, one victim at a time) against the batched torch
-    solver on the same iDLG problem: the same start and first step, then each lowers every victim's
-    gradient-matching distance (measured here: to 0.21-0.60 of the first step's after 30
-    iterations; the two solvers' end points within 1.4x of each other)."""
-    from pgsl.attacks.dlg_reference import _Matching
-
-    run = _pipeline("none")
-    x, y = _mnist(2)
-    aux, _ = _mnist(24, offset=100)
-    leak = gradient_leak(run, x, y)  # type: ignore[arg-type]
-    k = leak.num_classes
-
-    def distances(images: torch.Tensor) -> list[float]:
-        return [float(_Matching(leak, t, int(y[i]))(images[i:i + 1], t[leak.output_bias].reshape(1, k),
-                                                    leak.trailing(0), create_graph=False))
-                for i, t in enumerate(leak.gradients)]
-
-    kw = dict(idlg=True, aux_images=aux, stages=(0,), starts=24)
-    got = {(s, n): gradient_inversion(leak, (1, 16, 16), iterations=n, solver=s, **kw)  # type: ignore[arg-type]
-           for s in ("torch", "scipy") for n in (1, 30)}
-    assert all(torch.equal(labels, y) for _, labels in got.values())
-    assert torch.allclose(got[("torch", 1)][0], got[("scipy", 1)][0], atol=1e-6)
-    first = distances(got[("torch", 1)][0])
-    final = {s: distances(got[(s, 30)][0]) for s in ("torch", "scipy")}
-    for s, values in final.items():
-        assert all(v < 0.8 * f for v, f in zip(values, first, strict=True)), (s, values, first)
-    assert all(max(a, b) < 3 * min(a, b) for a, b in zip(final["torch"], final["scipy"], strict=True)), final
