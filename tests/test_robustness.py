@@ -183,6 +183,12 @@ def test_a_smaller_reconstruction_set_trains_for_as_many_steps_with_its_control(
         "plain CNN trained on the 16 victims' clean images", "plain CNN trained on 16 DLG reconstructions"]
     # the same victims again: no second control
     assert len(rob._reconstruction_rows(path, run, x, y, RobustnessConfig(recon_epochs=2), {}, controls)) == 2
+    # a plan may name the attacks whose reconstructions train a CNN: the others are left out
+    seen.clear()
+    only = RobustnessConfig(recon_epochs=2, recon_attacks=("mia",))
+    assert [r.model.split(" (")[0] for r in rob._reconstruction_rows(path, run, x, y, only, {}, set())] == [
+        "plain CNN trained on the 64 victims' clean images", "plain CNN trained on 64 MIA reconstructions"]
+    assert seen == [(64, 2), (64, 2)]
 
 
 def test_a_missing_torchattacks_is_named_before_any_work(tmp_path: Path,

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from pgsl.attacks import ATTACKS as ATTACKS_REGISTRY
-from pgsl.attacks import BASELINE
+from pgsl.attacks import BASELINE, get_attack
 from pgsl.checkpoint import load_checkpoint, save_checkpoint, write_text
 from pgsl.client.pixel_attack import jsma
 from pgsl.config import published
@@ -75,10 +75,14 @@ class RobustnessConfig:
     # epochs of the CNNs trained on reconstructions, over the whole victims' sample; a smaller set
     # (an attack run on the first n victims) trains for as many steps: ceil(epochs * sample / n)
     recon_epochs: int = 20
+    # the inversion attacks whose reconstructions train a CNN each (None: every one in the file)
+    recon_attacks: tuple[str, ...] | None = None
     seed: int = 0
     batch_size: int = 250
 
     def __post_init__(self) -> None:
+        for name in self.recon_attacks or ():
+            get_attack(name)
         if self.n_test == 0:  # a plan file (TOML has no None) or the CLI's --n-test 0
             object.__setattr__(self, "n_test", None)
         if self.n_test is not None and self.n_test < 0:
@@ -254,7 +258,8 @@ def _reconstruction_rows(path: Path, run: Run, x: Tensor, y: Tensor, rc: Robustn
                              clean=round(accuracy(model, x, y), 4), adversarial={}, paper_clean=paper_clean)
 
     rows = []
-    for attack in (a for a in ATTACKS_REGISTRY if a in saved and a != BASELINE):
+    wanted = rc.recon_attacks if rc.recon_attacks is not None else tuple(ATTACKS_REGISTRY)
+    for attack in (a for a in ATTACKS_REGISTRY if a in saved and a != BASELINE and a in wanted):
         name = ATTACKS_REGISTRY[attack].title.partition(" (")[0]  # "MIA (learned inversion)" -> MIA
         images = saved[attack].to(x.device).float().clamp(0, 1)
         n = len(images)
