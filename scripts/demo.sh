@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: set up, then reproduce the paper on MNIST with the quick preset and plan (PGSL and
 # the baselines trained, Tables I-II, the FSHA/SplitGuard table, Figs. 3-5, the frontier,
-# report.html; measured 14 min on a clean clone on 2 CPU cores, setup included: Table I 6.5 min).
+# report.html; measured 14-16 min on a clean clone on 2 CPU cores, setup included: Table I 6.5-7 min).
 # Re-running resumes from the cached stages. Extra arguments go to `pgsl reproduce`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
