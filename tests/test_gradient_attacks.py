@@ -268,8 +268,8 @@ def test_attack_bench_runs_in_tiny_mode() -> None:
 def test_the_scipy_reference_and_the_batched_solver_start_alike_and_both_descend() -> None:
     """attacks/dlg_reference.py (scipy's L-BFGS-B, one victim at a time) against the batched torch
     solver on the same iDLG problem: the same start and first step, then each lowers every victim's
-    gradient-matching distance (measured here: to 0.21-0.60 of the first step's after 30
-    iterations; the two solvers' end points within 1.4x of each other)."""
+    gradient-matching distance (measured here: to 0.22-0.67 of the first step's after 12
+    iterations; the two solvers' end points within 1.9x of each other)."""
     from pgsl.attacks.dlg_reference import _Matching
 
     run = _pipeline("none")
@@ -285,11 +285,11 @@ def test_the_scipy_reference_and_the_batched_solver_start_alike_and_both_descend
 
     kw = dict(idlg=True, aux_images=aux, stages=(0,), starts=24)
     got = {(s, n): gradient_inversion(leak, (1, 16, 16), iterations=n, solver=s, **kw)  # type: ignore[arg-type]
-           for s in ("torch", "scipy") for n in (1, 30)}
+           for s in ("torch", "scipy") for n in (1, 12)}
     assert all(torch.equal(labels, y) for _, labels in got.values())
     assert torch.allclose(got[("torch", 1)][0], got[("scipy", 1)][0], atol=1e-6)
     first = distances(got[("torch", 1)][0])
-    final = {s: distances(got[(s, 30)][0]) for s in ("torch", "scipy")}
+    final = {s: distances(got[(s, 12)][0]) for s in ("torch", "scipy")}
     for s, values in final.items():
-        assert all(v < 0.8 * f for v, f in zip(values, first, strict=True)), (s, values, first)
+        assert all(v < 0.85 * f for v, f in zip(values, first, strict=True)), (s, values, first)
     assert all(max(a, b) < 3 * min(a, b) for a, b in zip(final["torch"], final["scipy"], strict=True)), final
