@@ -500,14 +500,9 @@ def predict(run_dir: Annotated[Path, typer.Argument(help="A trained run folder (
     cross-validation folder (MIAS, --folds), each film is scored by the fold model that never trained
     on it. Unusable images get a row with the reason; the rest are classified."""
     from pgsl.experiments.predict import classify
-    from pgsl.runtime.server import tls_or_insecure
 
-    if server_address is not None:
-        tls = tls_or_insecure(tls, insecure)
-    elif insecure:
-        raise ValueError("--site, --tls and --insecure go with --server")
-    done, skipped = classify(run_dir, images, out, server=server_address, site=site, tls=tls, model=model,
-                             batch_size=batch_size, device=device)
+    done, skipped = classify(run_dir, images, out, server=server_address, site=site, tls=tls,
+                             insecure=insecure, model=model, batch_size=batch_size, device=device)
     for line in done:
         console.print(line)
     for line in skipped:

@@ -110,12 +110,11 @@ class DefenseConfig:
     def __post_init__(self) -> None:
         import pgsl.defenses  # a registry of names: no defence module is loaded for the name
 
-        if self.kind not in pgsl.defenses.DEFENSES:
-            pgsl.defenses.get_defense(self.kind)  # the error naming the registered ones
+        pgsl.defenses.DEFENSES.check([self.kind])
         if self.params:  # options are checked by the defence's own dataclass (its module loads)
             from pgsl.defenses.base import parse_params
 
-            parse_params(pgsl.defenses.get_defense(self.kind).Params, self.params, self.kind)
+            parse_params(pgsl.defenses.DEFENSES[self.kind].Params, self.params, self.kind)
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,7 @@ class Registry(MutableMapping[str, type[T]], Generic[T]):
 
     def get_class(self, name: str) -> type[T]:
         """The class registered under ``name``; a clear error naming the registered ones."""
-        if name not in self._entries:
-            raise ValueError(f"unknown {self.what} {name!r}; choose from {', '.join(self._entries)}")
+        self.check([name])
         return self[name]
 
     def check(self, names: Iterable[str]) -> None:

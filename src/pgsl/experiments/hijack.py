@@ -179,7 +179,7 @@ def write_table(rows: list[HijackRow], out: Path, hc: HijackConfig,
     write_text(out / "hijack.md", "\n".join(lines) + "\n")
     write_rows(out / "hijack.csv", [dataclasses.replace(r, curve=[]) for r in rows])
     write_rows(out / "hijack.json", rows, protocol=text, config=dataclasses.asdict(hc),
-               key=None if cache_key is None else as_key(cache_key))
+               key=as_key(cache_key))
 
 
 def hijack(runs: list[Path], out: Path, hc: HijackConfig, device: str = "cpu") -> list[HijackRow]:

@@ -509,13 +509,16 @@ def summary_lines(summary: dict[str, Any], out: Path) -> list[str]:
 
 
 def classify(run_dir: Path, images: Path, out: Path, *, server: str | None = None,
-             site: str | None = None, tls: Path | None = None, model: str | None = None,
-             batch_size: int = 64, device: str = "cpu") -> tuple[list[str], list[str]]:
+             site: str | None = None, tls: Path | None = None, insecure: bool = False,
+             model: str | None = None, batch_size: int = 64,
+             device: str = "cpu") -> tuple[list[str], list[str]]:
     """``pgsl predict``: classify ``images`` (a file or a folder) with ``run_dir`` -- a run in this
     process, a site's run through a ``pgsl server`` at ``server`` (``site``, mutual TLS from
-    ``tls`` or none), or a cross-validation folder (each film by the fold model that never saw its
-    patient). Writes ``out``; -> (what was done, the images skipped with their reasons)."""
+    ``tls``, or none with ``insecure``), or a cross-validation folder (each film by the fold model
+    that never saw its patient). Writes ``out``; -> (what was done, the images skipped with their
+    reasons)."""
     from pgsl.runtime import resolve_device
+    from pgsl.runtime.server import tls_or_insecure
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
@@ -529,7 +532,7 @@ def classify(run_dir: Path, images: Path, out: Path, *, server: str | None = Non
     if model is not None:
         raise ValueError("--model picks a model of a cross-validation folder (one with cv.json)")
     if server is None:
-        if site is not None or tls is not None:
+        if site is not None or tls is not None or insecure:
             raise ValueError("--site, --tls and --insecure go with --server")
         rows = predict_images(Predictor.in_process(run_dir, dev), files, out, batch_size)
     else:
@@ -537,6 +540,7 @@ def classify(run_dir: Path, images: Path, out: Path, *, server: str | None = Non
 
         if site is None:
             raise ValueError("with --server give --site, and --tls DIR (mutual TLS) or --insecure")
+        tls = tls_or_insecure(tls, insecure)
         try:
             with GrpcChannel(server, site=site, tls_dir=tls) as channel:
                 rows = predict_images(Predictor.remote(run_dir, channel, dev), files, out, batch_size)

@@ -342,7 +342,7 @@ def write_table(rows: list[PrivacyRow], out: Path, pc: PrivacyConfig, attacks: l
     write_text(out / "table1.md", "\n".join(lines) + "\n")
     write_rows(out / "table1.csv", rows)
     write_rows(out / "table1.json", rows, protocol=text, config=dataclasses.asdict(pc),
-               titles=titles, skipped=skipped, key=None if cache_key is None else as_key(cache_key))
+               titles=titles, skipped=skipped, key=as_key(cache_key))
 
 
 def privacy(runs: list[Path], out: Path, pc: PrivacyConfig, device: str = "cpu") -> list[PrivacyRow]:

@@ -309,7 +309,7 @@ def write_table(rows: list[RobustnessRow], out: Path, rc: RobustnessConfig,
     write_text(out / "table2.md", "\n".join(lines) + "\n")
     write_rows(out / "table2.csv", rows)
     write_rows(out / "table2.json", rows, protocol=protocol, config=dataclasses.asdict(rc),
-               perturbation_l2=perturbation, key=None if cache_key is None else as_key(cache_key))
+               perturbation_l2=perturbation, key=as_key(cache_key))
 
 
 def _pct(v: float | None) -> str:
