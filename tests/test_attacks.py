@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from attack_views import poison, views_of
+from probes import loaded
 from typer.testing import CliRunner
 
 from pgsl.attacks import ATTACKS, Attack, AttackerView, Budget, Need, Reconstruction, parse_budget
@@ -69,14 +68,10 @@ def test_mia_trained_on_ssim_scores_higher_ssim_at_a_comparable_mse(runs: dict[s
 def test_attack_package_never_imports_data_loaders_or_the_server() -> None:
     """Read from ``sys.modules`` in a fresh interpreter after importing every attack module, so
     indirect imports count too: an attack cannot reach the victims' data or the server's model."""
-    probe = ("import json, pkgutil, importlib, sys\n"
-             "import pgsl.attacks\n"
-             "for m in pkgutil.iter_modules(pgsl.attacks.__path__):\n"
-             "    importlib.import_module('pgsl.attacks.' + m.name)\n"
-             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('pgsl'))))")
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    modules = json.loads(r.stdout.strip().splitlines()[-1])
+    modules = loaded("import pkgutil, importlib\n"
+                     "import pgsl.attacks\n"
+                     "for m in pkgutil.iter_modules(pgsl.attacks.__path__):\n"
+                     "    importlib.import_module('pgsl.attacks.' + m.name)")
     assert {"pgsl.attacks.dlg", "pgsl.attacks.ggl", "pgsl.attacks.gan"} <= set(modules)  # it ran
     forbidden = [m for m in modules
                  if m.startswith(("pgsl.data", "pgsl.server", "pgsl.recovery", "pgsl.experiments"))]

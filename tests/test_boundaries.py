@@ -1,23 +1,10 @@
 """Process boundaries as facts: what a process imports is read from ``sys.modules`` in a fresh
-interpreter, so indirect imports count too."""
+interpreter (:func:`probes.loaded`), so indirect imports count too."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
-
-
-def loaded(code: str) -> list[str]:
-    """The ``pgsl`` modules loaded after running ``code`` in a fresh interpreter."""
-    probe = (code + "\nimport json, sys\n"
-             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('pgsl'))))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return list(json.loads(out.stdout.strip().splitlines()[-1]))
-
+from probes import loaded
 
 # What `pgsl client` runs: the CLI, the run driver, the gRPC channel, and a PGSL client party
 # built for a remote server (the run object a site trains with), then one query through it.

@@ -72,20 +72,13 @@ def test_the_old_attack_section_gets_a_message_that_says_its_new_name(tmp_path: 
 def test_building_a_config_loads_no_defence_module() -> None:
     """In a fresh interpreter: a Config names its defence without importing any defence module
     (nor torch, nor Opacus); options are checked by the named defence's module alone."""
-    import json
-    import subprocess
-    import sys
+    from probes import loaded
 
-    probe = ("import json, sys\n"
-             "from pgsl.config import Config, DefenseConfig\n"
+    named = ("from pgsl.config import Config, DefenseConfig\n"
              "Config(defense=DefenseConfig('dp'))\n"
-             "first = sorted(m for m in sys.modules\n"
-             "               if m.startswith('pgsl.defenses.') or m in ('torch', 'opacus'))\n"
-             "DefenseConfig('noise', {'scale': 0.5})\n"
-             "second = sorted(m for m in sys.modules if m.startswith('pgsl.defenses.'))\n"
-             "print(json.dumps([first, second]))")
-    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    first, second = json.loads(r.stdout.strip().splitlines()[-1])
-    assert first == []
-    assert second == ["pgsl.defenses.base", "pgsl.defenses.noise"]
+             "Config().replace(defense={'kind': 'dp'})")
+    assert [m for m in loaded(named, also=("torch", "opacus"))
+            if m in ("torch", "opacus") or m.startswith("pgsl.defenses.")] == []
+    with_options = named + "\nDefenseConfig('noise', {'scale': 0.5})"
+    assert [m for m in loaded(with_options) if m.startswith("pgsl.defenses.")] == [
+        "pgsl.defenses.base", "pgsl.defenses.noise"]
